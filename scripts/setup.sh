@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what paqet and its tests need: Debian packages (when root and apt-get exist),
+# then a virtual environment in .venv with paqet installed from this checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v nft >/dev/null || need_apt+=(nftables)
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v tcpdump >/dev/null || need_apt+=(tcpdump)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v kcptun-server >/dev/null || need_apt+=(kcptun)
+[ -e /usr/include/pcap/pcap.h ] || need_apt+=(libpcap-dev)
+command -v ip >/dev/null || need_apt+=(iproute2)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup: installing Debian packages: ${need_apt[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q >/dev/null
+        apt-get install -y -q "${need_apt[@]}" >/dev/null
+    else
+        echo "setup: missing ${need_apt[*]} (run as root to install them); tests that need them will be skipped"
+    fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "setup: $(.venv/bin/python --version), paqet installed in .venv"

@@ -1,0 +1,3 @@
+from paqet.cli.main import main
+
+raise SystemExit(main())
