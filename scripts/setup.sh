@@ -12,6 +12,7 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v kcptun-server >/dev/null || need_apt+=(kcptun)
 [ -e /usr/include/pcap/pcap.h ] || need_apt+=(libpcap-dev)
 command -v ip >/dev/null || need_apt+=(iproute2)
+command -v ping >/dev/null || need_apt+=(iputils-ping)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "setup: installing Debian packages: ${need_apt[*]}"
