@@ -205,10 +205,11 @@ class NetLab:
         self.run(ns, "nft", "delete", "table", "inet", "pqloss", check=False)
         if percent <= 0:
             return
-        per_mille = int(round(percent * 10))
+        per_mille = min(1000, int(round(percent * 10)))
+        rule = "counter drop" if per_mille >= 1000 else f"numgen random mod 1000 < {per_mille} counter drop"
         self.nft(ns, f"""table inet pqloss {{
   chain loss {{ type filter hook forward priority 0; policy accept;
-    numgen random mod 1000 < {per_mille} counter drop
+    {rule}
   }}
 }}
 """)
