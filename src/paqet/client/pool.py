@@ -1,0 +1,273 @@
+"""The client's tunnel connections: `conn` sessions to the server, streams spread over them
+round-robin, PTCPF announced once per session, a PPING/PPONG health check, dialect
+detection, and reconnection with backoff.
+
+Upstream opens three smux streams per application connection (an empty probe, a PTCPF
+stream and the data stream) and has no health check; here a session announces its flags
+once and is checked every `health_interval` seconds instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from paqet.proto import appmsg
+from paqet.tunnel.connection import ConnectionClosed, TunnelConnection
+from paqet.tunnel.endpoint import ClientTunnel
+from paqet.tunnel.params import TunnelParams
+from paqet.tunnel.stream import StreamClosed, TunnelStream
+
+log = logging.getLogger("paqet.client")
+
+BackendFactory = Callable[[], object]
+
+
+class NoTunnel(ConnectionError):
+    """No healthy tunnel session could be had in time."""
+
+
+class _Slot:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.tunnel: ClientTunnel | None = None
+        self.failures = 0             # consecutive failed reconnects or health checks
+        self.ready = asyncio.Event()  # a live session is in place
+        self.reconnecting: asyncio.Task | None = None
+        self.dialect: str | None = None
+
+    @property
+    def conn(self) -> TunnelConnection | None:
+        t = self.tunnel
+        if t is None or t.conn.closed:
+            return None
+        return t.conn
+
+
+class ClientPool:
+    def __init__(self, params: TunnelParams, server: tuple, backend_factory: BackendFactory, *,
+                 conns: int = 1, remote_flags: list[int] | None = None, dialect: str = "alpha21",
+                 health_interval: float = 10.0, health_timeout: float = 5.0,
+                 open_timeout: float = 15.0) -> None:
+        self.params = params
+        self.server = server
+        self.backend_factory = backend_factory
+        self.slots = [_Slot(i) for i in range(max(1, conns))]
+        self.remote_flags = list(remote_flags or [])
+        self.configured_dialect = dialect
+        self.health_interval = health_interval
+        self.health_timeout = health_timeout
+        self.open_timeout = open_timeout
+        self._rr = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._closing = False
+
+    def _spawn(self, coro) -> asyncio.Task:
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Create every session (no packet is needed for that: KCP has no handshake)."""
+        for slot in self.slots:
+            self._connect(slot)
+        if self.health_interval > 0:
+            self._spawn(self._health_loop())
+
+    def _connect(self, slot: _Slot) -> None:
+        backend = self.backend_factory()
+        tunnel = ClientTunnel(backend, self.server, self.params,
+                              on_closed=lambda conn, reason, s=slot: self._on_closed(s, conn, reason))
+        slot.tunnel = tunnel
+        slot.ready.set()
+        port = getattr(backend, "local_port", "?")
+        log.info("connection %d to %s:%s up (local port %s, conv %#010x)", slot.index + 1,
+                 self.server[0], self.server[1], port, tunnel.conv)
+        self._announce_flags(tunnel.conn, slot)
+        if self.configured_dialect == "auto":
+            self._spawn(self._detect_dialect(slot, tunnel.conn))
+        else:
+            slot.dialect = self.configured_dialect
+
+    def _dialect(self, slot: _Slot) -> str:
+        return slot.dialect or ("alpha21" if self.configured_dialect == "auto"
+                                else self.configured_dialect)
+
+    def _announce_flags(self, conn: TunnelConnection, slot: _Slot) -> None:
+        async def announce() -> None:
+            try:
+                st = conn.open_stream()
+                st.write(appmsg.encode(appmsg.TcpFlags(tuple(self.remote_flags)),
+                                       self._dialect(slot)))
+                await st.drain()
+                st.close()
+            except (StreamClosed, ConnectionError) as exc:
+                log.debug("PTCPF announcement on connection %d failed: %s", slot.index + 1, exc)
+        if self.remote_flags:
+            self._spawn(announce())
+
+    def _on_closed(self, slot: _Slot, conn: TunnelConnection, reason: str) -> None:
+        if self._closing:
+            return
+        if slot.tunnel is None or slot.tunnel.conn is not conn:
+            return
+        log.info("connection %d to %s:%s lost (%s), reconnecting", slot.index + 1,
+                 self.server[0], self.server[1], reason)
+        slot.ready.clear()
+        try:
+            slot.tunnel.backend.close()
+        except Exception:
+            pass
+        slot.tunnel._reader.close()
+        if slot.reconnecting is None or slot.reconnecting.done():
+            slot.reconnecting = self._spawn(self._reconnect(slot))
+
+    async def _reconnect(self, slot: _Slot) -> None:
+        delay = min(10.0, 0.25 * (2 ** min(slot.failures, 6)))
+        slot.failures += 1
+        await asyncio.sleep(delay)
+        while not self._closing:
+            try:
+                self._connect(slot)
+                return
+            except OSError as exc:
+                delay = min(10.0, max(0.5, delay * 2))
+                log.error("reconnecting connection %d failed: %s (retry in %.1fs)",
+                          slot.index + 1, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        self._closing = True
+        for t in list(self._tasks):
+            t.cancel()
+        for slot in self.slots:
+            if slot.tunnel is not None:
+                try:
+                    await asyncio.wait_for(slot.tunnel.aclose("client shutting down"), 1.0)
+                except (asyncio.TimeoutError, Exception):
+                    slot.tunnel.close("client shutting down")
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1)
+
+    # -- streams -------------------------------------------------------------------------
+    async def _pick(self) -> tuple[_Slot, TunnelConnection]:
+        n = len(self.slots)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.open_timeout
+        while True:
+            for i in range(n):
+                slot = self.slots[(self._rr + i) % n]
+                conn = slot.conn
+                if conn is not None:
+                    self._rr = (self._rr + i + 1) % n
+                    return slot, conn
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._closing:
+                raise NoTunnel(f"no tunnel session to {self.server[0]}:{self.server[1]} "
+                               f"within {self.open_timeout:.0f}s")
+            waiters = [asyncio.ensure_future(s.ready.wait()) for s in self.slots]
+            try:
+                await asyncio.wait(waiters, timeout=min(remaining, 1.0),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+
+    async def open(self, msg) -> TunnelStream:
+        """A new stream that starts with the app message `msg` (PTCP / PUDP)."""
+        slot, conn = await self._pick()
+        try:
+            st = conn.open_stream()
+        except ConnectionClosed as exc:
+            raise NoTunnel(str(exc)) from None
+        st.write(appmsg.encode(msg, self._dialect(slot)))
+        return st
+
+    async def open_tcp(self, host: str, port: int) -> TunnelStream:
+        return await self.open(appmsg.TcpConnect(host, port))
+
+    async def open_udp(self, host: str, port: int) -> TunnelStream:
+        return await self.open(appmsg.UdpAssociate(host, port))
+
+    # -- health and dialect ------------------------------------------------------------
+    async def ping(self, conn: TunnelConnection, dialect: str, timeout: float) -> float | None:
+        """One PPING/PPONG round trip on a fresh stream: the RTT in seconds, or None."""
+        loop = asyncio.get_running_loop()
+        st = conn.open_stream()
+        t0 = loop.time()
+        try:
+            st.write(appmsg.encode(appmsg.Ping(), dialect))
+            reader = appmsg.MessageReader(dialect)
+            async with asyncio.timeout(timeout):
+                while True:
+                    data = await st.read()
+                    if not data:
+                        return None
+                    msg = reader.feed(data)
+                    if msg is not None:
+                        return loop.time() - t0 if isinstance(msg, appmsg.Pong) else None
+        except (TimeoutError, StreamClosed, appmsg.ProtocolError):
+            return None
+        finally:
+            st.close()
+
+    async def _detect_dialect(self, slot: _Slot, conn: TunnelConnection) -> None:
+        """PPING in the alpha.21 encoding: alpha.21 answers 5 bytes, alpha.20 3 bytes, a
+        gob-era server nothing (app-protocol.md §4.6)."""
+        loop = asyncio.get_running_loop()
+        for attempt in range(3):
+            if conn.closed:
+                return
+            st = conn.open_stream()
+            got = b""
+            try:
+                st.write(appmsg.encode(appmsg.Ping(), "alpha21"))
+                async with asyncio.timeout(3.0):
+                    while len(got) < 5:
+                        data = await st.read()
+                        if not data:
+                            break
+                        got += data
+            except (TimeoutError, StreamClosed):
+                pass
+            finally:
+                st.close()
+            if got[:5] == b"\x50\x01\x02\x00\x00":
+                slot.dialect = "alpha21"
+            elif got[:3] == b"\x50\x01\x02":
+                slot.dialect = "alpha20"
+            elif not got and conn.last_rx_ms != conn.created_ms:
+                # The server acknowledged our packets but never answered: a gob-era server.
+                slot.dialect = "gob"
+            else:
+                await asyncio.sleep(min(5.0, 1.0 + attempt * 2))
+                continue
+            log.info("connection %d: server speaks the %s app protocol", slot.index + 1,
+                     slot.dialect)
+            if slot.dialect != "alpha21":
+                self._announce_flags(conn, slot)
+            return
+        log.info("connection %d: server dialect unknown (no answer), using alpha21",
+                 slot.index + 1)
+        _ = loop
+
+    async def _health_loop(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self.health_interval)
+            for slot in self.slots:
+                conn = slot.conn
+                if conn is None or self._dialect(slot) == "gob":
+                    continue   # gob-era servers do not answer PPING; smux keepalive decides
+                rtt = await self.ping(conn, self._dialect(slot), self.health_timeout)
+                if rtt is not None:
+                    slot.failures = 0
+                    log.debug("connection %d healthy, PPING rtt %.1f ms", slot.index + 1, rtt * 1000)
+                    continue
+                if conn.closed:
+                    continue
+                log.info("connection %d: no PPONG within %.0fs, reconnecting", slot.index + 1,
+                         self.health_timeout)
+                conn.close("health check failed")

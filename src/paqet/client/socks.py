@@ -1,0 +1,238 @@
+"""The SOCKS5 listener: CONNECT and UDP ASSOCIATE through the tunnel, with optional
+username/password, driven by the sans-I/O state machine in paqet.proto.socks5."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+
+from paqet.client.pool import ClientPool, NoTunnel
+from paqet.client.udpflows import UdpFlows
+from paqet.proto import socks5
+from paqet.tunnel.relay import relay_tcp
+
+log = logging.getLogger("paqet.socks5")
+
+HANDSHAKE_TIMEOUT = 8.0
+UDP_MAX = 4096
+
+
+def _bind_reply(writer: asyncio.StreamWriter) -> tuple[str, int]:
+    addr = writer.get_extra_info("sockname")
+    return addr[0], addr[1]
+
+
+class _Relay(asyncio.DatagramProtocol):
+    """The UDP relay socket of one association."""
+
+    def __init__(self, assoc: "_Association") -> None:
+        self.assoc = assoc
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.assoc.datagram(data, addr)
+
+
+class _Association:
+    def __init__(self, server: "Socks5Listener", expect_ip: str, expect_port: int) -> None:
+        self.server = server
+        self.expect_ip = expect_ip
+        self.expect_port = expect_port  # 0: learned from the first datagram
+        self.client_addr: tuple | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self.headers: dict[str, bytes] = {}   # target -> the header the client used for it
+        self.drops = 0
+
+    @staticmethod
+    def _same_ip(a: str, b: str) -> bool:
+        try:
+            ia, ib = ipaddress.ip_address(a.split("%")[0]), ipaddress.ip_address(b.split("%")[0])
+        except ValueError:
+            return a == b
+        if isinstance(ia, ipaddress.IPv6Address) and ia.ipv4_mapped:
+            ia = ia.ipv4_mapped
+        if isinstance(ib, ipaddress.IPv6Address) and ib.ipv4_mapped:
+            ib = ib.ipv4_mapped
+        return ia == ib
+
+    def datagram(self, data: bytes, addr) -> None:
+        if not self._same_ip(addr[0], self.expect_ip) or (
+                self.expect_port and addr[1] != self.expect_port):
+            self.drops += 1
+            log.debug("SOCKS5 UDP %s: unexpected source (want %s)", addr, self.expect_ip)
+            return
+        if self.client_addr is None:
+            self.client_addr = addr
+        try:
+            host, port, _atyp, header, payload = socks5.parse_udp_header(data)
+        except socks5.Socks5Error as exc:
+            self.drops += 1
+            log.debug("SOCKS5 UDP %s: malformed datagram: %s", addr, exc)
+            return
+        if len(payload) > UDP_MAX:
+            self.drops += 1
+            log.debug("SOCKS5 UDP %s: payload too large, %d bytes", addr, len(payload))
+            return
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.headers.setdefault(target, bytes(header))
+        hdr = self.headers[target]
+        local = f"{addr[0]}:{addr[1]}"
+        ok = self.server.flows.send(local, host, port, payload,
+                                    reply=lambda p, h=hdr: self.reply(h, p))
+        if not ok:
+            self.drops += 1
+
+    def reply(self, header: bytes, payload: bytes) -> None:
+        if self.transport is not None and self.client_addr is not None \
+                and not self.transport.is_closing():
+            self.transport.sendto(header + payload, self.client_addr)
+
+
+class Socks5Listener:
+    def __init__(self, pool: ClientPool, flows: UdpFlows, listen: tuple[str, int], *,
+                 username: str = "", password: str = "",
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
+        self.pool = pool
+        self.flows = flows
+        self.listen = listen
+        self.username = username
+        self.password = password
+        self.handshake_timeout = handshake_timeout
+        self.server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, self.listen[0], self.listen[1])
+        addr = self.server.sockets[0].getsockname()
+        log.info("SOCKS5 server listening on %s:%s", addr[0], addr[1])
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for t in list(self._tasks):
+            t.cancel()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        peer = writer.get_extra_info("peername")
+        try:
+            await self._serve(reader, writer, peer)
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            log.debug("SOCKS5 connection from %s ended: %s", peer, exc)
+        finally:
+            self._tasks.discard(task)
+            if not writer.is_closing():
+                writer.close()
+
+    async def _negotiate(self, reader, writer, peer):
+        machine = socks5.Socks5Server(username=self.username or None,
+                                      password=self.password or None)
+        async with asyncio.timeout(self.handshake_timeout):
+            while True:
+                out = machine.data_to_send()
+                if out:
+                    writer.write(out)
+                    await writer.drain()
+                ev = machine.next_event()
+                if ev is None:
+                    data = await reader.read(4096)
+                    if not data:
+                        return machine, None
+                    machine.receive_data(data)
+                    continue
+                return machine, ev
+
+    async def _serve(self, reader, writer, peer) -> None:
+        try:
+            machine, ev = await self._negotiate(reader, writer, peer)
+        except TimeoutError:
+            log.debug("SOCKS5 negotiation with %s failed: timeout", peer)
+            return
+        out = machine.data_to_send()
+        if out:
+            writer.write(out)
+            await writer.drain()
+        if ev is None:
+            return
+        bind = _bind_reply(writer)
+        if isinstance(ev, socks5.AuthFailed):
+            log.info("SOCKS5 authentication failed for %s:%s", peer[0], peer[1])
+            return
+        if isinstance(ev, socks5.ProtocolViolation):
+            log.debug("SOCKS5 request from %s failed: %s", peer, ev.reason)
+            return
+        if isinstance(ev, socks5.UnsupportedCommand):
+            log.debug("SOCKS5 unsupported command %d from %s", ev.cmd, peer)
+            writer.write(machine.reply(socks5.REP_COMMAND_NOT_SUPPORTED, "0.0.0.0", 0))
+            await writer.drain()
+            return
+        if isinstance(ev, socks5.ConnectRequest):
+            await self._connect(machine, ev, reader, writer, peer, bind)
+        elif isinstance(ev, socks5.UdpAssociateRequest):
+            await self._associate(machine, ev, reader, writer, peer, bind)
+
+    async def _connect(self, machine, ev, reader, writer, peer, bind) -> None:
+        host, port = ev.host, ev.port
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        log.debug("SOCKS5 CONNECT from %s to %s", peer, target)
+        if len(host.encode("utf-8", "surrogateescape")) > 253:
+            writer.write(machine.reply(socks5.REP_GENERAL_FAILURE, "0.0.0.0", 0))
+            await writer.drain()
+            return
+        try:
+            st = await self.pool.open_tcp(host, port)
+        except NoTunnel as exc:
+            log.error("SOCKS5 failed to establish TCP stream for %s -> %s: %s", peer, target, exc)
+            writer.write(machine.reply(socks5.REP_GENERAL_FAILURE, "0.0.0.0", 0))
+            await writer.drain()
+            return
+        writer.write(machine.reply(socks5.REP_SUCCEEDED, bind[0], bind[1]))
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        log.info("SOCKS5 accepted TCP connection %s:%s -> %s", peer[0], peer[1], target)
+        rest = getattr(machine, "rest", b"")
+        if rest:
+            st.write(bytes(rest))
+        await relay_tcp(st, reader, writer, f"{peer[0]}:{peer[1]} -> {target}")
+        log.debug("SOCKS5 connection %s -> %s closed", peer, target)
+
+    async def _associate(self, machine, ev, reader, writer, peer, bind) -> None:
+        loop = asyncio.get_running_loop()
+        log.debug("SOCKS5 UDP_ASSOCIATE from %s", peer)
+        try:
+            unspecified = ipaddress.ip_address(ev.host).is_unspecified
+        except ValueError:
+            unspecified = True  # a domain name: expect the TCP peer
+        expect_ip = peer[0] if unspecified else ev.host
+        expect_port = 0 if unspecified else ev.port
+        assoc = _Association(self, expect_ip, expect_port)
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Relay(assoc), local_addr=(bind[0], 0))
+        except OSError as exc:
+            log.error("SOCKS5 failed to open UDP relay socket: %s", exc)
+            writer.write(machine.reply(socks5.REP_GENERAL_FAILURE, "0.0.0.0", 0))
+            await writer.drain()
+            return
+        assoc.transport = transport
+        relay = transport.get_extra_info("sockname")
+        writer.write(machine.reply(socks5.REP_SUCCEEDED, relay[0], relay[1]))
+        await writer.drain()
+        log.debug("SOCKS5 UDP_ASSOCIATE from %s relay=%s expect=%s", peer, relay, expect_ip)
+        try:
+            while await reader.read(4096):
+                pass
+        finally:
+            transport.close()
+            log.debug("SOCKS5 UDP_ASSOCIATE control connection %s closed", peer)

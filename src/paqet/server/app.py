@@ -1,0 +1,217 @@
+"""The paqet server: accept tunnel sessions, read one app message per stream, dial targets
+(TCP and UDP) and relay; answer PPING; apply each client's TCP flags (PTCPF)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from paqet.proto import appmsg
+from paqet.tunnel.connection import TunnelConnection
+from paqet.tunnel.endpoint import TunnelListener
+from paqet.tunnel.params import TunnelParams
+from paqet.tunnel.relay import relay_tcp
+from paqet.tunnel.stream import StreamClosed, TunnelStream
+
+log = logging.getLogger("paqet.server")
+
+DIAL_TIMEOUT = 8.0
+HEADER_TIMEOUT = 30.0
+UDP_MAX = 4096
+
+
+def join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _UdpTarget(asyncio.DatagramProtocol):
+    def __init__(self, st: TunnelStream) -> None:
+        self.st = st
+        self.transport: asyncio.DatagramTransport | None = None
+        self.error: Exception | None = None
+        self.done = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        if len(data) > UDP_MAX:
+            return
+        asyncio.ensure_future(self._forward(data))
+
+    async def _forward(self, data: bytes) -> None:
+        try:
+            await self.st.send_datagram(data)
+        except StreamClosed:
+            self._finish(None)
+
+    def error_received(self, exc: Exception) -> None:
+        self._finish(exc)
+
+    def connection_lost(self, exc) -> None:
+        self._finish(exc)
+
+    def _finish(self, exc) -> None:
+        if not self.done.done():
+            self.done.set_result(exc)
+
+
+class Server:
+    def __init__(self, params: TunnelParams, backend, *, dial_timeout: float = DIAL_TIMEOUT,
+                 max_sessions: int = 4096) -> None:
+        self.params = params
+        self.backend = backend
+        self.dial_timeout = dial_timeout
+        self.listener: TunnelListener | None = None
+        self.max_sessions = max_sessions
+        self._tasks: set[asyncio.Task] = set()
+        self._stopping = False
+
+    def _spawn(self, coro) -> asyncio.Task:
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
+
+    async def start(self) -> None:
+        self.listener = TunnelListener(self.backend, self.params, max_sessions=self.max_sessions,
+                                       on_session_closed=self._session_closed)
+        self._spawn(self._accept_loop())
+
+    async def _accept_loop(self) -> None:
+        assert self.listener is not None
+        while True:
+            conn = await self.listener.accept()
+            if conn is None:
+                return
+            log.info("accepted new connection from %s:%s", conn.peer[0], conn.peer[1])
+            self._spawn(self._session(conn))
+
+    def _session_closed(self, conn: TunnelConnection, reason: str) -> None:
+        if not self._stopping:
+            log.info("connection from %s:%s closed: %s", conn.peer[0], conn.peer[1], reason)
+        try:
+            self.backend.set_peer_flags(conn.peer, None)
+        except Exception:
+            pass
+
+    async def _session(self, conn: TunnelConnection) -> None:
+        while True:
+            st = await conn.accept_stream()
+            if st is None:
+                return
+            self._spawn(self._stream(conn, st))
+
+    async def _stream(self, conn: TunnelConnection, st: TunnelStream) -> None:
+        try:
+            await self._handle(conn, st)
+        except (StreamClosed, ConnectionError) as exc:
+            log.debug("stream %d from %s ended: %s", st.sid, conn.peer, exc)
+        except Exception:
+            log.exception("stream %d from %s failed", st.sid, conn.peer)
+        finally:
+            st.close()
+            log.debug("stream %d from %s:%s closed", st.sid, conn.peer[0], conn.peer[1])
+
+    async def _read_message(self, st: TunnelStream):
+        reader = appmsg.MessageReader("auto")
+        async with asyncio.timeout(HEADER_TIMEOUT):
+            while True:
+                data = await st.read(65536)
+                if not data:
+                    if reader.dialect == "alpha20" or reader.dialect is None:
+                        msg = reader.feed_eof() if hasattr(reader, "feed_eof") else None
+                        if msg is not None:
+                            return msg, reader
+                    raise EOFError("EOF")
+                msg = reader.feed(data)
+                if msg is not None:
+                    return msg, reader
+
+    async def _handle(self, conn: TunnelConnection, st: TunnelStream) -> None:
+        try:
+            msg, reader = await self._read_message(st)
+        except appmsg.ProtocolError as exc:
+            log.error("failed to read protocol message from stream %d: %s", st.sid, exc)
+            return
+        except (EOFError, TimeoutError) as exc:
+            log.debug("failed to read protocol message from stream %d: %s", st.sid, exc or "EOF")
+            return
+        if isinstance(msg, appmsg.Ping):
+            st.write(appmsg.encode(appmsg.Pong(), reader.dialect or "alpha21"))
+            await st.drain()
+        elif isinstance(msg, appmsg.TcpFlags):
+            flags = list(msg.flags)
+            self.backend.set_peer_flags(conn.peer, flags or None)
+            log.debug("client %s:%s set TCP flags %s", conn.peer[0], conn.peer[1], flags)
+        elif isinstance(msg, appmsg.TcpConnect):
+            await self._tcp(conn, st, msg.host, msg.port, reader.rest)
+        elif isinstance(msg, appmsg.UdpAssociate):
+            await self._udp(conn, st, msg.host, msg.port, reader.rest)
+        else:
+            log.error("unknown protocol type %s on stream %d", type(msg).__name__, st.sid)
+
+    async def _tcp(self, conn, st: TunnelStream, host: str, port: int, rest: bytes) -> None:
+        target = join_host_port(host, port)
+        log.info("accepted TCP stream %d: %s:%s -> %s", st.sid, conn.peer[0], conn.peer[1], target)
+        try:
+            async with asyncio.timeout(self.dial_timeout):
+                reader, writer = await asyncio.open_connection(host or "localhost", port)
+        except (OSError, TimeoutError) as exc:
+            log.error("failed to establish TCP connection to %s for stream %d: %s",
+                      target, st.sid, exc or "timeout")
+            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        if rest:
+            writer.write(rest)
+        sent, recv = await relay_tcp(st, reader, writer, f"stream {st.sid} -> {target}")
+        log.debug("closed TCP connection %s for stream %d (%d up, %d down)", target, st.sid,
+                  sent, recv)
+
+    async def _udp(self, conn, st: TunnelStream, host: str, port: int, rest: bytes) -> None:
+        target = join_host_port(host, port)
+        log.info("accepted UDP stream %d: %s:%s -> %s", st.sid, conn.peer[0], conn.peer[1], target)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.dial_timeout):
+                transport, proto = await loop.create_datagram_endpoint(
+                    lambda: _UdpTarget(st), remote_addr=(host or "localhost", port))
+        except (OSError, TimeoutError) as exc:
+            log.error("failed to establish UDP connection to %s for stream %d: %s",
+                      target, st.sid, exc or "timeout")
+            return
+        try:
+            if rest:
+                transport.sendto(rest)
+            reader_task = asyncio.ensure_future(self._udp_up(st, transport))
+            done, _ = await asyncio.wait({reader_task, proto.done},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if proto.done.done() and proto.done.result() is not None:
+                log.error("UDP stream %d failed for %s: %s", st.sid, target, proto.done.result())
+            reader_task.cancel()
+        finally:
+            transport.close()
+            log.debug("closed UDP connection %s for stream %d", target, st.sid)
+
+    async def _udp_up(self, st: TunnelStream, transport) -> None:
+        while True:
+            data = await st.read_datagram()
+            if not data:
+                return
+            if len(data) <= UDP_MAX:
+                transport.sendto(data)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self.listener is not None:
+            self.listener.close()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)

@@ -1,0 +1,336 @@
+"""One tunnel connection: datagram codec + KCP + smux for a single peer, driven by asyncio.
+
+The sans-I/O machines do all protocol work; this class only moves bytes between them at the
+right moments and keeps the timers:
+
+    wire datagram -> codec.decode -> kcp.input        (datagram_received, per datagram)
+    kcp.recv -> smux.receive_data -> stream events    (pump, once per loop iteration)
+    stream writes -> smux -> kcp.send -> kcp.flush -> codec.encode -> send(wire, peer)
+
+All received datagrams of one wakeup are fed first, then one pump runs, so ACKs and data
+produced in reaction to a batch leave together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from paqet.kcp.engine import KCP
+from paqet.smux import events as sev
+from paqet.smux.session import SmuxSession
+from paqet.tunnel.clock import now_ms
+from paqet.tunnel.params import TunnelParams
+from paqet.tunnel.stream import StreamClosed, TunnelStream
+from paqet.wire.datagram import DatagramCodec
+
+log = logging.getLogger("paqet.tunnel")
+
+SendFn = Callable[[bytes, tuple], None]
+
+
+class ConnectionClosed(ConnectionError):
+    pass
+
+
+class TunnelConnection:
+    def __init__(self, *, conv: int, peer: tuple, send: SendFn, params: TunnelParams,
+                 client: bool, codec: DatagramCodec | None = None,
+                 on_closed: Callable[["TunnelConnection", str], None] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.conv = conv
+        self._conv_le = conv.to_bytes(4, "little")
+        self.foreign_conv_drops = 0
+        self.peer = peer
+        self.params = params
+        self.client = client
+        self._send = send
+        self.on_closed = on_closed
+        self.codec = codec or DatagramCodec(params.block, params.key, dshard=params.dshard,
+                                            pshard=params.pshard)
+        k = KCP(conv)
+        k.set_nodelay(params.nodelay, params.interval, params.resend, params.nc)
+        k.set_wndsize(params.sndwnd, params.rcvwnd)
+        k.set_mtu(self.codec.kcp_mtu(params.mtu))
+        k.stream = True
+        k.ack_nodelay = params.acknodelay
+        k.write_delay = params.wdelay
+        self.kcp = k
+        self.smux = SmuxSession(
+            client=client, version=params.smux_version, max_frame_size=params.max_frame_size,
+            max_receive_buffer=params.smuxbuf, max_stream_buffer=params.streambuf,
+            keepalive_interval_ms=params.keepalive_ms,
+            keepalive_timeout_ms=params.keepalive_timeout_ms)
+        self.streams: dict[int, TunnelStream] = {}
+        self._accept_q: asyncio.Queue[TunnelStream | None] = asyncio.Queue()
+        self._pump_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._send_room = asyncio.Event()
+        self._send_room.set()
+        self.closed = False
+        self.close_reason = ""
+        self.created_ms = now_ms()
+        self.last_rx_ms = self.created_ms
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._backlog_limit = max(2 * params.sndwnd, 64)
+        self._schedule_timer(0)
+
+    now_ms = staticmethod(now_ms)
+
+    def __repr__(self) -> str:
+        return f"<TunnelConnection conv={self.conv:#010x} peer={self.peer}>"
+
+    # -- input ---------------------------------------------------------------------------
+    def datagram_received(self, wire: bytes) -> bool:
+        """Feed one wire datagram. Returns False (and feeds nothing) when it carries another
+        conversation starting at sn 0: a restarted peer, whose new session replaces this
+        one (kcp-go's listener rule)."""
+        if self.closed:
+            return True
+        now = now_ms()
+        kcp_input = self.kcp.input
+        conv_le = self._conv_le
+        got = False
+        for payload, regular in self.codec.decode(wire):
+            if payload[:4] != conv_le:
+                if (regular and not self.client and len(payload) >= 24
+                        and payload[12:16] == b"\0\0\0\0"):
+                    return False
+                self.foreign_conv_drops += 1
+                continue
+            kcp_input(payload, now, regular)
+            got = True
+        if got:
+            self.last_rx_ms = now
+            self._schedule_pump()
+        return True
+
+    def feed_kcp(self, payload: bytes, regular: bool = True) -> None:
+        """Input already-decoded KCP bytes (the listener decoded the first datagram)."""
+        if self.closed:
+            return
+        now = now_ms()
+        self.kcp.input(payload, now, regular)
+        self.last_rx_ms = now
+        self._schedule_pump()
+
+    # -- streams -------------------------------------------------------------------------
+    def open_stream(self) -> TunnelStream:
+        if self.closed:
+            raise ConnectionClosed(self.close_reason or "connection closed")
+        sid = self.smux.open_stream()
+        st = TunnelStream(self, sid)
+        self.streams[sid] = st
+        self._schedule_pump()
+        return st
+
+    async def accept_stream(self) -> TunnelStream | None:
+        """The next stream the peer opened; None once the connection is closed."""
+        if self.closed and self._accept_q.empty():
+            return None
+        return await self._accept_q.get()
+
+    def _close_stream(self, st: TunnelStream) -> None:
+        if self.streams.pop(st.sid, None) is not None and not self.closed:
+            try:
+                self.smux.close_stream(st.sid)
+            except Exception:  # the session may already consider it gone
+                log.debug("close of stream %d on %s failed", st.sid, self.peer, exc_info=True)
+            self._schedule_pump()
+
+    def _stream_consumed(self, st: TunnelStream, n: int) -> None:
+        if n and not self.closed and st.sid in self.streams:
+            self.smux.stream_consumed(st.sid, n)
+            self._schedule_pump()
+        elif n and not self.closed:
+            self._schedule_pump()
+
+    @property
+    def send_backlogged(self) -> bool:
+        return self.kcp.wait_snd >= self._backlog_limit
+
+    async def wait_send_room(self) -> None:
+        if self.closed:
+            raise StreamClosed(self.close_reason or "connection closed")
+        self._send_room.clear()
+        if not self.send_backlogged:
+            return
+        await self._send_room.wait()
+        if self.closed:
+            raise StreamClosed(self.close_reason or "connection closed")
+
+    # -- the pump --------------------------------------------------------------------------
+    def _schedule_pump(self) -> None:
+        if not self._pump_scheduled and not self.closed:
+            self._pump_scheduled = True
+            self.loop.call_soon(self._pump)
+
+    def _pump(self) -> None:
+        self._pump_scheduled = False
+        if self.closed:
+            return
+        try:
+            self._pump_once(now_ms())
+        except Exception as exc:  # a bug must not leave a zombie connection behind
+            log.exception("tunnel to %s failed", self.peer)
+            self.close(f"internal error: {exc!r}")
+
+    def _pump_once(self, now: int) -> None:
+        kcp = self.kcp
+        smux = self.smux
+        # 1. KCP -> smux, unless the session's receive bucket is exhausted.
+        while not smux.receive_paused:
+            data = kcp.recv()
+            if not data:
+                break
+            self.bytes_in += len(data)
+            smux.receive_data(data, now)
+        self._process_events()
+        if self.closed:
+            return
+        # 2. streams -> smux (windows may have opened) -> KCP.
+        for st in list(self.streams.values()):
+            if st._pending:
+                st._push_pending()
+        out = smux.data_to_send()
+        if out:
+            self.bytes_out += len(out)
+            kcp.send(out)
+            if not kcp.write_delay:
+                kcp.flush(now)
+        # 3. KCP -> wire.
+        self._transmit(now)
+        if not self.send_backlogged and not self._send_room.is_set():
+            self._send_room.set()
+
+    def _transmit(self, now: int) -> None:
+        dgrams = self.kcp.datagrams_to_send()
+        if not dgrams:
+            return
+        send, peer, encode = self._send, self.peer, self.codec.encode
+        for d in dgrams:
+            for wire in encode(d, now):
+                send(wire, peer)
+
+    def _process_events(self) -> None:
+        smux = self.smux
+        streams = self.streams
+        while True:
+            ev = smux.next_event()
+            if ev is None:
+                return
+            t = type(ev)
+            if t is sev.DataReceived:
+                st = streams.get(ev.sid)
+                if st is not None:
+                    st._feed(ev.data)
+                else:
+                    smux.stream_consumed(ev.sid, len(ev.data))
+            elif t is sev.StreamWindowUpdated:
+                st = streams.get(ev.sid)
+                if st is not None:
+                    st._push_pending()
+                    st._writable.set()
+            elif t is sev.StreamOpened:
+                st = TunnelStream(self, ev.sid)
+                streams[ev.sid] = st
+                self._accept_q.put_nowait(st)
+            elif t is sev.StreamEnded:
+                st = streams.get(ev.sid)
+                if st is not None:
+                    st._feed_eof()
+            elif t is sev.KeepaliveTimeout:
+                self.close("keepalive timeout: nothing heard from the peer")
+                return
+            elif t is sev.ProtocolError:
+                self.close(f"smux protocol error: {ev.reason}")
+                return
+
+    # -- timers ------------------------------------------------------------------------------
+    def _schedule_timer(self, delay_ms: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(delay_ms / 1000.0, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.closed:
+            return
+        now = now_ms()
+        try:
+            self.smux.handle_timer(now)
+            self._process_events()
+            if self.closed:
+                return
+            out = self.smux.data_to_send()
+            if out:
+                self.bytes_out += len(out)
+                self.kcp.send(out)
+            nxt = self.kcp.flush(now)
+            self._transmit(now)
+        except Exception as exc:
+            log.exception("tunnel to %s failed", self.peer)
+            self.close(f"internal error: {exc!r}")
+            return
+        smux_t = self.smux.get_timer()
+        delay = nxt if nxt and nxt > 0 else self.params.interval
+        if smux_t is not None:
+            delay = max(0, min(delay, (smux_t - now) & 0xFFFFFFFF if smux_t >= now else 0))
+        self._schedule_timer(max(1, delay))
+        if not self.send_backlogged and not self._send_room.is_set():
+            self._send_room.set()
+        # Data may have been waiting on KCP's receive side while the bucket was paused.
+        self._schedule_pump()
+
+    # -- closing -------------------------------------------------------------------------
+    def close(self, reason: str = "closed") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        exc = StreamClosed(f"tunnel to {self.peer[0]}:{self.peer[1]} closed: {reason}")
+        for st in list(self.streams.values()):
+            st._abort(exc)
+        self.streams.clear()
+        self._accept_q.put_nowait(None)
+        self._send_room.set()
+        if self.on_closed is not None:
+            try:
+                self.on_closed(self, reason)
+            except Exception:
+                log.exception("on_closed callback failed")
+
+    async def aclose(self, reason: str = "closed", linger_s: float = 0.2) -> None:
+        """Close every stream (FIN), give the FINs a moment to leave, then close."""
+        if self.closed:
+            return
+        for st in list(self.streams.values()):
+            st.close()
+        self._pump_once(now_ms())
+        self.kcp.flush(now_ms())
+        self._transmit(now_ms())
+        deadline = self.loop.time() + linger_s
+        while self.kcp.wait_snd and self.loop.time() < deadline and not self.closed:
+            await asyncio.sleep(0.02)
+        self.close(reason)
+
+    def stats(self) -> dict:
+        k = self.kcp
+        out = {
+            "peer": f"{self.peer[0]}:{self.peer[1]}", "conv": self.conv,
+            "streams": len(self.streams), "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+        }
+        for name in ("srtt", "rttvar", "rto", "retransmissions", "fast_retransmissions",
+                     "lost_segments", "segments_in", "segments_out"):
+            v = getattr(k, name, None)
+            if v is not None:
+                out[name] = v
+        codec_stats = getattr(self.codec, "stats", None)
+        if codec_stats is not None:
+            out["codec"] = codec_stats if isinstance(codec_stats, dict) else vars(codec_stats)
+        return out

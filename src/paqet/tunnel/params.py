@@ -1,0 +1,57 @@
+"""Everything one tunnel connection needs to know, independent of the YAML layout."""
+
+from __future__ import annotations
+
+import dataclasses
+
+# (nodelay, interval ms, resend, nocongestion, write delay, ack nodelay): kcp.md §12.
+MODE_PRESETS = {
+    "normal": (0, 40, 2, 1, True, False),
+    "fast": (0, 30, 2, 1, True, False),
+    "fast2": (1, 20, 2, 1, False, True),
+    "fast3": (1, 10, 2, 1, False, True),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TunnelParams:
+    block: str = "aes"
+    key: str | bytes = ""           # text: paqet's PBKDF2; bytes: the cipher's key as is
+    dshard: int = 0
+    pshard: int = 0
+    mtu: int = 1350
+    sndwnd: int = 128
+    rcvwnd: int = 512
+    nodelay: int = 0
+    interval: int = 30
+    resend: int = 2
+    nc: int = 1
+    wdelay: bool = True
+    acknodelay: bool = False
+    smux_version: int = 2
+    smuxbuf: int = 4 << 20
+    streambuf: int = 2 << 20
+    keepalive_ms: int = 2000
+    keepalive_timeout_ms: int = 8000
+    max_frame_size: int = 65535
+
+    @classmethod
+    def for_mode(cls, mode: str = "fast", **kw) -> "TunnelParams":
+        nd, iv, rs, nc, wd, an = MODE_PRESETS[mode]
+        base = dict(nodelay=nd, interval=iv, resend=rs, nc=nc, wdelay=wd, acknodelay=an)
+        base.update(kw)
+        return cls(**base)
+
+    @classmethod
+    def from_config(cls, cfg) -> "TunnelParams":
+        """From a loaded paqet config (paqet.config)."""
+        k = cfg.transport.kcp
+        nd, iv, rs, nc, wd, an = k.effective_mode()
+        return cls(
+            block=k.block, key=k.key or "", dshard=k.dshard or 0, pshard=k.pshard or 0,
+            mtu=k.mtu, sndwnd=k.sndwnd, rcvwnd=k.rcvwnd,
+            nodelay=nd, interval=iv, resend=rs, nc=nc, wdelay=wd, acknodelay=an,
+            smux_version=getattr(k, "smuxver", 2) or 2,
+            smuxbuf=k.smuxbuf, streambuf=k.streambuf,
+            keepalive_ms=k.smuxkalive * 1000, keepalive_timeout_ms=k.smuxktimeout * 1000,
+        )

@@ -1,0 +1,92 @@
+"""The whole stack (SOCKS5 -> smux -> KCP -> codec -> UDP -> server -> target) in one process."""
+
+import asyncio
+
+import pytest
+
+from harness import Tunnel, blob_server, echo_server, fetch, socks_connect
+from paqet.tunnel.params import TunnelParams
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 100))
+
+
+@pytest.mark.parametrize("mode,block,fec", [("fast3", "aes", (0, 0)), ("fast", "salsa20", (0, 0)),
+                                            ("fast2", "aes-128-gcm", (10, 3)), ("normal", "null", (0, 0))])
+def test_download_through_socks(mode, block, fec):
+    params = TunnelParams.for_mode(mode, block=block, key="integration", dshard=fec[0],
+                                   pshard=fec[1], sndwnd=512, rcvwnd=512)
+
+    async def main():
+        async with Tunnel(params) as t, blob_server(3 << 20) as (port, digest):
+            n, got = await fetch(t.socks.port, port)
+            assert n == 3 << 20
+            assert got == digest
+    run(main())
+
+
+def test_parallel_downloads_and_echo():
+    params = TunnelParams.for_mode("fast3", key="integration", sndwnd=512, rcvwnd=512)
+
+    async def main():
+        async with Tunnel(params, conns=2) as t, blob_server(1 << 20) as (port, digest), \
+                echo_server() as eport:
+            results = await asyncio.gather(*(fetch(t.socks.port, port) for _ in range(8)))
+            assert all(r == (1 << 20, digest) for r in results)
+            r, w, rep = await socks_connect(t.socks.port, "127.0.0.1", eport)
+            assert rep == 0
+            for i in range(50):
+                msg = f"ping {i}\n".encode() * 10
+                w.write(msg)
+                await w.drain()
+                assert await r.readexactly(len(msg)) == msg
+            w.close()
+    run(main())
+
+
+@pytest.mark.parametrize("dialect", ["alpha20", "gob", "auto"])
+def test_other_dialects(dialect):
+    params = TunnelParams.for_mode("fast3", key="integration")
+
+    async def main():
+        async with Tunnel(params, dialect=dialect) as t, echo_server() as eport:
+            if dialect == "auto":
+                for _ in range(100):
+                    if t.pool.slots[0].dialect:
+                        break
+                    await asyncio.sleep(0.05)
+                assert t.pool.slots[0].dialect == "alpha21"
+            r, w, rep = await socks_connect(t.socks.port, "127.0.0.1", eport)
+            w.write(b"hello dialect")
+            await w.drain()
+            assert await r.readexactly(13) == b"hello dialect"
+            w.close()
+    run(main())
+
+
+def test_socks_auth():
+    params = TunnelParams.for_mode("fast3", key="integration")
+
+    async def main():
+        async with Tunnel(params, username="u", password="p") as t, echo_server() as eport:
+            r, w, rep = await socks_connect(t.socks.port, "127.0.0.1", eport, username="u", password="p")
+            assert rep == 0
+            w.close()
+            r, w, rep = await socks_connect(t.socks.port, "127.0.0.1", eport, username="u", password="x")
+            assert rep == -1
+            w.close()
+    run(main())
+
+
+def test_ping_rtt():
+    params = TunnelParams.for_mode("fast3", key="integration")
+
+    async def main():
+        async with Tunnel(params) as t:
+            conn = t.pool.slots[0].conn
+            rtt = await t.pool.ping(conn, "alpha21", 5)
+            assert rtt is not None and 0 <= rtt < 2
+    run(main())
