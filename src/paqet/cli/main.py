@@ -1,0 +1,97 @@
+"""`paqet` command line: run, secret, version, ping, dump (upstream's commands and flags)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from paqet import logs
+
+EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
+
+
+def _stdlog(msg: str) -> None:
+    """Go std-log style line on stderr, as upstream's cmd layer prints."""
+    print(f"{time.strftime('%Y/%m/%d %H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+def load_or_exit(path: str, role: str | None = None):
+    from paqet.config import ConfigError, load_config
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        print(f"paqet: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+    if role is not None and cfg.role != role:
+        print(f"paqet: role: this command requires a {role} configuration "
+              f"({path} has role {cfg.role!r})", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
+    return cfg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="paqet",
+        description="paqet is a bidirectional packet-level proxy using KCP and raw socket "
+                    "transport with encryption.")
+    sub = p.add_subparsers(dest="command", metavar="command")
+    r = sub.add_parser("run", help="Runs the client or server based on the config file",
+                       description="The 'run' command reads the specified YAML configuration file.")
+    r.add_argument("-c", "--config", default="config.yaml", help="Path to the configuration file")
+    r.add_argument("--check", action="store_true",
+                   help="only validate the configuration and print the effective settings")
+    sub.add_parser("secret", help="Generates a secure, random 32-byte secret key",
+                   description="This command generates a cryptographically secure 32-byte (256-bit) "
+                               "key and prints it. Use it for the 'transport.kcp.key' field.")
+    sub.add_parser("version", help="Prints the version information")
+    pg = sub.add_parser("ping", help="Measures round trips (PPING/PPONG) through the tunnel",
+                        description="Sends PPING messages through a real tunnel session to the "
+                                    "server and prints RTT statistics like ping(8).")
+    pg.add_argument("-c", "--config", default="config.yaml", help="Path to the configuration file")
+    pg.add_argument("--payload", default="PING",
+                    help="upstream's flag; with --raw, the payload of the single raw packet")
+    pg.add_argument("-n", "--count", type=int, default=4, help="number of round trips (default 4)")
+    pg.add_argument("-i", "--interval", type=float, default=1.0, help="seconds between pings")
+    pg.add_argument("-W", "--timeout", type=float, default=3.0, help="seconds to wait per reply")
+    pg.add_argument("--raw", action="store_true",
+                    help="upstream's behaviour: send one raw TCP packet with --payload and exit")
+    d = sub.add_parser("dump", help="A raw packet dumper that logs TCP payloads for a given port")
+    d.add_argument("-c", "--config", default="config.yaml", help="Path to the configuration file.")
+    d.add_argument("--decode", action="store_true",
+                   help="decrypt datagrams with the configured key and show KCP headers")
+    d.add_argument("--count", type=int, default=0, help="stop after this many packets (0 = never)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    if args.command == "secret":
+        from paqet.cli.secret import run
+        return run()
+    if args.command == "version":
+        from paqet.cli.version import run
+        return run()
+    logs.setup("info")
+    try:
+        if args.command == "run":
+            from paqet.cli.run import run
+            return run(args)
+        if args.command == "ping":
+            from paqet.cli.ping import run
+            return run(args)
+        if args.command == "dump":
+            from paqet.cli.dump import run
+            return run(args)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    parser.error(f"unknown command {args.command}")
+    return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

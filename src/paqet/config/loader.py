@@ -1,0 +1,325 @@
+"""Loading a paqet YAML file: parse, warn about unknown keys, apply upstream's defaults
+(zero means default; client and server differ), validate with the msgspec schema and the
+value parsers, and report the first problem as one line naming its YAML path."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import msgspec
+import msgspec.inspect as mi
+import yaml
+
+from paqet.config import schema, values
+from paqet.config.schema import ROLE_DEFAULTS, ZERO_MEANS_DEFAULT, Config
+
+log = logging.getLogger("paqet.config")
+
+
+class ConfigError(Exception):
+    """A configuration problem; `path` is the YAML key path (e.g. transport.kcp.mtu)."""
+
+    def __init__(self, path: str, message: str, source: str = "") -> None:
+        self.path = path
+        self.message = message
+        self.source = source
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            m = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"mapping key {key!r} already defined at line {seen[key] + 1}",
+                m)
+        seen[key] = key_node.start_mark.line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                 _construct_mapping)
+
+
+def _yaml_error(exc: yaml.YAMLError, source: str) -> ConfigError:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return ConfigError("", f"invalid YAML in {source}{where}: {problem}", source)
+
+
+# -- unknown keys ----------------------------------------------------------------------------
+def _struct_info(t):
+    while isinstance(t, mi.UnionType):
+        t = next((x for x in t.types if not isinstance(x, mi.NoneType)), None)
+    return t
+
+
+def _unknown_keys(raw, info, path: str, out: list[str]) -> None:
+    info = _struct_info(info)
+    if isinstance(info, mi.StructType) and isinstance(raw, dict):
+        fields = {f.encode_name: f.type for f in info.fields}
+        for k, v in raw.items():
+            p = f"{path}.{k}" if path else str(k)
+            if k not in fields or k in ("warnings", "source"):
+                out.append(p)
+            else:
+                _unknown_keys(v, fields[k], p, out)
+    elif isinstance(info, mi.ListType) and isinstance(raw, list):
+        for i, v in enumerate(raw):
+            _unknown_keys(v, info.item_type, f"{path}[{i}]", out)
+
+
+def _type_at(path: list) -> object:
+    t = mi.type_info(Config)
+    for part in path:
+        t = _struct_info(t)
+        if isinstance(part, int):
+            t = t.item_type if isinstance(t, mi.ListType) else None
+        elif isinstance(t, mi.StructType):
+            t = next((f.type for f in t.fields if f.encode_name == part), None)
+        else:
+            return None
+    return _struct_info(t)
+
+
+def _allowed(t) -> str:
+    if isinstance(t, mi.LiteralType):
+        return "allowed: " + ", ".join(str(v) for v in t.values)
+    if isinstance(t, mi.IntType):
+        if t.ge is not None and t.le is not None:
+            return f"allowed: {t.ge}-{t.le}"
+        if t.ge is not None:
+            return f"allowed: >= {t.ge}"
+        return "allowed: an integer"
+    if isinstance(t, mi.BoolType):
+        return "allowed: true or false"
+    if isinstance(t, mi.StrType):
+        return f"allowed: a string of at most {t.max_length} characters" if t.max_length \
+            else "allowed: a string"
+    if isinstance(t, mi.ListType):
+        return (f"allowed: a list of at most {t.max_length} entries" if t.max_length
+                else "allowed: a list")
+    if isinstance(t, mi.StructType):
+        return "allowed: a mapping"
+    return ""
+
+
+def _lookup(raw, path: list):
+    for part in path:
+        try:
+            raw = raw[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return raw
+
+
+_PATH_RE = re.compile(r" - at `\$((?:\.[A-Za-z_0-9]+|\[\d+\])*)`$")
+
+
+def _from_validation(exc: msgspec.ValidationError, raw: dict, source: str) -> ConfigError:
+    text = str(exc)
+    m = _PATH_RE.search(text)
+    parts: list = []
+    if m:
+        for tok in re.findall(r"\.([A-Za-z_0-9]+)|\[(\d+)\]", m.group(1)):
+            parts.append(int(tok[1]) if tok[1] else tok[0])
+        text = text[:m.start()]
+    missing = re.match(r"Object missing required field `(\w+)`", text)
+    if missing:
+        parts.append(missing.group(1))
+        path = _fmt(parts)
+        return ConfigError(path, f"required key is missing ({_allowed(_type_at(parts))})", source)
+    path = _fmt(parts)
+    value = _lookup(raw, parts)
+    return ConfigError(path, f"invalid value {value!r}: {text[0].lower() + text[1:]} "
+                             f"({_allowed(_type_at(parts))})", source)
+
+
+def _fmt(parts: list) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    return out
+
+
+def _apply_zero_defaults(raw: dict) -> None:
+    for path in ZERO_MEANS_DEFAULT:
+        d = raw
+        for k in path[:-1]:
+            d = d.get(k) if isinstance(d, dict) else None
+            if d is None:
+                break
+        if isinstance(d, dict) and path[-1] in d and d[path[-1]] in (0, "", None, []) \
+                and d[path[-1]] is not False:
+            del d[path[-1]]
+
+
+def _check(cfg: Config) -> list[tuple[str, str]]:
+    """Rules msgspec cannot express; (path, message) pairs in upstream's order."""
+    errs: list[tuple[str, str]] = []
+    role = cfg.role
+    for i, s in enumerate(cfg.socks5):
+        try:
+            values.parse_addr(s.listen)
+        except values.ValueProblem as exc:
+            errs.append((f"socks5[{i}].listen", f"{exc} (allowed: host:port, port 1-65535)"))
+    for i, f in enumerate(cfg.forward):
+        for key in ("listen", "target"):
+            try:
+                values.parse_addr(getattr(f, key))
+            except values.ValueProblem as exc:
+                errs.append((f"forward[{i}].{key}", f"{exc} (allowed: host:port, port 1-65535)"))
+        if f.protocol not in ("tcp", "udp"):
+            errs.append((f"forward[{i}].protocol",
+                         f"invalid value {f.protocol!r} (allowed: tcp, udp)"))
+    net = cfg.network
+    ports = {}
+    for fam in ("ipv4", "ipv6"):
+        fc = getattr(net, fam)
+        if fc is None:
+            continue
+        if fc.addr:
+            try:
+                host, port = values.parse_addr(fc.addr, need_port=False, need_ip=True)
+                ports[fam] = port
+                want4 = fam == "ipv4"
+                if (":" not in host) != want4:
+                    errs.append((f"network.{fam}.addr",
+                                 f"'{fc.addr}' is not an {'IPv4' if want4 else 'IPv6'} address"))
+            except values.ValueProblem as exc:
+                errs.append((f"network.{fam}.addr", f"{exc} (allowed: ip:port, port 0 = random)"))
+        if fc.router_mac:
+            try:
+                values.parse_mac(fc.router_mac)
+            except values.ValueProblem as exc:
+                errs.append((f"network.{fam}.router_mac", str(exc)))
+    if len(ports) == 2 and ports["ipv4"] != ports["ipv6"]:
+        errs.append(("network.ipv6.addr", f"IPv4 port ({ports['ipv4']}) and IPv6 port "
+                                          f"({ports['ipv6']}) must match when both are configured"))
+    for key in ("local_flag", "remote_flag"):
+        for i, f in enumerate(getattr(net.tcp, key)):
+            try:
+                values.parse_flags(f)
+            except values.ValueProblem as exc:
+                errs.append((f"network.tcp.{key}[{i}]", str(exc)))
+    k = cfg.transport.kcp
+    if k.block not in ("none", "null") and not k.key:
+        errs.append(("transport.kcp.key",
+                     f"a key is required with block '{k.block}' (generate one with `paqet secret`; "
+                     "only 'none' and 'null' need none)"))
+    if k.dshard + k.pshard > 256:
+        errs.append(("transport.kcp.pshard", f"dshard + pshard must be at most 256 "
+                                             f"(got {k.dshard} + {k.pshard})"))
+    if (k.dshard == 0) != (k.pshard == 0):
+        errs.append(("transport.kcp.pshard" if k.pshard == 0 else "transport.kcp.dshard",
+                     "FEC needs both dshard and pshard > 0 (or both 0 to turn it off)"))
+    if k.streambuf > k.smuxbuf:
+        errs.append(("transport.kcp.streambuf", f"{k.streambuf} must not be larger than "
+                                                f"transport.kcp.smuxbuf ({k.smuxbuf})"))
+    if k.smuxktimeout < k.smuxkalive:
+        errs.append(("transport.kcp.smuxktimeout", f"{k.smuxktimeout} must not be smaller than "
+                                                   f"transport.kcp.smuxkalive ({k.smuxkalive})"))
+    if role == "server":
+        if not cfg.listen.addr:
+            errs.append(("listen.addr", "required for role server (allowed: host:port)"))
+        else:
+            try:
+                values.parse_addr(cfg.listen.addr)
+            except values.ValueProblem as exc:
+                errs.append(("listen.addr", f"{exc} (allowed: host:port, port 1-65535)"))
+        if not (net.ipv4 and net.ipv4.addr) and not (net.ipv6 and net.ipv6.addr):
+            errs.append(("network.ipv4.addr", "the server needs its address and port "
+                                              "(e.g. 198.18.0.2:9999) under network.ipv4 or ipv6"))
+    else:
+        if not cfg.server.addr:
+            errs.append(("server.addr", "required for role client (allowed: host:port)"))
+        else:
+            try:
+                values.parse_addr(cfg.server.addr)
+            except values.ValueProblem as exc:
+                errs.append(("server.addr", f"{exc} (allowed: host:port, port 1-65535)"))
+        if cfg.transport.conn > 1 and cfg.local_port:
+            errs.append(("transport.conn", "only one connection is allowed when a client port "
+                                           "is explicitly set (use port 0 in network.*.addr)"))
+    return errs
+
+
+def load_config_text(text: str, source: str = "<config>") -> Config:
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, source) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("", f"{source}: the top level must be a mapping of keys", source)
+    role = raw.get("role")
+    if role not in ("client", "server"):
+        raise ConfigError("role", f"invalid value {role!r} (allowed: client, server)", source)
+    warnings: list[str] = []
+    unknown: list[str] = []
+    _unknown_keys(raw, mi.type_info(Config), "", unknown)
+    for key in unknown:
+        msg = f"unknown key '{key}' in {source} is ignored"
+        warnings.append(msg)
+        log.warning(msg)
+    raw.pop("warnings", None)  # fields of ours, not YAML keys (msgspec ignores the rest)
+    raw.pop("source", None)
+    _apply_zero_defaults(raw)
+    try:
+        cfg = msgspec.convert(raw, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _from_validation(exc, raw, source) from None
+    d = ROLE_DEFAULTS[role]
+    if cfg.network.pcap.sockbuf is None:
+        cfg.network.pcap.sockbuf = d["sockbuf"]
+    if cfg.transport.kcp.rcvwnd is None:
+        cfg.transport.kcp.rcvwnd = d["rcvwnd"]
+    if cfg.transport.kcp.sndwnd is None:
+        cfg.transport.kcp.sndwnd = d["sndwnd"]
+    if not cfg.network.tcp.local_flag:
+        cfg.network.tcp.local_flag = ["PA"]
+    if not cfg.network.tcp.remote_flag:
+        cfg.network.tcp.remote_flag = ["PA"]
+    sb = cfg.network.pcap.sockbuf
+    if sb & (sb - 1):
+        msg = (f"network.pcap.sockbuf ({sb} bytes) is not a power of 2 - consider values like "
+               "4MB, 8MB, or 16MB")
+        warnings.append(msg)
+        log.warning(msg)
+    if role == "client" and not cfg.socks5 and not cfg.forward:
+        msg = "client mode enabled but no SOCKS5 or forward configurations found"
+        warnings.append(msg)
+        log.warning(msg)
+    errs = _check(cfg)
+    if errs:
+        path, msg = errs[0]
+        more = f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" \
+            if len(errs) > 1 else ""
+        raise ConfigError(path, msg + more, source)
+    cfg.warnings = warnings
+    cfg.source = source
+    return cfg
+
+
+def load_config(path: str) -> Config:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError("", f"cannot read config file '{path}': no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError("", f"cannot read config file '{path}': {reason}") from None
+    return load_config_text(text, path)
+
+
+__all__ = ["ConfigError", "load_config", "load_config_text", "schema"]

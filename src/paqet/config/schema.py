@@ -1,0 +1,161 @@
+"""The YAML schema: every key of upstream's configuration (../shared/spec/config.md) as
+msgspec Structs, with upstream's types, defaults and ranges, plus our own keys (marked
+"beyond upstream"). Role-dependent defaults are filled in by the loader."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+LEVELS = ("none", "debug", "info", "warn", "error", "fatal")
+MODES = ("normal", "fast", "fast2", "fast3", "manual")
+BLOCKS_UPSTREAM = ("aes", "aes-128", "aes-128-gcm", "aes-192", "salsa20", "blowfish", "twofish",
+                   "cast5", "3des", "tea", "xtea", "xor", "sm4", "none", "null")
+BLOCKS = BLOCKS_UPSTREAM + ("chacha20",)
+
+# (nodelay, interval ms, resend, nocongestion, wdelay, acknodelay) per mode: kcp.md §12
+MODE_PRESETS = {
+    "normal": (0, 40, 2, 1, True, False),
+    "fast": (0, 30, 2, 1, True, False),
+    "fast2": (1, 20, 2, 1, False, True),
+    "fast3": (1, 10, 2, 1, False, True),
+}
+
+ROLE_DEFAULTS = {
+    "client": {"sockbuf": 4194304, "rcvwnd": 512, "sndwnd": 128},
+    "server": {"sockbuf": 8388608, "rcvwnd": 1024, "sndwnd": 1024},
+}
+
+
+class _S(Struct, kw_only=True, omit_defaults=True):
+    pass
+
+
+class Log(_S, kw_only=True):
+    level: Literal[LEVELS] = "none"  # type: ignore[valid-type]
+
+
+class Addr(_S, kw_only=True):
+    addr: str = ""
+
+
+class Socks5(_S, kw_only=True):
+    listen: str = ""
+    username: str = ""
+    password: str = ""
+
+
+class Forward(_S, kw_only=True):
+    listen: str = ""
+    target: str = ""
+    protocol: str = ""
+
+
+class Family(_S, kw_only=True):
+    addr: str = ""
+    router_mac: str = ""
+
+
+class Pcap(_S, kw_only=True):
+    sockbuf: Annotated[int, Meta(ge=1024, le=104857600)] | None = None
+
+
+class Tcp(_S, kw_only=True):
+    local_flag: Annotated[list[str], Meta(max_length=64)] = msgspec.field(default_factory=list)
+    remote_flag: Annotated[list[str], Meta(max_length=64)] = msgspec.field(default_factory=list)
+
+
+class Network(_S, kw_only=True):
+    interface: Annotated[str, Meta(max_length=15)] = ""
+    guid: str = ""
+    ipv4: Family | None = None
+    ipv6: Family | None = None
+    pcap: Pcap = msgspec.field(default_factory=Pcap)
+    tcp: Tcp = msgspec.field(default_factory=Tcp)
+    # beyond upstream
+    firewall: Literal["managed", "manual"] = "managed"
+    driver: Literal["auto", "afpacket", "pcap", "udp"] = "auto"
+
+
+class Kcp(_S, kw_only=True):
+    mode: Literal[MODES] = "fast"  # type: ignore[valid-type]
+    nodelay: Annotated[int, Meta(ge=0, le=1)] = 0
+    interval: Annotated[int, Meta(ge=0, le=5000)] = 0
+    resend: Annotated[int, Meta(ge=0, le=255)] = 0
+    nocongestion: Annotated[int, Meta(ge=0, le=1)] = 0
+    wdelay: bool = False
+    acknodelay: bool = False
+    mtu: Annotated[int, Meta(ge=50, le=1500)] = 1350
+    rcvwnd: Annotated[int, Meta(ge=1, le=32768)] | None = None
+    sndwnd: Annotated[int, Meta(ge=1, le=32768)] | None = None
+    block: Literal[BLOCKS] = "aes"  # type: ignore[valid-type]
+    key: str = ""
+    dshard: Annotated[int, Meta(ge=0, le=255)] = 0
+    pshard: Annotated[int, Meta(ge=0, le=255)] = 0
+    smuxbuf: Annotated[int, Meta(ge=1024, le=2147483647)] = 4194304
+    streambuf: Annotated[int, Meta(ge=1024, le=2147483647)] = 2097152
+    smuxkalive: Annotated[int, Meta(ge=1, le=3600)] = 2
+    smuxktimeout: Annotated[int, Meta(ge=1, le=86400)] = 8
+
+    def effective_mode(self) -> tuple[int, int, int, int, bool, bool]:
+        """(nodelay, interval, resend, nc, wdelay, acknodelay) after the mode preset."""
+        if self.mode == "manual":
+            return (self.nodelay, self.interval, self.resend, self.nocongestion, self.wdelay,
+                    self.acknodelay)
+        return MODE_PRESETS[self.mode]
+
+
+class Transport(_S, kw_only=True):
+    protocol: Literal["kcp"]
+    conn: Annotated[int, Meta(ge=1, le=256)] = 1
+    kcp: Kcp
+    # beyond upstream: the app-protocol dialect a client speaks
+    dialect: Literal["alpha21", "alpha20", "gob", "auto"] = "alpha21"
+
+
+class Config(_S, kw_only=True):
+    role: Literal["client", "server"]
+    log: Log = msgspec.field(default_factory=Log)
+    listen: Addr = msgspec.field(default_factory=Addr)
+    server: Addr = msgspec.field(default_factory=Addr)
+    socks5: list[Socks5] = msgspec.field(default_factory=list)
+    forward: list[Forward] = msgspec.field(default_factory=list)
+    network: Network = msgspec.field(default_factory=Network)
+    transport: Transport
+    # filled by the loader, not read from YAML
+    warnings: list[str] = msgspec.field(default_factory=list)
+    source: str = ""
+
+    @property
+    def local_flags(self) -> list[int]:
+        from paqet.config.values import parse_flags
+        return [parse_flags(f) for f in self.network.tcp.local_flag]
+
+    @property
+    def remote_flags(self) -> list[int]:
+        from paqet.config.values import parse_flags
+        return [parse_flags(f) for f in self.network.tcp.remote_flag]
+
+    @property
+    def local_port(self) -> int:
+        """The network port (0 = random per connection); IPv6's when both are set."""
+        from paqet.config.values import split_host_port
+        fam = self.network.ipv6 if self.network.ipv6 and self.network.ipv6.addr else self.network.ipv4
+        if fam is None or not fam.addr:
+            return 0
+        return split_host_port(fam.addr)[1]
+
+
+#: Keys for which upstream treats a zero value (0, "", null, []) as "use the default".
+ZERO_MEANS_DEFAULT = {
+    ("log", "level"), ("transport", "conn"), ("network", "pcap", "sockbuf"),
+    ("network", "tcp", "local_flag"), ("network", "tcp", "remote_flag"),
+    ("transport", "kcp", "mode"), ("transport", "kcp", "mtu"), ("transport", "kcp", "rcvwnd"),
+    ("transport", "kcp", "sndwnd"), ("transport", "kcp", "block"), ("transport", "kcp", "smuxbuf"),
+    ("transport", "kcp", "streambuf"), ("transport", "kcp", "smuxkalive"),
+    ("transport", "kcp", "smuxktimeout"),
+}
+
+__all__ = ["Config", "msgspec"]
