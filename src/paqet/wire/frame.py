@@ -92,6 +92,8 @@ class FrameBuilder:
         self.base = start_ms & M32
         self.counter = 0
         self._dst_cache: dict[str, tuple[int, bytes]] = {}
+        #: per-destination next-hop MACs (learned from received frames); else dst_mac
+        self.dst_macs: dict[str, bytes] = {}
 
     def set_peer_flags(self, addr: tuple[str, int], flags: list[int] | None) -> None:
         if flags:
@@ -153,10 +155,10 @@ class FrameBuilder:
             total = 20 + tcp_len
             iph = _IP4.pack(0x45, 0xB8, total, 0, 0x4000, 64, PROTO_TCP, 0, src, dst)
             iph = iph[:10] + checksum(iph).to_bytes(2, "big") + iph[12:]
-            eth = self.dst_mac + self.src_mac + b"\x08\x00"
+            eth = (self.dst_macs.get(dst_ip) or self.dst_mac) + self.src_mac + b"\x08\x00"
         else:
             iph = _IP6.pack((6 << 28) | (0xB8 << 20), tcp_len, PROTO_TCP, 64, src, dst)
-            eth = self.dst_mac6 + self.src_mac + b"\x86\xdd"
+            eth = (self.dst_macs.get(dst_ip) or self.dst_mac6) + self.src_mac + b"\x86\xdd"
         if self.link == "ip":
             return b"".join((iph, hdr, payload))
         return b"".join((eth, iph, hdr, payload))

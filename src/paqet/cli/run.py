@@ -1,0 +1,38 @@
+"""`paqet run -c FILE`: the client or server, until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+from paqet import logs
+from paqet.cli.main import EXIT_OK, load_or_exit
+
+
+def summary(cfg) -> str:
+    k = cfg.transport.kcp
+    nd, iv, rs, nc, wd, an = k.effective_mode()
+    lines = [f"{cfg.source}: valid {cfg.role} configuration",
+             f"  transport: kcp mode {k.mode} (nodelay {nd}, interval {iv} ms, resend {rs}, "
+             f"nc {nc}, wdelay {str(wd).lower()}, acknodelay {str(an).lower()}), mtu {k.mtu}, "
+             f"sndwnd {k.sndwnd}, rcvwnd {k.rcvwnd}, block {k.block}, "
+             f"FEC {'%d/%d' % (k.dshard, k.pshard) if k.dshard else 'off'}, conn {cfg.transport.conn}, "
+             f"dialect {cfg.transport.dialect}",
+             f"  network: interface {cfg.network.interface or '(auto)'}, port "
+             f"{cfg.local_port or 'random'}, flags {cfg.network.tcp.local_flag}, "
+             f"firewall {cfg.network.firewall}, driver {cfg.network.driver}"]
+    if cfg.role == "client":
+        lines.append(f"  server {cfg.server.addr}; socks5 {[s.listen for s in cfg.socks5]}; "
+                     f"forward {[f'{f.listen}->{f.target}/{f.protocol}' for f in cfg.forward]}")
+    else:
+        lines.append(f"  listen {cfg.listen.addr}")
+    for w in cfg.warnings:
+        lines.append(f"  warning: {w}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    cfg = load_or_exit(args.config)
+    if args.check:
+        print(summary(cfg))
+        return EXIT_OK
+    logs.setup(cfg.log.level)
+    from paqet.runtime import run as run_runtime
+    return run_runtime(cfg)

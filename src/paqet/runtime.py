@@ -1,0 +1,274 @@
+"""`paqet run`: builds the client or server from a loaded config and runs it until a signal.
+
+Start-up order: network detection → firewall → packet backend → tunnel sessions →
+listeners. Shutdown runs the reverse (listeners, streams and sessions, packet sockets,
+firewall rules) and finishes within a few seconds; the firewall rules also go on a crash of
+the main loop (finally + atexit), and a later start removes those of a killed run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+
+from paqet.config import Config
+from paqet.config.values import parse_mac, split_host_port
+from paqet.tunnel.params import TunnelParams
+
+log = logging.getLogger("paqet")
+
+
+class StartupError(RuntimeError):
+    pass
+
+
+def tunnel_params(cfg: Config) -> TunnelParams:
+    k = cfg.transport.kcp
+    nd, iv, rs, nc, wd, an = k.effective_mode()
+    return TunnelParams(block=k.block, key=k.key, dshard=k.dshard, pshard=k.pshard, mtu=k.mtu,
+                        sndwnd=k.sndwnd, rcvwnd=k.rcvwnd, nodelay=nd, interval=iv, resend=rs,
+                        nc=nc, wdelay=wd, acknodelay=an, smuxbuf=k.smuxbuf,
+                        streambuf=k.streambuf, keepalive_ms=k.smuxkalive * 1000,
+                        keepalive_timeout_ms=k.smuxktimeout * 1000)
+
+
+def resolve(host: str, port: int) -> tuple[str, int]:
+    if not host:
+        return "127.0.0.1", port
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot resolve '{host}': {exc}") from None
+    fam, _, _, _, addr = infos[0]
+    return addr[0], addr[1]
+
+
+def _driver(cfg: Config) -> str:
+    d = cfg.network.driver
+    if d == "auto":
+        return "afpacket" if sys.platform.startswith("linux") else "pcap"
+    return d
+
+
+class _FirewalledBackend:
+    """A packet backend whose firewall rules live exactly as long as it does."""
+
+    def __init__(self, backend, firewall) -> None:
+        self._b = backend
+        self._fw = firewall
+
+    def __getattr__(self, name):
+        return getattr(self._b, name)
+
+    def close(self) -> None:
+        try:
+            self._b.close()
+        finally:
+            if self._fw is not None:
+                self._fw.remove()
+                self._fw = None
+
+
+class Network:
+    """What the configuration and auto-detection say about the local network."""
+
+    def __init__(self, cfg: Config, server_ip: str | None) -> None:
+        self.cfg = cfg
+        net = cfg.network
+        fam4, fam6 = net.ipv4, net.ipv6
+        self.ip4 = split_host_port(fam4.addr)[0] if fam4 and fam4.addr else None
+        self.ip6 = split_host_port(fam6.addr)[0] if fam6 and fam6.addr else None
+        mac4 = parse_mac(fam4.router_mac) if fam4 and fam4.router_mac else None
+        mac6 = parse_mac(fam6.router_mac) if fam6 and fam6.router_mac else None
+        self.interface = net.interface or None
+        self.router_mac4, self.router_mac6 = mac4, mac6
+        self.driver = _driver(cfg)
+        if self.driver == "udp":
+            return
+        want_v6 = bool(server_ip and ":" in server_ip)
+        have_mac = mac6 if want_v6 else mac4
+        local = self.ip6 if want_v6 else self.ip4
+        if self.interface and local and (have_mac or cfg.role == "server"):
+            return
+        from paqet.net.autodetect import AutodetectError, detect
+        try:
+            if cfg.role == "server" and not self.interface:
+                choice = detect(None, local_ip=local)
+                self.interface = self._iface_holding(local) or choice.interface
+            else:
+                choice = detect(server_ip, interface=self.interface, local_ip=local,
+                                router_mac=have_mac)
+                self.interface = self.interface or choice.interface
+        except (AutodetectError, OSError, ImportError) as exc:
+            raise StartupError(f"network auto-detection failed: {exc}") from None
+        self.ip4 = self.ip4 or choice.ip4
+        self.ip6 = self.ip6 or choice.ip6
+        if choice.next_hop_mac:
+            if want_v6:
+                self.router_mac6 = self.router_mac6 or choice.next_hop_mac
+            else:
+                self.router_mac4 = self.router_mac4 or choice.next_hop_mac
+        log.info("network: interface %s, IPv4 %s, IPv6 %s (%s)", self.interface, self.ip4,
+                 self.ip6, choice.reason)
+
+    @staticmethod
+    def _iface_holding(ip: str | None) -> str | None:
+        if not ip:
+            return None
+        try:
+            from pyroute2 import IPRoute
+            with IPRoute() as ipr:
+                for a in ipr.get_addr():
+                    if a.get_attr("IFA_ADDRESS") == ip:
+                        return ipr.get_links(a["index"])[0].get_attr("IFLA_IFNAME")
+        except Exception:
+            return None
+        return None
+
+    def open_backend(self, port: int):
+        cfg = self.cfg
+        if self.driver == "udp":
+            from paqet.net.udp import UdpBackend
+            host = self.ip4 or self.ip6 or ("0.0.0.0" if cfg.role == "server" else "0.0.0.0")
+            return UdpBackend(host, port, sockbuf=cfg.network.pcap.sockbuf)
+        if self.driver == "pcap":
+            raise StartupError("the libpcap backend is not built yet; use network.driver: afpacket")
+        from paqet.net.afpacket import AfPacketBackend
+        from paqet.net.backend import random_port
+        port = port or random_port()
+        fw = None
+        if cfg.network.firewall == "managed":
+            from paqet.net.firewall import Firewall, FirewallError
+            fw = Firewall(port)
+            try:
+                fw.install()
+            except FirewallError as exc:
+                raise StartupError(str(exc)) from None
+        try:
+            b = AfPacketBackend(
+                self.interface, port=port, src_ip4=self.ip4, src_ip6=self.ip6,
+                router_mac4=self.router_mac4, router_mac6=self.router_mac6,
+                local_flags=cfg.local_flags, sockbuf=cfg.network.pcap.sockbuf,
+                learn_macs=self.router_mac4 is None or cfg.role == "server")
+        except PermissionError:
+            if fw:
+                fw.remove()
+            raise StartupError("raw packet sockets need root (or CAP_NET_RAW): run with sudo") from None
+        except OSError as exc:
+            if fw:
+                fw.remove()
+            raise StartupError(f"cannot open a raw socket on {self.interface}: {exc}") from None
+        return _FirewalledBackend(b, fw)
+
+
+class Runtime:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.parts: list = []
+        self.pool = None
+        self.server = None
+        self.backend = None
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        params = tunnel_params(cfg)
+        if cfg.role == "server":
+            from paqet.server.app import Server
+            net = await asyncio.to_thread(Network, cfg, None)
+            self.backend = net.open_backend(cfg.local_port)
+            self.server = Server(params, self.backend)
+            await self.server.start()
+            log.info("server listening for packets on :%d (interface %s)",
+                     self.backend.local_port, net.interface or "udp")
+            return
+        from paqet.client.forward import TcpForward, UdpForward, split_host_port as shp
+        from paqet.client.pool import ClientPool
+        from paqet.client.socks import Socks5Listener
+        from paqet.client.udpflows import UdpFlows
+        host, port = split_host_port(cfg.server.addr)
+        server = resolve(host, port)
+        net = await asyncio.to_thread(Network, cfg, server[0])
+        local_port = cfg.local_port
+        self.pool = ClientPool(params, server, lambda: net.open_backend(local_port),
+                               conns=cfg.transport.conn, remote_flags=cfg.remote_flags,
+                               dialect=cfg.transport.dialect)
+        try:
+            await self.pool.start()
+        except StartupError:
+            raise
+        log.info("client IPv4:%s IPv6:%s -> %s:%s (%d connections)", net.ip4, net.ip6,
+                 server[0], server[1], cfg.transport.conn)
+        flows = UdpFlows(self.pool)
+        flows.start()
+        self.parts.append(flows)
+        for i, s in enumerate(cfg.socks5):
+            lh, lp = shp(s.listen)
+            sl = Socks5Listener(self.pool, flows, (lh or "0.0.0.0", lp), username=s.username,
+                                password=s.password)
+            try:
+                await sl.start()
+            except OSError as exc:
+                raise StartupError(f"socks5[{i}]: cannot listen on {s.listen}: {exc.strerror or exc}") from None
+            self.parts.append(sl)
+        for i, f in enumerate(cfg.forward):
+            lh, lp = shp(f.listen)
+            fw = (TcpForward(self.pool, (lh or "0.0.0.0", lp), f.target) if f.protocol == "tcp"
+                  else UdpForward(self.pool, flows, (lh or "0.0.0.0", lp), f.target))
+            try:
+                await fw.start()
+            except OSError as exc:
+                raise StartupError(f"forward[{i}]: cannot listen on {f.listen}: {exc.strerror or exc}") from None
+            self.parts.append(fw)
+
+    async def stop(self) -> None:
+        for p in reversed(self.parts):
+            try:
+                if hasattr(p, "stop"):
+                    await p.stop()
+                else:
+                    await p.close()
+            except Exception:
+                log.debug("stopping %r failed", p, exc_info=True)
+        if self.pool is not None:
+            await self.pool.close()
+        if self.server is not None:
+            await self.server.stop()
+        if self.backend is not None:
+            self.backend.close()
+
+
+async def serve(cfg: Config) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    rt = Runtime(cfg)
+    try:
+        try:
+            await rt.start()
+        except StartupError as exc:
+            print(f"paqet: {exc}", file=sys.stderr, flush=True)
+            return 1
+        await stop.wait()
+        print("shutdown signal received, shutting down...", file=sys.stderr, flush=True)
+    finally:
+        try:
+            await asyncio.wait_for(rt.stop(), 4.0)
+        except (asyncio.TimeoutError, Exception):
+            log.debug("shutdown did not finish cleanly", exc_info=True)
+    return 0
+
+
+def run(cfg: Config) -> int:
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    if os.environ.get("PAQET_NO_UVLOOP"):
+        runner = asyncio.run
+    return runner(serve(cfg))
