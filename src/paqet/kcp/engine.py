@@ -15,6 +15,7 @@ that feeds a whole batch of datagrams flushes once. The wire format is unchanged
 from __future__ import annotations
 
 import collections
+import itertools
 import struct
 
 PUSH, ACK, WASK, WINS = 81, 82, 83, 84
@@ -96,6 +97,9 @@ class KCP:
         self._out: list[bytes] = []
         self._buf = bytearray(MTU_DEF)
         self._recv_fast_recover = False
+        self._unsent = 0          # segments at the tail of snd_buf never transmitted
+        self._next_due = 0        # earliest resendts in snd_buf (a lower bound)
+        self._fa_pending = False  # some segment has 0 < fastack: the next flush looks at all
         # statistics
         self.retransmissions = 0
         self.fast_retransmissions = 0
@@ -278,6 +282,7 @@ class KCP:
                 break
             if seg.sn != sn and _diff(seg.ts, ts) <= 0 and seg.fastack != NO_FASTACK:
                 seg.fastack += 1
+                self._fa_pending = True
                 if seg.fastack >= resend:
                     hit = True
         return hit
@@ -478,18 +483,34 @@ class KCP:
             self.snd_nxt = nxt
 
         if ack_only:
+            self._unsent += new_segs
             if pos:
                 out.append(bytes(buf[:pos]))
             return self.interval
 
-        # 5. (re)transmission
+        # 5. (re)transmission. A full pass over snd_buf is needed only when a segment may be
+        # due: its RTO passed (`_next_due`) or fast-ack counts wait (`_fa_pending`). Otherwise
+        # only the not-yet-sent tail is visited; the result is the same as kcp-go's full pass.
         resent = self.fastresend if self.fastresend > 0 else NO_FASTACK
         rx_rto = self.rx_rto
         nodelay = self.nodelay
         change = lost = 0
         min_rto = self.interval
         mss_out = 0
-        for seg in snd_buf:
+        unsent = self._unsent + new_segs
+        full = self._fa_pending or ((now - self._next_due) & M32) < 0x80000000
+        if full:
+            segs = snd_buf
+            next_due = (now + 0x7FFFFFFF) & M32
+            fa_pending = False
+        else:
+            if unsent > len(snd_buf):
+                unsent = len(snd_buf)
+            segs = list(itertools.islice(reversed(snd_buf), unsent))
+            segs.reverse()
+            next_due = self._next_due
+            fa_pending = False
+        for seg in segs:
             if seg.acked:
                 continue
             xmit = seg.xmit
@@ -505,14 +526,14 @@ class KCP:
                 change += 1
                 self.fast_retransmissions += 1
                 need = True
-            elif 0 < fa < resent and fa != NO_FASTACK and new_segs == 0:
+            elif 0 < fa < resent and new_segs == 0:
                 seg.rto = rx_rto
                 seg.resendts = (now + rx_rto) & M32
                 seg.fastack = NO_FASTACK
                 change += 1
                 self.early_retransmissions += 1
                 need = True
-            elif _diff(now, seg.resendts) >= 0:
+            elif ((now - seg.resendts) & M32) < 0x80000000:
                 if nodelay == 0:
                     seg.rto += rx_rto
                 else:
@@ -524,10 +545,12 @@ class KCP:
                 need = True
             else:
                 need = False
+                if 0 < fa < NO_FASTACK:
+                    fa_pending = True
             if need:
                 if xmit:
                     self.retransmissions += 1
-                seg.xmit = xmit + 1
+                seg.xmit = xmit = xmit + 1
                 seg.ts = now
                 data = seg.data
                 ln = len(data)
@@ -540,11 +563,19 @@ class KCP:
                     buf[pos:pos + ln] = data
                     pos += ln
                 mss_out += 1
-                if seg.xmit >= self.dead_link:
+                if xmit >= self.dead_link:
                     self.state = M32
-            r = _diff(seg.resendts, now)
-            if 0 < r < min_rto:
-                min_rto = r
+            rs = seg.resendts
+            r = (rs - now) & M32
+            if r < 0x80000000:
+                if 0 < r < min_rto:
+                    min_rto = r
+                if ((rs - next_due) & M32) >= 0x80000000:
+                    next_due = rs
+        if full:
+            self._fa_pending = fa_pending
+        self._next_due = next_due
+        self._unsent = 0
         if pos:
             out.append(bytes(buf[:pos]))
         self.segments_out += mss_out

@@ -56,6 +56,7 @@ class TunnelConnection:
         k.stream = True
         k.ack_nodelay = params.acknodelay
         k.write_delay = params.wdelay
+        k.defer_flush = True  # one flush per batch of received datagrams (see _pump_once)
         self.kcp = k
         self.smux = SmuxSession(
             client=client, version=params.smux_version, max_frame_size=params.max_frame_size,
@@ -200,7 +201,8 @@ class TunnelConnection:
             kcp.send(out)
             if not kcp.write_delay:
                 kcp.flush(now)
-        # 3. KCP -> wire.
+        # 3. the flush Input asked for (once for the whole batch), then KCP -> wire.
+        kcp.flush_pending(now)
         self._transmit(now)
         if not self.send_backlogged and not self._send_room.is_set():
             self._send_room.set()
