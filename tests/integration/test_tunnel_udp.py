@@ -90,3 +90,45 @@ def test_ping_rtt():
             rtt = await t.pool.ping(conn, "alpha21", 5)
             assert rtt is not None and 0 <= rtt < 2
     run(main())
+
+
+def test_refused_target_gets_reply_code_quickly():
+    """The status extension between Python peers: the server reports its dial result."""
+    params = TunnelParams.for_mode("fast3", key="integration")
+
+    async def main():
+        import socket as so
+        s = so.socket()
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+        s.close()  # nothing listens there now
+        async with Tunnel(params) as t:
+            for _ in range(100):
+                if t.pool.slots[0].caps:
+                    break
+                await asyncio.sleep(0.05)
+            assert t.pool.slots[0].caps == 1
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            r, w, rep = await socks_connect(t.socks.port, "127.0.0.1", dead_port)
+            assert rep == 0x05
+            assert loop.time() - t0 < 3
+            w.close()
+    run(main())
+
+
+def test_go_style_server_without_extensions_still_works():
+    """A client that offers PHELLO to a server which does not answer (as Go's) falls back."""
+    params = TunnelParams.for_mode("fast3", key="integration")
+
+    async def main():
+        from paqet.proto import appmsg
+        async with Tunnel(params) as t, echo_server() as eport:
+            t.pool.slots[0].caps = 0  # what a Go server leaves us with
+            r, w, rep = await socks_connect(t.socks.port, "127.0.0.1", eport)
+            assert rep == 0
+            w.write(b"x" * 1000)
+            await w.drain()
+            assert await r.readexactly(1000) == b"x" * 1000
+            w.close()
+    run(main())

@@ -36,6 +36,7 @@ class _Slot:
         self.ready = asyncio.Event()  # a live session is in place
         self.reconnecting: asyncio.Task | None = None
         self.dialect: str | None = None
+        self.caps = 0                 # extensions the server offered (PHELLO)
 
     @property
     def conn(self) -> TunnelConnection | None:
@@ -49,7 +50,8 @@ class ClientPool:
     def __init__(self, params: TunnelParams, server: tuple, backend_factory: BackendFactory, *,
                  conns: int = 1, remote_flags: list[int] | None = None, dialect: str = "alpha21",
                  health_interval: float = 10.0, health_timeout: float = 5.0,
-                 open_timeout: float = 15.0) -> None:
+                 open_timeout: float = 15.0, extensions: bool = True) -> None:
+        self.extensions = extensions
         self.params = params
         self.server = server
         self.backend_factory = backend_factory
@@ -87,10 +89,13 @@ class ClientPool:
         log.info("connection %d to %s:%s up (local port %s, conv %#010x)", slot.index + 1,
                  self.server[0], self.server[1], port, tunnel.conv)
         self._announce_flags(tunnel.conn, slot)
+        slot.caps = 0
         if self.configured_dialect == "auto":
             self._spawn(self._detect_dialect(slot, tunnel.conn))
         else:
             slot.dialect = self.configured_dialect
+            if slot.dialect == "alpha21" and self.extensions:
+                self._spawn(self._hello(slot, tunnel.conn))
 
     def _dialect(self, slot: _Slot) -> str:
         return slot.dialect or ("alpha21" if self.configured_dialect == "auto"
@@ -189,6 +194,57 @@ class ClientPool:
     async def open_tcp(self, host: str, port: int) -> TunnelStream:
         return await self.open(appmsg.TcpConnect(host, port))
 
+    async def connect_tcp(self, host: str, port: int, timeout: float = 12.0) -> tuple[TunnelStream, int | None]:
+        """A TCP stream and, when the server offers the status extension, its dial result
+        as a SOCKS5 reply code (None: unknown, as with Go servers)."""
+        slot, conn = await self._pick()
+        try:
+            st = conn.open_stream()
+        except ConnectionClosed as exc:
+            raise NoTunnel(str(exc)) from None
+        if not (slot.caps & appmsg.CAP_STATUS):
+            st.write(appmsg.encode(appmsg.TcpConnect(host, port), self._dialect(slot)))
+            return st, None
+        st.write(appmsg.encode(appmsg.TcpConnectStatus(host, port), "alpha21"))
+        try:
+            async with asyncio.timeout(timeout):
+                b = await st.read(1)
+        except TimeoutError:
+            st.close()
+            return st, 0x06
+        except StreamClosed:
+            b = b""
+        if not b:
+            st.close()
+            return st, 0x01
+        return st, b[0]
+
+    async def _hello(self, slot: _Slot, conn: TunnelConnection) -> None:
+        """Ask a Python server for extensions; a Go server just closes the stream."""
+        try:
+            st = conn.open_stream()
+        except ConnectionClosed:
+            return
+        reader = appmsg.MessageReader("alpha21")
+        try:
+            st.write(appmsg.encode(appmsg.Hello(appmsg.CAP_STATUS), "alpha21"))
+            async with asyncio.timeout(5.0):
+                while True:
+                    data = await st.read()
+                    if not data:
+                        return
+                    msg = reader.feed(data)
+                    if msg is not None:
+                        if isinstance(msg, appmsg.Hello) and conn is (slot.conn):
+                            slot.caps = msg.caps & appmsg.CAP_STATUS
+                            log.debug("connection %d: server extensions %#x", slot.index + 1,
+                                      slot.caps)
+                        return
+        except (TimeoutError, StreamClosed, appmsg.ProtocolError):
+            return
+        finally:
+            st.close()
+
     async def open_udp(self, host: str, port: int) -> TunnelStream:
         return await self.open(appmsg.UdpAssociate(host, port))
 
@@ -247,6 +303,8 @@ class ClientPool:
                 continue
             log.info("connection %d: server speaks the %s app protocol", slot.index + 1,
                      slot.dialect)
+            if slot.dialect == "alpha21" and self.extensions:
+                await self._hello(slot, conn)
             if slot.dialect != "alpha21":
                 self._announce_flags(conn, slot)
             return

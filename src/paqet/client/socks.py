@@ -187,10 +187,16 @@ class Socks5Listener:
             await writer.drain()
             return
         try:
-            st = await self.pool.open_tcp(host, port)
+            st, rep = await self.pool.connect_tcp(host, port)
         except NoTunnel as exc:
             log.error("SOCKS5 failed to establish TCP stream for %s -> %s: %s", peer, target, exc)
             writer.write(machine.reply(socks5.REP_GENERAL_FAILURE, "0.0.0.0", 0))
+            await writer.drain()
+            return
+        if rep:
+            log.info("SOCKS5 %s -> %s: the server could not connect (reply %#04x)", peer,
+                     target, rep)
+            writer.write(machine.reply(rep, "0.0.0.0", 0))
             await writer.drain()
             return
         writer.write(machine.reply(socks5.REP_SUCCEEDED, bind[0], bind[1]))

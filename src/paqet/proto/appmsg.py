@@ -18,6 +18,11 @@ from paqet.proto import gob
 
 MAGIC, VERSION = 0x50, 0x01
 PPING, PPONG, PTCPF, PTCP, PUDP = 1, 2, 3, 4, 5
+# Extensions between Python peers (alpha21 framing only; docs/protocol.md). A Go server
+# answers PHELLO by closing the stream ("unknown message type"), so a client only uses
+# PTCPS after a PHELLO reply listed CAP_STATUS.
+PHELLO, PTCPS = 0x10, 0x14
+CAP_STATUS = 0x01
 MAX_HOST, MAX_FLAGS, MAX_BODY = 253, 64, 4096
 DIALECTS = ("alpha21", "alpha20", "gob")
 
@@ -56,7 +61,21 @@ class UdpAssociate:
     port: int
 
 
-Message = Ping | Pong | TcpFlags | TcpConnect | UdpAssociate
+@dataclasses.dataclass(frozen=True)
+class Hello:
+    """Extension: capability exchange (the client's offer, or the server's answer)."""
+    caps: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TcpConnectStatus:
+    """Extension: PTCP whose server answers one status byte (a SOCKS5 reply code) once the
+    dial succeeded or failed, before any data."""
+    host: str
+    port: int
+
+
+Message = Ping | Pong | TcpFlags | TcpConnect | UdpAssociate | Hello | TcpConnectStatus
 
 
 def flags_from_string(s: str) -> int:
@@ -100,11 +119,15 @@ def _type_of(msg) -> int:
         return PTCP
     if t is UdpAssociate:
         return PUDP
+    if t is Hello:
+        return PHELLO
+    if t is TcpConnectStatus:
+        return PTCPS
     raise ProtocolError("protocol: unknown message type")
 
 
 def _check(msg) -> None:
-    if isinstance(msg, (TcpConnect, UdpAssociate)):
+    if isinstance(msg, (TcpConnect, UdpAssociate, TcpConnectStatus)):
         if msg.host is None:
             raise ProtocolError("protocol: address required")
         hb = _host_bytes(msg.host)
@@ -118,7 +141,9 @@ def _check(msg) -> None:
 
 
 def _body(msg) -> bytes:
-    if isinstance(msg, (TcpConnect, UdpAssociate)):
+    if isinstance(msg, Hello):
+        return bytes((msg.caps & 0xFF,))
+    if isinstance(msg, (TcpConnect, UdpAssociate, TcpConnectStatus)):
         hb = _host_bytes(msg.host)
         return bytes((len(hb),)) + hb + msg.port.to_bytes(2, "big")
     if isinstance(msg, TcpFlags):
@@ -148,6 +173,8 @@ def _gob_value(msg) -> bytes:
 def encode(msg, dialect: str = "alpha21") -> bytes:
     t = _type_of(msg)
     _check(msg)
+    if t in (PHELLO, PTCPS) and dialect != "alpha21":
+        raise ProtocolError("protocol: extensions need the alpha21 dialect")
     if dialect == "alpha21":
         body = _body(msg)
         return bytes((MAGIC, VERSION, t)) + len(body).to_bytes(2, "big") + body
@@ -170,7 +197,9 @@ def _decode_body(t: int, body: bytes):
         return Ping()
     if t == PPONG:
         return Pong()
-    if t in (PTCP, PUDP):
+    if t == PHELLO:
+        return Hello(body[0] if body else 0)
+    if t in (PTCP, PUDP, PTCPS):
         if len(body) < 3:
             raise ProtocolError("protocol: truncated address body")
         hl = body[0]
@@ -178,6 +207,8 @@ def _decode_body(t: int, body: bytes):
             raise ProtocolError(f"protocol: bad host length {hl}")
         host = _host_text(body[1:1 + hl])
         port = int.from_bytes(body[1 + hl:3 + hl], "big")
+        if t == PTCPS:
+            return TcpConnectStatus(host, port)
         return TcpConnect(host, port) if t == PTCP else UdpAssociate(host, port)
     if t == PTCPF:
         if len(body) < 1:
@@ -325,7 +356,7 @@ def detect_dialect(buf: bytes) -> str | None:
         if buf[3] == 1 and buf[4] == 0 and buf[5] == 253:
             return "alpha21"
         return "alpha20"
-    return "alpha21"
+    return "alpha21"  # unknown types, PHELLO and PTCPS: the decoder decides
 
 
 class MessageReader:

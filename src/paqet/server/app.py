@@ -7,7 +7,7 @@ import asyncio
 import logging
 import socket
 
-from paqet.proto import appmsg
+from paqet.proto import appmsg, socks5
 from paqet.tunnel.connection import TunnelConnection
 from paqet.tunnel.endpoint import TunnelListener
 from paqet.tunnel.params import TunnelParams
@@ -145,14 +145,20 @@ class Server:
             flags = list(msg.flags)
             self.backend.set_peer_flags(conn.peer, flags or None)
             log.debug("client %s:%s set TCP flags %s", conn.peer[0], conn.peer[1], flags)
+        elif isinstance(msg, appmsg.Hello):
+            st.write(appmsg.encode(appmsg.Hello(appmsg.CAP_STATUS), "alpha21"))
+            await st.drain()
         elif isinstance(msg, appmsg.TcpConnect):
             await self._tcp(conn, st, msg.host, msg.port, reader.rest)
+        elif isinstance(msg, appmsg.TcpConnectStatus):
+            await self._tcp(conn, st, msg.host, msg.port, reader.rest, status=True)
         elif isinstance(msg, appmsg.UdpAssociate):
             await self._udp(conn, st, msg.host, msg.port, reader.rest)
         else:
             log.error("unknown protocol type %s on stream %d", type(msg).__name__, st.sid)
 
-    async def _tcp(self, conn, st: TunnelStream, host: str, port: int, rest: bytes) -> None:
+    async def _tcp(self, conn, st: TunnelStream, host: str, port: int, rest: bytes,
+                   status: bool = False) -> None:
         target = join_host_port(host, port)
         log.info("accepted TCP stream %d: %s:%s -> %s", st.sid, conn.peer[0], conn.peer[1], target)
         try:
@@ -161,7 +167,12 @@ class Server:
         except (OSError, TimeoutError) as exc:
             log.error("failed to establish TCP connection to %s for stream %d: %s",
                       target, st.sid, exc or "timeout")
+            if status:
+                st.write(bytes((socks5.reply_for_error(exc),)))
+                await st.drain()
             return
+        if status:
+            st.write(b"\x00")
         sock = writer.get_extra_info("socket")
         if sock is not None:
             try:
