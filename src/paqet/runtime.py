@@ -224,6 +224,18 @@ class Runtime:
                 raise StartupError(f"forward[{i}]: cannot listen on {f.listen}: {exc.strerror or exc}") from None
             self.parts.append(fw)
 
+    def connections(self) -> list:
+        if self.server is not None and self.server.listener is not None:
+            return list(self.server.listener.sessions.values())
+        if self.pool is not None:
+            return [s.conn for s in self.pool.slots if s.conn is not None]
+        return []
+
+    def log_stats(self) -> None:
+        """SIGUSR1: one line of statistics per tunnel session."""
+        for conn in self.connections():
+            log.info("stats %s", conn.stats())
+
     async def stop(self) -> None:
         for p in reversed(self.parts):
             try:
@@ -247,6 +259,7 @@ async def serve(cfg: Config) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     rt = Runtime(cfg)
+    loop.add_signal_handler(signal.SIGUSR1, rt.log_stats)
     try:
         try:
             await rt.start()

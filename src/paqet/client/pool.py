@@ -15,6 +15,7 @@ from typing import Callable
 
 from paqet.proto import appmsg
 from paqet.tunnel.connection import ConnectionClosed, TunnelConnection
+from paqet.tunnel.clock import now_ms
 from paqet.tunnel.endpoint import ClientTunnel
 from paqet.tunnel.params import TunnelParams
 from paqet.tunnel.stream import StreamClosed, TunnelStream
@@ -319,12 +320,19 @@ class ClientPool:
                 conn = slot.conn
                 if conn is None or self._dialect(slot) == "gob":
                     continue   # gob-era servers do not answer PPING; smux keepalive decides
+                # A busy session proves itself: datagrams arriving is all we need. Only an
+                # idle one is pinged, and a late PPONG counts as failure only if nothing at
+                # all arrived meanwhile (a PPONG can queue behind megabytes of data).
+                if ((now_ms() - conn.last_rx_ms) & 0xFFFFFFFF) < self.health_interval * 1000:
+                    slot.failures = 0
+                    continue
+                rx_before = conn.last_rx_ms
                 rtt = await self.ping(conn, self._dialect(slot), self.health_timeout)
                 if rtt is not None:
                     slot.failures = 0
                     log.debug("connection %d healthy, PPING rtt %.1f ms", slot.index + 1, rtt * 1000)
                     continue
-                if conn.closed:
+                if conn.closed or conn.last_rx_ms != rx_before:
                     continue
                 log.info("connection %d: no PPONG within %.0fs, reconnecting", slot.index + 1,
                          self.health_timeout)

@@ -332,7 +332,13 @@ class TunnelConnection:
             v = getattr(k, name, None)
             if v is not None:
                 out[name] = v
+        out.update(rmt_wnd=k.rmt_wnd, wait_snd=k.wait_snd, snd_buf=len(k.snd_buf),
+                   rcv_queue=len(k.rcv_queue), rcv_buf=len(k.rcv_buf), rcv_nxt=k.rcv_nxt,
+                   snd_una=k.snd_una, smux_bucket=self.smux.bucket,
+                   smux_paused=self.smux.receive_paused,
+                   pending=sum(st._pending_bytes for st in self.streams.values()),
+                   buffered=sum(st._buffered for st in self.streams.values()))
         codec_stats = getattr(self.codec, "stats", None)
         if codec_stats is not None:
-            out["codec"] = codec_stats if isinstance(codec_stats, dict) else vars(codec_stats)
+            out["codec"] = codec_stats.as_dict() if hasattr(codec_stats, "as_dict") else codec_stats
         return out
