@@ -91,6 +91,9 @@ class KCP:
         self._pending_flush = 0  # 0 none, 1 ack-only, 2 full
         self.snd_queue: collections.deque[Segment] = collections.deque()
         self.snd_buf: collections.deque[Segment] = collections.deque()
+        # the segments of snd_buf not yet acknowledged, in sn order: ACK processing and the
+        # retransmission pass only ever need these
+        self._unacked: dict[int, Segment] = {}
         self.rcv_queue: collections.deque = collections.deque()
         self.rcv_buf: dict[int, tuple] = {}
         self.acklist: list[int] = []  # flat: sn, ts, sn, ts, ...
@@ -252,9 +255,10 @@ class KCP:
 
     def _parse_una(self, una: int) -> int:
         buf = self.snd_buf
+        unacked = self._unacked
         n = 0
-        while buf and _diff(una, buf[0].sn) > 0:
-            buf.popleft()
+        while buf and 0 < ((una - buf[0].sn) & M32) < 0x80000000:  # sn < una
+            unacked.pop(buf.popleft().sn, None)
             n += 1
         return n
 
@@ -262,25 +266,19 @@ class KCP:
         self.snd_una = self.snd_buf[0].sn if self.snd_buf else self.snd_nxt
 
     def _parse_ack(self, sn: int) -> None:
-        if _diff(sn, self.snd_una) < 0 or _diff(sn, self.snd_nxt) >= 0:
-            return
-        for seg in self.snd_buf:
-            d = _diff(sn, seg.sn)
-            if d == 0:
-                seg.acked = True
-                return
-            if d < 0:
-                return
+        seg = self._unacked.pop(sn, None)
+        if seg is not None:
+            seg.acked = True
 
     def _parse_fastack(self, sn: int, ts: int) -> bool:
-        if _diff(sn, self.snd_una) < 0 or _diff(sn, self.snd_nxt) >= 0:
+        if ((sn - self.snd_una) & M32) >= 0x80000000 or ((sn - self.snd_nxt) & M32) < 0x80000000:
             return False
         hit = False
         resend = self.fastresend
-        for seg in self.snd_buf:
-            if _diff(sn, seg.sn) < 0:
+        for s, seg in self._unacked.items():
+            if not 0 < ((sn - s) & M32) < 0x80000000:  # s >= sn: the rest are later
                 break
-            if seg.sn != sn and _diff(seg.ts, ts) <= 0 and seg.fastack != NO_FASTACK:
+            if ((ts - seg.ts) & M32) < 0x80000000 and seg.fastack != NO_FASTACK:
                 seg.fastack += 1
                 self._fa_pending = True
                 if seg.fastack >= resend:
@@ -474,9 +472,11 @@ class KCP:
         if snd_queue:
             limit = (self.snd_una + cwnd) & M32
             nxt = self.snd_nxt
-            while snd_queue and _diff(nxt, limit) < 0:
+            unacked = self._unacked
+            while snd_queue and ((nxt - limit) & M32) >= 0x80000000:
                 seg = snd_queue.popleft()
                 seg.sn = nxt
+                unacked[nxt] = seg
                 nxt = (nxt + 1) & M32
                 snd_buf.append(seg)
                 new_segs += 1
@@ -500,7 +500,7 @@ class KCP:
         unsent = self._unsent + new_segs
         full = self._fa_pending or ((now - self._next_due) & M32) < 0x80000000
         if full:
-            segs = snd_buf
+            segs = list(self._unacked.values())
             next_due = (now + 0x7FFFFFFF) & M32
             fa_pending = False
         else:

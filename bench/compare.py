@@ -1,0 +1,313 @@
+"""paqet (ours) against Debian's kcptun (Go kcp-go + smux over UDP), side by side in one run.
+
+Builds network namespaces (a direct veth, and client-router-server with nftables loss),
+runs both tunnels with the same mode, cipher, mtu and windows, and prints our/kcptun ratios
+of: bulk download MB/s (median of alternating runs), CPU seconds per MB of both ends,
+1 KiB fetch latency p50/p90 (a new connection each), 10 parallel downloads, RSS idle and
+with 1000 open streams, and start-up to first byte. Writes JSON and a PNG chart to
+bench/results/. Needs root (namespaces, raw sockets).
+
+    sudo .venv/bin/python bench/compare.py              # the full run (200 MB x 5)
+    sudo .venv/bin/python bench/compare.py --quick      # a smaller one (50 MB x 3)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
+
+import netlab  # noqa: E402
+from paqetlab import PY, Paqet, client_config, http_server, make_blob, server_config, tempdir, wait_port  # noqa: E402
+
+CLK = os.sysconf("SC_CLK_TCK")
+FWD_PORT = 8081
+KCP_PORT = 29900
+
+
+def say(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / CLK
+    except (OSError, IndexError):
+        return 0.0
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def child_pid(proc) -> int:
+    """`ip netns exec` execs the command in place, so its PID is the process's."""
+    return proc.pid
+
+
+class Side:
+    """One tunnel (ours or kcptun) between the namespaces, exposing a TCP forward on the
+    client side at 127.0.0.1:FWD_PORT to the server's HTTP port."""
+
+    def __init__(self, lab, topo, kind, d, mode, block, fec, http_port=8000):
+        self.lab, self.topo, self.kind, self.d = lab, topo, kind, d
+        self.mode, self.block, self.fec, self.http_port = mode, block, fec, http_port
+
+    def start(self) -> float:
+        lab, topo = self.lab, self.topo
+        t0 = time.monotonic()
+        target = f"{topo.server_ip4}:{self.http_port}"
+        if self.kind == "paqet":
+            fwd = [{"listen": f"127.0.0.1:{FWD_PORT}", "target": target, "protocol": "tcp"}]
+            scfg = server_config(topo, mode=self.mode, block=self.block, fec=self.fec, level="warn")
+            ccfg = client_config(topo, mode=self.mode, block=self.block, fec=self.fec, level="warn",
+                                 forward=fwd)
+            self.server = Paqet(lab, topo.server, scfg, "srv", self.d)
+            self.client = Paqet(lab, topo.client, ccfg, "cli", self.d)
+            self.procs = [self.server.proc, self.client.proc]
+        else:
+            common = ["--key", "bench", "--crypt", self.block, "--mode", self.mode, "--mtu", "1350",
+                      "--datashard", str(self.fec[0]), "--parityshard", str(self.fec[1]),
+                      "--nocomp", "--smuxver", "2", "--quiet", "--dscp", "46"]
+            self.procs = [
+                lab.popen(topo.server, ["kcptun-server", "-l", f"{topo.server_ip4}:{KCP_PORT}",
+                                        "-t", target, "--sndwnd", "1024", "--rcvwnd", "1024", *common],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                lab.popen(topo.client, ["kcptun-client", "-l", f"127.0.0.1:{FWD_PORT}", "-r",
+                                        f"{topo.server_ip4}:{KCP_PORT}", "--sndwnd", "128",
+                                        "--rcvwnd", "512", *common],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        if not wait_port(lab, topo.client, FWD_PORT, timeout=20):
+            raise RuntimeError(f"{self.kind} did not come up")
+        # first byte through the tunnel
+        for _ in range(200):
+            r = self.fetch("/small", timeout=5)
+            if r is not None:
+                break
+        return time.monotonic() - t0
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        self.lab.procs = [p for p in self.lab.procs if p not in self.procs]
+
+    def fetch(self, path, timeout=300, out="/dev/null"):
+        r = self.lab.run(self.topo.client, "curl", "-sS", "--max-time", str(timeout), "-o", out,
+                         "-w", "%{http_code} %{size_download} %{time_total}",
+                         f"http://127.0.0.1:{FWD_PORT}{path}", check=False, timeout=timeout + 10)
+        parts = r.stdout.split()
+        if r.returncode != 0 or not parts or parts[0] != "200":
+            return None
+        return int(parts[1]), float(parts[2])
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(child_pid(p)) for p in self.procs)
+
+    def rss(self) -> list[float]:
+        return [rss_mb(child_pid(p)) for p in self.procs]
+
+
+def latency(side, n):
+    times = []
+    for _ in range(n):
+        r = side.fetch("/small", timeout=10)
+        if r:
+            times.append(r[1] * 1000)
+    times.sort()
+    if not times:
+        return None, None
+    return times[len(times) // 2], times[int(len(times) * 0.9) - 1 if len(times) >= 10 else -1]
+
+
+def parallel(side, n, path, size):
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(["ip", "netns", "exec", side.topo.client, "curl", "-sS", "-o",
+                               "/dev/null", f"http://127.0.0.1:{FWD_PORT}{path}"])
+             for _ in range(n)]
+    ok = all(p.wait(600) == 0 for p in procs)
+    dt = time.monotonic() - t0
+    return n * size / dt / 1e6 if ok else 0.0
+
+
+def open_streams(side, n):
+    """RSS (MB, client and server) with n idle connections open through the tunnel."""
+    code = (f"import socket,time,sys\nss=[]\n"
+            f"for i in range({n}):\n"
+            f"  s=socket.create_connection(('127.0.0.1',{FWD_PORT}),timeout=10); ss.append(s)\n"
+            f"print('open',flush=True)\ntime.sleep(6)\n")
+    p = subprocess.Popen(["ip", "netns", "exec", side.topo.client, PY, "-c", code],
+                         stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    time.sleep(3)
+    rss = side.rss()
+    p.wait(30)
+    return rss if line.strip() == "open" else None
+
+
+def run_case(lab, topo, d, args, mode, block, fec, loss, results, size):
+    name = f"{mode}/{block}{'/fec%d-%d' % fec if fec[0] else ''}/loss{loss}%"
+    say(f"case {name}")
+    if topo.router:
+        lab.set_loss(topo.router, loss)
+    rows = {}
+    sides = {k: Side(lab, topo, k, d, mode, block, fec) for k in ("paqet", "kcptun")}
+    bulk = {k: [] for k in sides}
+    cpu_mb = {k: [] for k in sides}
+    extra = {}
+    for k, side in sides.items():
+        startup = side.start()
+        rss_idle = side.rss()
+        p50, p90 = latency(side, args.fetches) if loss == 0 else (None, None)
+        par = parallel(side, 10, "/mid", 20 << 20) if loss == 0 and not args.skip_parallel else None
+        streams = open_streams(side, 1000) if loss == 0 and not args.skip_streams else None
+        extra[k] = dict(startup_s=startup, rss_idle_mb=rss_idle, p50_ms=p50, p90_ms=p90,
+                        parallel_mb_s=par, rss_1000_streams_mb=streams)
+        side.stop()
+    for i in range(args.runs):
+        for k in (("paqet", "kcptun") if i % 2 == 0 else ("kcptun", "paqet")):
+            side = sides[k]
+            side.start()
+            c0 = side.cpu()
+            r = side.fetch("/bulk", timeout=600)
+            c1 = side.cpu()
+            side.stop()
+            if r is None:
+                say(f"  {k} run {i + 1}: FAILED")
+                continue
+            mbs = r[0] / r[1] / 1e6
+            bulk[k].append(mbs)
+            cpu_mb[k].append((c1 - c0) / (r[0] / 1e6))
+            say(f"  {k} run {i + 1}/{args.runs}: {mbs:.1f} MB/s, {cpu_mb[k][-1] * 1000:.1f} ms CPU/MB")
+    for k in sides:
+        rows[k] = dict(bulk_mb_s=statistics.median(bulk[k]) if bulk[k] else 0.0,
+                       cpu_s_per_mb=statistics.median(cpu_mb[k]) if cpu_mb[k] else 0.0,
+                       runs=bulk[k], **extra[k])
+    results.append({"case": name, "mode": mode, "block": block, "fec": list(fec), "loss": loss,
+                    "size_mb": size / 1e6, **{k: v for k, v in rows.items()}})
+
+
+def ratio(a, b):
+    return a / b if a and b else float("nan")
+
+
+def report(results, path_json, path_png):
+    with open(path_json, "w") as f:
+        json.dump(results, f, indent=1)
+    print()
+    print(f"{'case':<34}{'ours MB/s':>10}{'kcptun':>9}{'ratio':>7}{'CPU/MB ratio':>14}"
+          f"{'p50 ratio':>11}{'par ratio':>11}")
+    for r in results:
+        o, k = r["paqet"], r["kcptun"]
+        print(f"{r['case']:<34}{o['bulk_mb_s']:>10.1f}{k['bulk_mb_s']:>9.1f}"
+              f"{ratio(o['bulk_mb_s'], k['bulk_mb_s']):>7.2f}"
+              f"{ratio(o['cpu_s_per_mb'], k['cpu_s_per_mb']):>14.2f}"
+              f"{ratio(o['p50_ms'], k['p50_ms']):>11.2f}"
+              f"{ratio(o['parallel_mb_s'], k['parallel_mb_s']):>11.2f}")
+    for r in results:
+        if r["loss"] == 0:
+            o, k = r["paqet"], r["kcptun"]
+            print(f"\n{r['case']}: 1 KiB fetch p50/p90 ours {o['p50_ms']:.2f}/{o['p90_ms']:.2f} ms, "
+                  f"kcptun {k['p50_ms']:.2f}/{k['p90_ms']:.2f} ms; start-up to first byte ours "
+                  f"{o['startup_s']:.2f} s, kcptun {k['startup_s']:.2f} s")
+            print(f"  RSS idle (client, server) ours {o['rss_idle_mb']} MB, kcptun {k['rss_idle_mb']} MB; "
+                  f"with 1000 streams ours {o['rss_1000_streams_mb']}, kcptun {k['rss_1000_streams_mb']}")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no chart)")
+        return
+    names = [r["case"] for r in results]
+    x = range(len(names))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names)), 4))
+    ax.bar([i - 0.2 for i in x], [r["paqet"]["bulk_mb_s"] for r in results], 0.4, label="paqet (Python)")
+    ax.bar([i + 0.2 for i in x], [r["kcptun"]["bulk_mb_s"] for r in results], 0.4, label="kcptun (Go)")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("bulk download MB/s")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path_png, dpi=100)
+    print(f"chart: {path_png}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="50 MB x 3 runs, fewer cases")
+    ap.add_argument("--size-mb", type=int, default=None)
+    ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--fetches", type=int, default=50)
+    ap.add_argument("--skip-parallel", action="store_true")
+    ap.add_argument("--skip-streams", action="store_true")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = ap.parse_args()
+    args.runs = args.runs or (3 if args.quick else 5)
+    size = (args.size_mb or (50 if args.quick else 200)) << 20
+    reason = netlab.available()
+    if reason:
+        print(f"bench: cannot run: {reason}", file=sys.stderr)
+        return 1
+    if subprocess.run(["which", "kcptun-server"], capture_output=True).returncode:
+        print("bench: kcptun is not installed (apt-get install kcptun)", file=sys.stderr)
+        return 1
+    os.makedirs(args.out, exist_ok=True)
+    results = []
+    cases = [("fast3", "aes", (0, 0), 0), ("fast", "aes", (0, 0), 0)]
+    loss_cases = [("fast3", "aes", (0, 0), 1), ("fast3", "aes", (0, 0), 5), ("fast3", "aes", (10, 3), 5)]
+    if args.quick:
+        loss_cases = [("fast3", "aes", (0, 0), 5), ("fast3", "aes", (10, 3), 5)]
+    with netlab.NetLab() as lab, tempdir() as d:
+        say(f"making test files ({size >> 20} MB bulk)")
+        with open(os.path.join(d, "small"), "wb") as f:
+            f.write(os.urandom(1024))
+        make_blob(d, "bulk", size)
+        make_blob(d, "mid", 20 << 20)
+        topo = lab.two_hosts()
+        http_server(lab, topo.server, d, bind="0.0.0.0")
+        wait_port(lab, topo.server, 8000, host=topo.server_ip4)
+        for mode, block, fec, loss in cases:
+            run_case(lab, topo, d, args, mode, block, fec, loss, results, size)
+        lab.close()
+    with netlab.NetLab() as lab, tempdir() as d:
+        make_blob(d, "bulk", size)
+        with open(os.path.join(d, "small"), "wb") as f:
+            f.write(os.urandom(1024))
+        topo = lab.routed()
+        http_server(lab, topo.server, d, bind="0.0.0.0")
+        wait_port(lab, topo.server, 8000, host=topo.server_ip4)
+        for mode, block, fec, loss in loss_cases:
+            run_case(lab, topo, d, args, mode, block, fec, loss, results, size)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    report(results, os.path.join(args.out, f"compare-{stamp}.json"),
+           os.path.join(args.out, f"compare-{stamp}.png"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
