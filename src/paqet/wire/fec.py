@@ -53,6 +53,24 @@ def gf_pow(a: int, n: int) -> int:
 
 
 MUL = np.array([[gf_mul(a, b) for b in range(256)] for a in range(256)], dtype=np.uint8)
+#: bytes.translate tables: MUL_T[c] maps every byte b to c*b in GF(2^8)
+MUL_T = [bytes(MUL[c]) for c in range(256)]
+
+
+def _combine_bytes(coefs: list[list[int]], shards: list[bytes], length: int) -> list[bytes]:
+    """Like _combine, with bytes.translate for the GF multiply and one big-integer XOR per
+    shard: no Python loop over bytes, ~10x faster than numpy's fancy indexing here."""
+    out = []
+    frm = int.from_bytes
+    for row in coefs:
+        acc = 0
+        for coef, sh in zip(row, shards):
+            if coef == 1:
+                acc ^= frm(sh, "little")
+            elif coef:
+                acc ^= frm(sh.translate(MUL_T[coef]), "little")
+        out.append(acc.to_bytes(length, "little"))
+    return out
 
 
 def _mat_mul(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
@@ -104,6 +122,7 @@ class ReedSolomon:
         self.d, self.p = d, p
         self.matrix = encoding_matrix(d, p)
         self.parity_rows = np.array(self.matrix[d:], dtype=np.uint8)
+        self.parity_coefs = self.matrix[d:]
 
     def encode(self, shards: np.ndarray) -> np.ndarray:
         """(d, L) data shards -> (p, L) parity shards."""
@@ -121,6 +140,18 @@ class ReedSolomon:
         stack = np.stack([present[r] for r in rows])
         rec = _combine(inv[missing], stack)
         return {i: rec[k] for k, i in enumerate(missing)}
+
+
+    def reconstruct_bytes(self, present: dict[int, bytes], length: int) -> dict[int, bytes]:
+        """The same as reconstruct() on bytes shards (the hot path)."""
+        d = self.d
+        rows = sorted(present)[:d]
+        missing = [i for i in range(d) if i not in present]
+        if not missing:
+            return {}
+        inv = _mat_inv([self.matrix[r] for r in rows])
+        rec = _combine_bytes([inv[i] for i in missing], [present[r] for r in rows], length)
+        return dict(zip(missing, rec))
 
 
 class FecEncoder:
@@ -151,12 +182,10 @@ class FecEncoder:
         if len(self._shards) == self.d:
             if ((now_ms - self._last_ms) & 0xFFFFFFFF) < MAX_ENCODE_LATENCY_MS:
                 L = self._max
-                arr = np.zeros((self.d, L), dtype=np.uint8)
-                for i, s in enumerate(self._shards):
-                    arr[i, :len(s)] = np.frombuffer(s, dtype=np.uint8)
-                parity = self.rs.encode(arr)
+                shards = [sh if len(sh) == L else sh + bytes(L - len(sh)) for sh in self._shards]
+                parity = _combine_bytes(self.rs.parity_coefs, shards, L)
                 for i in range(self.p):
-                    out.append(_SEQ_FLAG.pack(self._seq(), TYPE_PARITY) + parity[i].tobytes())
+                    out.append(_SEQ_FLAG.pack(self._seq(), TYPE_PARITY) + parity[i])
             else:
                 self.parity_skipped += 1
                 self.next = (self.next + self.p) % self.paws
@@ -221,19 +250,15 @@ class FecDecoder:
         if all(i in shards for i in range(self.d)):
             return []
         L = max(len(s) for s in shards.values())
-        present = {}
-        for i, s in shards.items():
-            a = np.zeros(L, dtype=np.uint8)
-            a[:len(s)] = np.frombuffer(s, dtype=np.uint8)
-            present[i] = a
+        present = {i: (sh if len(sh) == L else sh + bytes(L - len(sh))) for i, sh in shards.items()}
         try:
-            rec = self.rs.reconstruct(present)
+            rec = self.rs.reconstruct_bytes(present, L)
         except ValueError:
             self.unrecoverable += 1
             return []
         out = []
         for i in sorted(rec):
-            r = rec[i].tobytes()
+            r = rec[i]
             sz = r[0] | (r[1] << 8)
             if 2 <= sz <= len(r):
                 out.append(r[2:sz])
