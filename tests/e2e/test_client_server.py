@@ -175,3 +175,22 @@ def test_50mb_through_5pct_loss(lab, fec):
         with open(out, "rb") as f:
             assert hashlib.sha256(f.read()).hexdigest() == digest
         print(f"5% loss {fec}: {r.stdout}")
+
+
+def test_paqet_ping_measures_rtt(site):
+    r = site.lab.run(site.topo.client, PY, "-m", "paqet", "ping", "-c", site.client.path,
+                     "-n", "3", "-i", "0.2", check=False, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3 packets transmitted, 3 received, 0% packet loss" in r.stdout
+    assert "rtt min/avg/max/mdev" in r.stdout
+
+
+def test_paqet_dump_shows_frames(site):
+    p = subprocess.Popen(["ip", "netns", "exec", site.topo.server, PY, "-m", "paqet", "dump", "-c",
+                          site.server.path, "--decode", "--count", "3"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    curl(site.lab, site.topo.client, f"http://{site.topo.server_ip4}:8000/blob5")
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert out.count("Packet: 198.18.0.1:") >= 3 and "KCP conv=" in out, out
