@@ -37,7 +37,7 @@ def server_config(topo, port=9999, *, mode="fast3", block="aes", key="e2e-key", 
 
 def client_config(topo, socks_port=1080, port=9999, *, mode="fast3", block="aes", key="e2e-key",
                   fec=(0, 0), ipv6=False, explicit=True, level="info", conn=1, extra=None,
-                  extra_kcp=None, forward=None, socks_auth=None, dialect="alpha21",
+                  extra_kcp=None, forward=None, socks_auth=None, dialect="auto",
                   firewall="managed"):
     net = {"firewall": firewall}
     if explicit:

@@ -132,3 +132,28 @@ def test_go_style_server_without_extensions_still_works():
             assert await r.readexactly(1000) == b"x" * 1000
             w.close()
     run(main())
+
+
+@pytest.mark.parametrize("server_dialect,want", [("auto", "alpha21"), ("alpha21", "alpha21"),
+                                                 ("alpha20", "alpha20"), ("gob", "gob")])
+def test_auto_dialect_detects_each_server_generation(server_dialect, want):
+    """A server that reads only one dialect behaves as that Go release: alpha.21 answers the
+    probe with 5 bytes, alpha.20 with 3, a gob-era one not at all. `auto` must tell them
+    apart and then carry traffic in the detected dialect."""
+    params = TunnelParams.for_mode("fast3", key="integration")
+
+    async def main():
+        async with Tunnel(params, dialect="auto", server_dialect=server_dialect) as t, \
+                echo_server() as eport:
+            for _ in range(200):
+                if t.pool.slots[0].dialect:
+                    break
+                await asyncio.sleep(0.05)
+            assert t.pool.slots[0].dialect == want
+            r, w, rep = await socks_connect(t.socks.port, "127.0.0.1", eport)
+            assert rep == 0
+            w.write(b"through " + want.encode())
+            await w.drain()
+            assert await r.readexactly(8 + len(want)) == b"through " + want.encode()
+            w.close()
+    run(main())

@@ -38,6 +38,7 @@ class _Slot:
         self.reconnecting: asyncio.Task | None = None
         self.dialect: str | None = None
         self.caps = 0                 # extensions the server offered (PHELLO)
+        self.detected = asyncio.Event()  # dialect known (set at once unless "auto")
 
     @property
     def conn(self) -> TunnelConnection | None:
@@ -92,9 +93,12 @@ class ClientPool:
         self._announce_flags(tunnel.conn, slot)
         slot.caps = 0
         if self.configured_dialect == "auto":
+            slot.dialect = None
+            slot.detected.clear()
             self._spawn(self._detect_dialect(slot, tunnel.conn))
         else:
             slot.dialect = self.configured_dialect
+            slot.detected.set()
             if slot.dialect == "alpha21" and self.extensions:
                 self._spawn(self._hello(slot, tunnel.conn))
 
@@ -169,6 +173,12 @@ class ClientPool:
                 conn = slot.conn
                 if conn is not None:
                     self._rr = (self._rr + i + 1) % n
+                    if not slot.detected.is_set():
+                        # the first streams of an `auto` session wait for the dialect probe
+                        try:
+                            await asyncio.wait_for(slot.detected.wait(), 10.0)
+                        except asyncio.TimeoutError:
+                            pass
                     return slot, conn
             remaining = deadline - loop.time()
             if remaining <= 0 or self._closing:
@@ -272,6 +282,12 @@ class ClientPool:
             st.close()
 
     async def _detect_dialect(self, slot: _Slot, conn: TunnelConnection) -> None:
+        try:
+            await self._detect_dialect_inner(slot, conn)
+        finally:
+            slot.detected.set()
+
+    async def _detect_dialect_inner(self, slot: _Slot, conn: TunnelConnection) -> None:
         """PPING in the alpha.21 encoding: alpha.21 answers 5 bytes, alpha.20 3 bytes, a
         gob-era server nothing (app-protocol.md §4.6)."""
         loop = asyncio.get_running_loop()
@@ -304,6 +320,7 @@ class ClientPool:
                 continue
             log.info("connection %d: server speaks the %s app protocol", slot.index + 1,
                      slot.dialect)
+            slot.detected.set()
             if slot.dialect == "alpha21" and self.extensions:
                 await self._hello(slot, conn)
             if slot.dialect != "alpha21":

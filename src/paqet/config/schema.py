@@ -112,7 +112,7 @@ class Transport(_S, kw_only=True):
     conn: Annotated[int, Meta(ge=1, le=256)] = 1
     kcp: Kcp
     # beyond upstream: the app-protocol dialect a client speaks
-    dialect: Literal["alpha21", "alpha20", "gob", "auto"] = "alpha21"
+    dialect: Literal["alpha21", "alpha20", "gob", "auto"] = "auto"
 
 
 class Config(_S, kw_only=True):

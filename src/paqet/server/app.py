@@ -59,7 +59,10 @@ class _UdpTarget(asyncio.DatagramProtocol):
 
 class Server:
     def __init__(self, params: TunnelParams, backend, *, dial_timeout: float = DIAL_TIMEOUT,
-                 max_sessions: int = 4096) -> None:
+                 max_sessions: int = 4096, dialect: str = "auto") -> None:
+        #: "auto" tells the dialect per stream; a fixed one makes this server read only that
+        #: dialect, as an old Go release would (used to test clients against them)
+        self.dialect = dialect
         self.params = params
         self.backend = backend
         self.dial_timeout = dial_timeout
@@ -115,7 +118,7 @@ class Server:
             log.debug("stream %d from %s:%s closed", st.sid, conn.peer[0], conn.peer[1])
 
     async def _read_message(self, st: TunnelStream):
-        reader = appmsg.MessageReader("auto")
+        reader = appmsg.MessageReader(self.dialect)
         async with asyncio.timeout(HEADER_TIMEOUT):
             while True:
                 data = await st.read(65536)
@@ -145,7 +148,7 @@ class Server:
             flags = list(msg.flags)
             self.backend.set_peer_flags(conn.peer, flags or None)
             log.debug("client %s:%s set TCP flags %s", conn.peer[0], conn.peer[1], flags)
-        elif isinstance(msg, appmsg.Hello):
+        elif isinstance(msg, appmsg.Hello) and self.dialect == "auto":
             st.write(appmsg.encode(appmsg.Hello(appmsg.CAP_STATUS), "alpha21"))
             await st.drain()
         elif isinstance(msg, appmsg.TcpConnect):
