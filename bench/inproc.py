@@ -36,7 +36,18 @@ def main():
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--sndwnd", type=int, default=1024)
     ap.add_argument("--rcvwnd", type=int, default=1024)
+    ap.add_argument("--loss", type=float, default=0.0, help="drop this fraction of datagrams")
     a = ap.parse_args()
+    if a.loss:
+        import random
+        from paqet.net.udp import UdpBackend
+        rng = random.Random(5)
+        orig = UdpBackend.send
+
+        def lossy(self, payload, addr):
+            if rng.random() >= a.loss:
+                orig(self, payload, addr)
+        UdpBackend.send = lossy
     params = TunnelParams.for_mode(a.mode, block=a.block, key="bench", sndwnd=a.sndwnd,
                                    rcvwnd=a.rcvwnd)
     size = a.mb << 20
