@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 from paqet.client.pool import ClientPool, NoTunnel
 from paqet.client.udpflows import UdpFlows
-from paqet.tunnel.relay import relay_tcp
+from paqet.tunnel.relay import relay_tcp, set_nodelay
 from paqet.tunnel.stream import StreamClosed
 
 log = logging.getLogger("paqet.forward")
@@ -43,9 +42,7 @@ class TcpForward:
         self._tasks.add(task)
         peer = writer.get_extra_info("peername")
         try:
-            sock = writer.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            set_nodelay(writer)
             try:
                 st = await self.pool.open_tcp(self.host, self.port)
             except NoTunnel as exc:

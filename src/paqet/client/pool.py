@@ -19,6 +19,7 @@ from paqet.tunnel.clock import now_ms
 from paqet.tunnel.endpoint import ClientTunnel
 from paqet.tunnel.params import TunnelParams
 from paqet.tunnel.stream import StreamClosed, TunnelStream
+from paqet.tunnel.tasks import TaskSet
 
 log = logging.getLogger("paqet.client")
 
@@ -64,14 +65,9 @@ class ClientPool:
         self.health_timeout = health_timeout
         self.open_timeout = open_timeout
         self._rr = 0
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskSet()
+        self._spawn = self._tasks.spawn
         self._closing = False
-
-    def _spawn(self, coro) -> asyncio.Task:
-        t = asyncio.ensure_future(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-        return t
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -151,16 +147,13 @@ class ClientPool:
 
     async def close(self) -> None:
         self._closing = True
-        for t in list(self._tasks):
-            t.cancel()
+        await self._tasks.cancel_all(0)
         for slot in self.slots:
             if slot.tunnel is not None:
                 try:
                     await asyncio.wait_for(slot.tunnel.aclose("client shutting down"), 1.0)
                 except (asyncio.TimeoutError, Exception):
                     slot.tunnel.close("client shutting down")
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=1)
 
     # -- streams -------------------------------------------------------------------------
     async def _pick(self) -> tuple[_Slot, TunnelConnection]:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import socket
 
 from paqet.client.pool import ClientPool, NoTunnel
 from paqet.client.udpflows import UdpFlows
 from paqet.proto import socks5
-from paqet.tunnel.relay import relay_tcp
+from paqet.tunnel.relay import relay_tcp, set_nodelay
 
 log = logging.getLogger("paqet.socks5")
 
@@ -200,12 +199,7 @@ class Socks5Listener:
             await writer.drain()
             return
         writer.write(machine.reply(socks5.REP_SUCCEEDED, bind[0], bind[1]))
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        set_nodelay(writer)
         log.info("SOCKS5 accepted TCP connection %s:%s -> %s", peer[0], peer[1], target)
         rest = getattr(machine, "rest", b"")
         if rest:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 from paqet.proto import appmsg, socks5
 from paqet.tunnel.connection import TunnelConnection
 from paqet.tunnel.endpoint import TunnelListener
 from paqet.tunnel.params import TunnelParams
-from paqet.tunnel.relay import relay_tcp
+from paqet.tunnel.relay import relay_tcp, set_nodelay
 from paqet.tunnel.stream import StreamClosed, TunnelStream
+from paqet.tunnel.tasks import TaskSet
 
 log = logging.getLogger("paqet.server")
 
@@ -68,14 +68,9 @@ class Server:
         self.dial_timeout = dial_timeout
         self.listener: TunnelListener | None = None
         self.max_sessions = max_sessions
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskSet()
+        self._spawn = self._tasks.spawn
         self._stopping = False
-
-    def _spawn(self, coro) -> asyncio.Task:
-        t = asyncio.ensure_future(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-        return t
 
     async def start(self) -> None:
         self.listener = TunnelListener(self.backend, self.params, max_sessions=self.max_sessions,
@@ -176,12 +171,7 @@ class Server:
             return
         if status:
             st.write(b"\x00")
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        set_nodelay(writer)
         if rest:
             writer.write(rest)
         sent, recv = await relay_tcp(st, reader, writer, f"stream {st.sid} -> {target}")
@@ -225,7 +215,4 @@ class Server:
         self._stopping = True
         if self.listener is not None:
             self.listener.close()
-        for t in list(self._tasks):
-            t.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2)
+        await self._tasks.cancel_all(2)

@@ -10,12 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 from paqet.tunnel.stream import StreamClosed, TunnelStream
 
 log = logging.getLogger("paqet.relay")
 
 CHUNK = 65536
+
+
+def set_nodelay(writer: asyncio.StreamWriter) -> None:
+    """Relayed bytes go out at once: the tunnel does its own batching."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
 BENIGN = (ConnectionError, StreamClosed, asyncio.IncompleteReadError, TimeoutError, EOFError)
 
 
