@@ -136,8 +136,9 @@ class Network:
             host = self.ip4 or self.ip6 or ("0.0.0.0" if cfg.role == "server" else "0.0.0.0")
             return UdpBackend(host, port, sockbuf=cfg.network.pcap.sockbuf)
         if self.driver == "pcap":
-            raise StartupError("the libpcap backend is not built yet; use network.driver: afpacket")
-        from paqet.net.afpacket import AfPacketBackend
+            from paqet.net.pcap import PcapBackend as Backend
+        else:
+            from paqet.net.afpacket import AfPacketBackend as Backend
         from paqet.net.backend import random_port
         port = port or random_port()
         fw = None
@@ -149,7 +150,7 @@ class Network:
             except FirewallError as exc:
                 raise StartupError(str(exc)) from None
         try:
-            b = AfPacketBackend(
+            b = Backend(
                 self.interface, port=port, src_ip4=self.ip4, src_ip6=self.ip6,
                 router_mac4=self.router_mac4, router_mac6=self.router_mac6,
                 local_flags=cfg.local_flags, sockbuf=cfg.network.pcap.sockbuf,

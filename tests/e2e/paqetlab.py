@@ -21,8 +21,9 @@ def write_config(path: str, cfg: dict) -> str:
 
 
 def server_config(topo, port=9999, *, mode="fast3", block="aes", key="e2e-key", fec=(0, 0),
-                  ipv6=False, explicit=True, level="info", extra_kcp=None, firewall="managed"):
-    net = {"interface": topo.server_if, "firewall": firewall}
+                  ipv6=False, explicit=True, level="info", extra_kcp=None, firewall="managed",
+                  driver="auto"):
+    net = {"interface": topo.server_if, "firewall": firewall, "driver": driver}
     if ipv6:
         net["ipv6"] = {"addr": f"[{topo.server_ip6}]:{port}"}
     else:

@@ -1,4 +1,4 @@
-"""The AF_PACKET backend between two namespaces: frames sent in one are received, filtered
+"""The AF_PACKET and libpcap backends between two namespaces: frames sent in one are received, filtered
 and decoded in the other (IPv4 and IPv6); our own frames and other ports are not
 delivered; and with the managed firewall no kernel RST leaves either side."""
 
@@ -14,8 +14,9 @@ pytestmark = pytest.mark.root
 SCRIPT = r'''
 import json, sys, time, select
 from paqet.net.afpacket import AfPacketBackend
-role, iface, src4, src6, port, peer4, peer6, peer_port, mac = sys.argv[1:10]
-b = AfPacketBackend(iface, port=int(port), src_ip4=src4, src_ip6=src6,
+from paqet.net.pcap import PcapBackend
+role, iface, src4, src6, port, peer4, peer6, peer_port, mac, kind = sys.argv[1:11]
+b = (PcapBackend if kind == "pcap" else AfPacketBackend)(iface, port=int(port), src_ip4=src4, src_ip6=src6,
                     router_mac4=bytes.fromhex(mac), router_mac6=bytes.fromhex(mac))
 if role == "send":
     time.sleep(0.5)
@@ -36,7 +37,8 @@ else:
 '''
 
 
-def test_frames_cross_filtered_and_decoded(lab, tmp_path):
+@pytest.mark.parametrize("kind", ["afpacket", "pcap"])
+def test_frames_cross_filtered_and_decoded(lab, tmp_path, kind):
     topo = lab.two_hosts()
     script = tmp_path / "b.py"
     script.write_text(SCRIPT)
@@ -44,9 +46,9 @@ def test_frames_cross_filtered_and_decoded(lab, tmp_path):
     mac_c = lab.mac(topo.client, topo.client_if).replace(":", "")
     recv = lab.popen(topo.server, [PY, str(script), "recv", topo.server_if, topo.server_ip4,
                                    topo.server_ip6, "9999", topo.client_ip4, topo.client_ip6,
-                                   "40000", mac_c], stdout=-1, text=True)
+                                   "40000", mac_c, kind], stdout=-1, text=True)
     r = lab.run(topo.client, PY, str(script), "send", topo.client_if, topo.client_ip4,
-                topo.client_ip6, "40000", topo.server_ip4, topo.server_ip6, "9999", mac_s)
+                topo.client_ip6, "40000", topo.server_ip4, topo.server_ip6, "9999", mac_s, kind)
     assert json.loads(r.stdout)["own"] == 0  # our own outgoing frames are not delivered back
     out = json.loads(recv.communicate(timeout=20)[0])
     got = out["got"]
