@@ -1,7 +1,9 @@
-"""Logging with upstream's level names and line format: `2006-01-02 15:04:05.000 [LEVEL] msg`."""
+"""Logging with upstream's level names and line format: `2006-01-02 15:04:05.000 [LEVEL] msg`,
+on stdout (upstream's flog), level `none` silent, and upstream's noise filter."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import time
@@ -26,6 +28,43 @@ class UpstreamFormatter(logging.Formatter):
         return f"{time.strftime('%Y-%m-%d %H:%M:%S', t)}.{ms:03d} [{NAMES.get(record.levelno, record.levelname)}] {msg}"
 
 
+#: Errors that only mean "the other side went away" (upstream: io.EOF, net.ErrClosed,
+#: io.ErrClosedPipe, EPIPE, ECONNRESET, timeouts). Layers add their own with add_benign().
+_BENIGN: tuple[type[BaseException], ...] = (EOFError, BrokenPipeError, ConnectionResetError,
+                                            TimeoutError)
+_BENIGN_ERRNOS = {errno.EPIPE, errno.ECONNRESET, errno.ETIMEDOUT, errno.EBADF}
+
+
+def add_benign(*types: type[BaseException]) -> None:
+    """Register exception types (e.g. a closed-stream error) as benign for the noise filter."""
+    global _BENIGN
+    _BENIGN = _BENIGN + tuple(t for t in types if t not in _BENIGN)
+
+
+def is_benign(value: object) -> bool:
+    if isinstance(value, _BENIGN):
+        return True
+    if isinstance(value, OSError) and value.errno in _BENIGN_ERRNOS:
+        return True
+    cause = getattr(value, "__cause__", None)
+    return isinstance(cause, BaseException) and cause is not value and is_benign(cause)
+
+
+class NoiseFilter(logging.Filter):
+    """Upstream's flog rule: above debug, a line whose arguments include a benign error is
+    dropped entirely (e.g. every probe stream's EOF)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if logging.getLogger("paqet").getEffectiveLevel() <= logging.DEBUG:
+            return True
+        args = record.args
+        if isinstance(args, dict):
+            args = tuple(args.values())
+        if any(is_benign(a) for a in args or ()):
+            return False
+        return not (record.exc_info and is_benign(record.exc_info[1]))
+
+
 _handler: logging.Handler | None = None
 
 
@@ -37,6 +76,7 @@ def setup(level: str = "info", stream=None) -> None:
         root.removeHandler(_handler)
     _handler = logging.StreamHandler(stream or sys.stdout)
     _handler.setFormatter(UpstreamFormatter())
+    _handler.addFilter(NoiseFilter())
     root.addHandler(_handler)
     root.setLevel(LEVELS.get(level, logging.INFO))
     root.propagate = False

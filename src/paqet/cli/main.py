@@ -9,6 +9,8 @@ import time
 from paqet import logs
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
+CONFIG_HELP = 'Path to the configuration file (default "config.yaml")'
+CONFIG_HELP_DUMP = 'Path to the configuration file. (default "config.yaml")'  # upstream's period
 
 
 def _stdlog(msg: str) -> None:
@@ -38,17 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="command")
     r = sub.add_parser("run", help="Runs the client or server based on the config file",
                        description="The 'run' command reads the specified YAML configuration file.")
-    r.add_argument("-c", "--config", default="config.yaml", help="Path to the configuration file")
+    r.add_argument("-c", "--config", default="config.yaml", help=CONFIG_HELP)
     r.add_argument("--check", action="store_true",
                    help="only validate the configuration and print the effective settings")
     sub.add_parser("secret", help="Generates a secure, random 32-byte secret key",
                    description="This command generates a cryptographically secure 32-byte (256-bit) "
-                               "key and prints it. Use it for the 'transport.kcp.key' field.")
+                               "key and prints it. Use this key for the 'transport.kcp.key' field "
+                               "in your config.yaml.")
     sub.add_parser("version", help="Prints the version information")
     pg = sub.add_parser("ping", help="Measures round trips (PPING/PPONG) through the tunnel",
                         description="Sends PPING messages through a real tunnel session to the "
                                     "server and prints RTT statistics like ping(8).")
-    pg.add_argument("-c", "--config", default="config.yaml", help="Path to the configuration file")
+    pg.add_argument("-c", "--config", default="config.yaml", help=CONFIG_HELP)
     pg.add_argument("--payload", default="PING",
                     help="upstream's flag; with --raw, the payload of the single raw packet")
     pg.add_argument("-n", "--count", type=int, default=4, help="number of round trips (default 4)")
@@ -57,10 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--raw", action="store_true",
                     help="upstream's behaviour: send one raw TCP packet with --payload and exit")
     d = sub.add_parser("dump", help="A raw packet dumper that logs TCP payloads for a given port")
-    d.add_argument("-c", "--config", default="config.yaml", help="Path to the configuration file.")
+    d.add_argument("-c", "--config", default="config.yaml", help=CONFIG_HELP_DUMP)
     d.add_argument("--decode", action="store_true",
                    help="decrypt datagrams with the configured key and show KCP headers")
     d.add_argument("--count", type=int, default=0, help="stop after this many packets (0 = never)")
+    h = sub.add_parser("help", help="Help about any command",
+                       description="Help provides help for any command in the application.")
+    h.add_argument("topic", nargs="?", metavar="command", help="the command to describe")
+    for sp in sub.choices.values():
+        if sp is not h:  # upstream accepts and ignores extra positional arguments
+            sp.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
     return p
 
 
@@ -70,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_OK
+    if args.command == "help":
+        if args.topic is None:
+            parser.print_help()
+            return EXIT_OK
+        return main([args.topic, "--help"])
     if args.command == "secret":
         from paqet.cli.secret import run
         return run()

@@ -34,5 +34,7 @@ def run(args) -> int:
         print(summary(cfg))
         return EXIT_OK
     logs.setup(cfg.log.level)
+    from paqet.tunnel.stream import StreamClosed
+    logs.add_benign(StreamClosed)  # upstream's io.ErrClosedPipe: hidden above debug
     from paqet.runtime import run as run_runtime
     return run_runtime(cfg)

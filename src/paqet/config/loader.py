@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import typing
 
 import msgspec
 import msgspec.inspect as mi
@@ -77,6 +78,23 @@ def _unknown_keys(raw, info, path: str, out: list[str]) -> None:
             _unknown_keys(v, info.item_type, f"{path}[{i}]", out)
 
 
+def _non_bools(raw, info, path: list, out: list) -> None:
+    """Paths of bool keys given something else: upstream (goccy/go-yaml) accepts only YAML
+    booleans there, while msgspec's lax mode would also take 0/1 and "true"."""
+    info = _struct_info(info)
+    if isinstance(info, mi.BoolType):
+        if raw is not None and not isinstance(raw, bool):
+            out.append(path)
+    elif isinstance(info, mi.StructType) and isinstance(raw, dict):
+        fields = {f.encode_name: f.type for f in info.fields}
+        for k, v in raw.items():
+            if k in fields:
+                _non_bools(v, fields[k], path + [k], out)
+    elif isinstance(info, mi.ListType) and isinstance(raw, list):
+        for i, v in enumerate(raw):
+            _non_bools(v, info.item_type, path + [i], out)
+
+
 def _type_at(path: list) -> object:
     t = mi.type_info(Config)
     for part in path:
@@ -84,7 +102,13 @@ def _type_at(path: list) -> object:
         if isinstance(part, int):
             t = t.item_type if isinstance(t, mi.ListType) else None
         elif isinstance(t, mi.StructType):
+            owner = t.cls
             t = next((f.type for f in t.fields if f.encode_name == part), None)
+            if isinstance(t, mi.LiteralType):
+                # msgspec sorts literal values; show them in the schema's (upstream's) order
+                hint = typing.get_type_hints(owner).get(part)
+                if typing.get_origin(hint) is typing.Literal:
+                    return mi.LiteralType(values=typing.get_args(hint))
         else:
             return None
     return _struct_info(t)
@@ -138,9 +162,17 @@ def _from_validation(exc: msgspec.ValidationError, raw: dict, source: str) -> Co
         path = _fmt(parts)
         return ConfigError(path, f"required key is missing ({_allowed(_type_at(parts))})", source)
     path = _fmt(parts)
-    value = _lookup(raw, parts)
-    return ConfigError(path, f"invalid value {value!r}: {text[0].lower() + text[1:]} "
-                             f"({_allowed(_type_at(parts))})", source)
+    shown = _short_repr(_lookup(raw, parts))
+    allowed = _allowed(_type_at(parts))
+    if text.startswith("Invalid enum value"):  # the allowed list says it all
+        return ConfigError(path, f"invalid value {shown} ({allowed})", source)
+    return ConfigError(path, f"invalid value {shown}: {text[0].lower() + text[1:]} ({allowed})",
+                       source)
+
+
+def _short_repr(value, limit: int = 60) -> str:
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit - 5] + " ...]" if r[0] == "[" else r[:limit - 4] + " ..."
 
 
 def _fmt(parts: list) -> str:
@@ -235,9 +267,7 @@ def _check(cfg: Config) -> list[tuple[str, str]]:
                 values.parse_addr(cfg.listen.addr)
             except values.ValueProblem as exc:
                 errs.append(("listen.addr", f"{exc} (allowed: host:port, port 1-65535)"))
-        if not (net.ipv4 and net.ipv4.addr) and not (net.ipv6 and net.ipv6.addr):
-            errs.append(("network.ipv4.addr", "the server needs its address and port "
-                                              "(e.g. 198.18.0.2:9999) under network.ipv4 or ipv6"))
+        # without network.*.addr the server receives on listen.addr's port (beyond upstream)
     else:
         if not cfg.server.addr:
             errs.append(("server.addr", "required for role client (allowed: host:port)"))
@@ -250,6 +280,16 @@ def _check(cfg: Config) -> list[tuple[str, str]]:
             errs.append(("transport.conn", "only one connection is allowed when a client port "
                                            "is explicitly set (use port 0 in network.*.addr)"))
     return errs
+
+
+def _listen_port_mismatch(cfg: Config) -> str:
+    net_port = cfg.local_port
+    listen_port = values.split_host_port(cfg.listen.addr)[1]
+    if net_port == listen_port:
+        return ""
+    fam = "ipv6" if cfg.network.ipv6 and cfg.network.ipv6.addr else "ipv4"
+    return (f"listen.addr port ({listen_port}) differs from network.{fam}.addr port "
+            f"({net_port}): the server receives on {net_port}; listen.addr only names it in logs")
 
 
 def load_config_text(text: str, source: str = "<config>") -> Config:
@@ -274,6 +314,13 @@ def load_config_text(text: str, source: str = "<config>") -> Config:
     raw.pop("warnings", None)  # fields of ours, not YAML keys (msgspec ignores the rest)
     raw.pop("source", None)
     _apply_zero_defaults(raw)
+    not_bool: list = []
+    _non_bools(raw, mi.type_info(Config), [], not_bool)
+    if not_bool:
+        parts = not_bool[0]
+        value = _lookup(raw, parts)
+        raise ConfigError(_fmt(parts), f"invalid value {_short_repr(value)}: expected `bool`, got "
+                                       f"`{type(value).__name__}` (allowed: true or false)", source)
     try:
         cfg = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as exc:
@@ -300,6 +347,11 @@ def load_config_text(text: str, source: str = "<config>") -> Config:
         warnings.append(msg)
         log.warning(msg)
     errs = _check(cfg)
+    if not errs and role == "server":
+        msg = _listen_port_mismatch(cfg)
+        if msg:
+            warnings.append(msg)
+            log.warning(msg)
     if errs:
         path, msg = errs[0]
         more = f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" \

@@ -140,10 +140,13 @@ class Config(_S, kw_only=True):
 
     @property
     def local_port(self) -> int:
-        """The network port (0 = random per connection); IPv6's when both are set."""
+        """The network port (0 = random per connection); IPv6's when both are set. A server
+        without network addresses (auto-detected, beyond upstream) uses listen.addr's port."""
         from paqet.config.values import split_host_port
         fam = self.network.ipv6 if self.network.ipv6 and self.network.ipv6.addr else self.network.ipv4
         if fam is None or not fam.addr:
+            if self.role == "server" and self.listen.addr:
+                return split_host_port(self.listen.addr)[1]
             return 0
         return split_host_port(fam.addr)[1]
 
