@@ -77,3 +77,23 @@ def test_sigkill_leaves_rules_that_the_next_start_removes(lab):
         assert f"paqet_9999_{srv2.proc.pid}" in tables.split()
         srv2.stop()
         assert "paqet_" not in _nft_tables(lab, topo.server)
+
+
+def test_autodetect_ipv6_through_a_router(lab):
+    topo = lab.routed()
+    with tempdir() as d:
+        digest = make_blob(d, "blob", 2 << 20)
+        http_server(lab, topo.server, d)
+        srv = Paqet(lab, topo.server, server_config(topo, ipv6=True), "server", d)
+        assert srv.wait_log("listening for packets"), srv.log()
+        cli = Paqet(lab, topo.client, client_config(topo, explicit=False, ipv6=True), "client", d)
+        assert wait_port(lab, topo.client, 1080), cli.log()
+        assert cli.wait_log("network: interface"), cli.log()
+        log = cli.log()
+        assert topo.client_if in log and topo.client_ip6 in log
+        assert lab.mac(topo.router, topo.router_client_if) in log
+        out = os.path.join(d, "got")
+        r = curl(lab, topo.client, f"http://[{topo.server_ip6}]:8000/blob", out=out)
+        assert r.stdout.startswith("200 "), (r.stdout, r.stderr, cli.log()[-3000:])
+        with open(out, "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == digest
