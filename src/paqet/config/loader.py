@@ -4,6 +4,7 @@ value parsers, and report the first problem as one line naming its YAML path."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import typing
@@ -28,7 +29,7 @@ class ConfigError(Exception):
         super().__init__(f"{path}: {message}" if path else message)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present
     pass
 
 
@@ -42,7 +43,7 @@ def _construct_mapping(loader, node, deep=False):
                 None, None, f"mapping key {key!r} already defined at line {seen[key] + 1}",
                 m)
         seen[key] = key_node.start_mark.line
-    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+    return yaml.constructor.SafeConstructor.construct_mapping(loader, node, deep)
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
@@ -54,6 +55,11 @@ def _yaml_error(exc: yaml.YAMLError, source: str) -> ConfigError:
     problem = getattr(exc, "problem", None) or str(exc)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
     return ConfigError("", f"invalid YAML in {source}{where}: {problem}", source)
+
+
+@functools.lru_cache(maxsize=None)
+def _config_info():
+    return mi.type_info(Config)
 
 
 # -- unknown keys ----------------------------------------------------------------------------
@@ -96,7 +102,7 @@ def _non_bools(raw, info, path: list, out: list) -> None:
 
 
 def _type_at(path: list) -> object:
-    t = mi.type_info(Config)
+    t = _config_info()
     for part in path:
         t = _struct_info(t)
         if isinstance(part, int):
@@ -306,7 +312,7 @@ def load_config_text(text: str, source: str = "<config>") -> Config:
         raise ConfigError("role", f"invalid value {role!r} (allowed: client, server)", source)
     warnings: list[str] = []
     unknown: list[str] = []
-    _unknown_keys(raw, mi.type_info(Config), "", unknown)
+    _unknown_keys(raw, _config_info(), "", unknown)
     for key in unknown:
         msg = f"unknown key '{key}' in {source} is ignored"
         warnings.append(msg)
@@ -315,7 +321,7 @@ def load_config_text(text: str, source: str = "<config>") -> Config:
     raw.pop("source", None)
     _apply_zero_defaults(raw)
     not_bool: list = []
-    _non_bools(raw, mi.type_info(Config), [], not_bool)
+    _non_bools(raw, _config_info(), [], not_bool)
     if not_bool:
         parts = not_bool[0]
         value = _lookup(raw, parts)
