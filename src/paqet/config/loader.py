@@ -188,7 +188,20 @@ def _fmt(parts: list) -> str:
     return out
 
 
+def _drop_nulls(raw) -> None:
+    """A YAML null is Go's zero value, i.e. the key's default: drop it."""
+    if isinstance(raw, dict):
+        for k in [k for k, v in raw.items() if v is None]:
+            del raw[k]
+        for v in raw.values():
+            _drop_nulls(v)
+    elif isinstance(raw, list):
+        for v in raw:
+            _drop_nulls(v)
+
+
 def _apply_zero_defaults(raw: dict) -> None:
+    _drop_nulls(raw)
     for path in ZERO_MEANS_DEFAULT:
         d = raw
         for k in path[:-1]:

@@ -252,6 +252,12 @@ def test_empty_lists_and_nulls_mean_default():
     assert c.transport.kcp.mode == "fast"
 
 
+def test_null_means_default():
+    c = load(with_(with_(with_(CLIENT, "transport.kcp.wdelay", None), "transport.kcp.key", "k"),
+                   "network.tcp", None))
+    assert c.transport.kcp.wdelay is False and c.network.tcp.local_flag == ["PA"]
+
+
 def test_old_keys_only_warn():
     c = load(with_(with_(CLIENT, "transport.tcpbuf", 4096), "transport.udpbuf", 4096))
     assert {w.split("'")[1] for w in c.warnings} >= {"transport.tcpbuf", "transport.udpbuf"}
