@@ -12,6 +12,8 @@ import functools
 import hashlib
 import struct
 
+import numpy as np
+
 from cryptography.hazmat.decrepit.ciphers import algorithms as dalg
 from cryptography.hazmat.decrepit.ciphers import modes as dmodes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -35,6 +37,7 @@ KEY_SIZES = {
     "none": 32, "null": 32, "chacha20": 32,
 }
 BLOCKS = tuple(KEY_SIZES)
+_np_xor, _np_frombuffer, _u8 = np.bitwise_xor, np.frombuffer, np.uint8
 UPSTREAM_BLOCKS = tuple(b for b in BLOCKS if b != "chacha20")
 
 
@@ -53,7 +56,12 @@ def block_key(block: str, derived: bytes) -> bytes:
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
+    """a XOR b[:len(a)]. numpy for datagram-sized inputs (2.5 us for 1350 bytes against
+    3.8 us through big integers); big integers for small ones, where numpy's call overhead
+    dominates."""
     n = len(a)
+    if n >= 256:
+        return _np_xor(_np_frombuffer(a, _u8), _np_frombuffer(b, _u8, n)).tobytes()
     return (int.from_bytes(a, "little") ^ int.from_bytes(b[:n], "little")).to_bytes(n, "little")
 
 

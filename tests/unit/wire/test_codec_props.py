@@ -38,7 +38,7 @@ def test_fec_recovers_lost_data(block):
     for i, w in enumerate(wires):
         if i in (0, 2):
             continue
-        got.extend(x for x, _ in rx.decode(w))
+        got.extend(bytes(x) for x, _ in rx.decode(w))
     assert sorted(got) == sorted(sent)
     assert rx.stats.fec_recovered == 2
 
