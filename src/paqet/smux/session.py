@@ -1,71 +1,45 @@
 """smux v1/v2 (xtaci/smux v1.5) as a sans-I/O state machine.
 
-Frames: ver(1) cmd(1) len(2, LE) sid(4, LE) payload. Commands SYN 0, FIN 1, PSH 2, NOP 3,
-UPD 4 (v2: consumed u32 LE + window u32 LE). The shell feeds bytes read from KCP with
-`receive_data`, pulls events with `next_event`, and writes `data_to_send()` into KCP.
+The shell feeds bytes read from KCP with `receive_data`, pulls events with `next_event`,
+writes `data_to_send()` into KCP and calls `handle_timer` when `get_timer` says so.
+Nothing here reads a clock or touches a socket.
+
+Bounds: incoming bytes are parsed as they arrive (at most one partial frame, <= 65543
+bytes, is kept); delivered payloads are charged to the session bucket and the shell stops
+feeding while `receive_paused`. Outgoing bytes are exactly what the caller handed in
+(v2: no more than the peer's window), so nothing here grows without the caller's say.
 """
 
 from __future__ import annotations
 
 import collections
-import struct
 
 from paqet.smux import events as ev
+from paqet.smux.frame import (CMD_NAMES, FIN, HEADER, M32, NOP, PSH, SYN, UPD, UPD_BODY,  # noqa: F401
+                              FrameError, encode_frame, encode_upd, parse_frames)
 
-SYN, FIN, PSH, NOP, UPD = 0, 1, 2, 3, 4
-CMD_NAMES = {SYN: "SYN", FIN: "FIN", PSH: "PSH", NOP: "NOP", UPD: "UPD"}
-HEADER = struct.Struct("<BBHI")
-UPD_BODY = struct.Struct("<II")
 INITIAL_PEER_WINDOW = 262144
-M32 = 0xFFFFFFFF
+ERR_INVALID_PROTOCOL = "invalid protocol"      # smux's ErrInvalidProtocol text
+ERR_GO_AWAY = "stream id overflows, should start a new connection"
 
 
 class SmuxError(Exception):
-    """A call the session cannot honour (unknown stream, closed session...)."""
-
-
-def encode_frame(version: int, cmd: int, sid: int, payload: bytes = b"") -> bytes:
-    return HEADER.pack(version, cmd, len(payload), sid) + payload
-
-
-def parse_frames(data: bytes, version: int | None = None) -> list[tuple[int, int, int, bytes]]:
-    """Split a complete smux byte stream into (ver, cmd, sid, payload); trailing partial
-    frames raise ValueError. SYN/FIN/NOP carry no payload whatever their length says."""
-    out = []
-    off, n = 0, len(data)
-    while off < n:
-        if n - off < 8:
-            raise ValueError("truncated frame header")
-        ver, cmd, length, sid = HEADER.unpack_from(data, off)
-        off += 8
-        if version is not None and ver != version:
-            raise ValueError(f"version {ver}")
-        if cmd == PSH:
-            take = length
-        elif cmd == UPD:
-            take = 8
-        elif cmd in (SYN, FIN, NOP):
-            take = 0
-        else:
-            raise ValueError(f"unknown command {cmd}")
-        if n - off < take:
-            raise ValueError("truncated frame payload")
-        out.append((ver, cmd, sid, bytes(data[off:off + take])))
-        off += take
-    return out
+    """A call the session cannot honour (broken session, stream ids exhausted)."""
 
 
 class _Stream:
-    __slots__ = ("sid", "written", "peer_consumed", "peer_window", "read", "incr", "fin_recv")
+    __slots__ = ("sid", "written", "peer_consumed", "peer_window", "read", "incr", "fin_recv",
+                 "buffered")
 
     def __init__(self, sid: int) -> None:
         self.sid = sid
-        self.written = 0
-        self.peer_consumed = 0
+        self.written = 0          # bytes sent in PSH, mod 2**32
+        self.peer_consumed = 0    # from the peer's last UPD
         self.peer_window = INITIAL_PEER_WINDOW
-        self.read = 0
-        self.incr = 0
+        self.read = 0             # bytes the application consumed, mod 2**32 (v2 UPD)
+        self.incr = 0             # consumed since the last UPD
         self.fin_recv = False
+        self.buffered = 0         # delivered (DataReceived) but not yet consumed: bucket debt
 
 
 class SmuxSession:
@@ -74,13 +48,18 @@ class SmuxSession:
                  keepalive_interval_ms: int = 2000, keepalive_timeout_ms: int = 8000,
                  max_streams: int = 65536, now_ms: int | None = None) -> None:
         if version not in (1, 2):
-            raise ValueError("smux version must be 1 or 2")
-        if not 0 < max_frame_size <= 65535:
-            raise ValueError("max frame size must be 1..65535")
-        if not 0 < max_stream_buffer <= max_receive_buffer:
-            raise ValueError("max stream buffer must not be larger than max receive buffer")
+            raise ValueError("unsupported protocol version")
+        if keepalive_interval_ms <= 0:
+            raise ValueError("keep-alive interval must be positive")
         if keepalive_timeout_ms < keepalive_interval_ms:
             raise ValueError("keep-alive timeout must be larger than keep-alive interval")
+        if not 0 < max_frame_size <= 65535:
+            raise ValueError("max frame size must be positive and at most 65535")
+        if not 0 < max_receive_buffer <= 0x7FFFFFFF:
+            raise ValueError("max receive buffer must be positive")
+        if not 0 < max_stream_buffer <= max_receive_buffer:
+            raise ValueError("max stream buffer must be positive and not larger than "
+                             "max receive buffer")
         self.client = client
         self.version = version
         self.max_frame_size = max_frame_size
@@ -94,186 +73,247 @@ class SmuxSession:
         self._next_id = 1 if client else 0
         self._rx = bytearray()
         self._events: collections.deque = collections.deque()
-        self._ctrl: list[bytes] = []
-        self._data: list[bytes] = []
+        self._ctrl: list = []                 # SYN, UPD, NOP: sent before any data
+        self._data: dict[int, list] = {}      # sid -> [hdr, payload, hdr, payload, ...]
         self.broken: str | None = None
         self._active = False
         self._next_nop = None if now_ms is None else now_ms + keepalive_interval_ms
         self._next_check = None if now_ms is None else now_ms + keepalive_timeout_ms
-        self.dropped_frames = 0
-        self.refused_streams = 0
+        self.dropped_frames = 0               # PSH for unknown/closed streams
+        self.refused_streams = 0              # SYN beyond max_streams
+        self.ignored_syns = 0                 # SYN for an id already in use
 
     # -- receiving ---------------------------------------------------------------------------
     @property
     def receive_paused(self) -> bool:
+        """True while the shell should not feed more KCP bytes in (bucket used up)."""
         return self.bucket <= 0 or self.broken is not None
 
     def receive_data(self, data, now_ms: int | None = None) -> None:
-        if self.broken is not None:
+        """Parse bytes read from KCP (any split); queues events."""
+        if self.broken is not None or not data:
             return
         rx = self._rx
-        rx += data
-        n = len(rx)
+        if rx:
+            rx += data
+            buf = rx
+        else:
+            buf = data
+        n = len(buf)
         off = 0
         unpack = HEADER.unpack_from
         version = self.version
         streams = self.streams
-        events = self._events
+        push = self._events.append
+        Data = ev.DataReceived
         while n - off >= 8:
-            ver, cmd, length, sid = unpack(rx, off)
+            ver, cmd, length, sid = unpack(buf, off)
+            self._active = True  # smux marks the session alive on every whole header
+            if ver != version:
+                self._fail(f"frame version {ver}, session version {version}")
+                return
             if cmd == PSH:
-                if n - off - 8 < length:
+                end = off + 8 + length
+                if end > n:
                     break
-                self._active = True
-                if ver != version:
-                    self._fail(f"invalid protocol version {ver}")
-                    return
-                st = streams.get(sid)
                 if length:
+                    st = streams.get(sid)
                     if st is not None:
-                        events.append(ev.DataReceived(sid, bytes(rx[off + 8:off + 8 + length])))
+                        push(Data(sid, bytes(buf[off + 8:end])))
+                        st.buffered += length
                         self.bucket -= length
                     else:
                         self.dropped_frames += 1
-                off += 8 + length
-                continue
-            if cmd == UPD:
-                if n - off - 8 < 8:
-                    break
-            self._active = True
-            if ver != version:
-                self._fail(f"invalid protocol version {ver}")
-                return
-            if cmd == NOP:
+                off = end
+            elif cmd == NOP:
                 off += 8
+            elif cmd == UPD:
+                if version != 2:
+                    self._fail("UPD frame in a version 1 session")
+                    return
+                if n - off < 16:
+                    break
+                st = streams.get(sid)
+                if st is not None:
+                    st.peer_consumed, st.peer_window = UPD_BODY.unpack_from(buf, off + 8)
+                    push(ev.StreamWindowUpdated(sid))
+                off += 16
             elif cmd == SYN:
                 off += 8
-                if sid not in streams:
-                    if len(streams) >= self.max_streams:
-                        self.refused_streams += 1
-                    else:
-                        streams[sid] = _Stream(sid)
-                        events.append(ev.StreamOpened(sid))
+                if sid in streams:
+                    self.ignored_syns += 1
+                elif len(streams) >= self.max_streams:
+                    self.refused_streams += 1
+                else:
+                    streams[sid] = _Stream(sid)
+                    push(ev.StreamOpened(sid))
             elif cmd == FIN:
                 off += 8
                 st = streams.get(sid)
                 if st is not None and not st.fin_recv:
                     st.fin_recv = True
-                    events.append(ev.StreamEnded(sid))
-            elif cmd == UPD and version == 2:
-                consumed, window = UPD_BODY.unpack_from(rx, off + 8)
-                off += 16
-                st = streams.get(sid)
-                if st is not None:
-                    st.peer_consumed = consumed
-                    st.peer_window = window
-                    events.append(ev.StreamWindowUpdated(sid))
+                    push(ev.StreamEnded(sid))
             else:
-                self._fail(f"invalid command {cmd}")
+                self._fail(f"unknown command {cmd}")
                 return
-        if off:
-            del rx[:off]
+        if buf is rx:
+            if off:
+                del rx[:off]
+        elif off < n:
+            rx += memoryview(buf)[off:]
 
-    def _fail(self, reason: str) -> None:
-        self.broken = reason
-        self._rx.clear()
-        self._events.append(ev.ProtocolError(reason))
+    def _fail(self, detail: str) -> None:
+        self.broken = f"{ERR_INVALID_PROTOCOL}: {detail}"
+        self._rx = bytearray()
+        self._events.append(ev.ProtocolError(ERR_INVALID_PROTOCOL, detail))
 
     def next_event(self):
         return self._events.popleft() if self._events else None
 
     # -- streams -----------------------------------------------------------------------------
     def open_stream(self) -> int:
+        """Queue SYN for a new stream (client ids 3, 5, 7, ...; server 2, 4, ...)."""
         if self.broken is not None:
             raise SmuxError(f"session broken: {self.broken}")
         nxt = self._next_id + 2
         if nxt > M32:
-            raise SmuxError("stream ids exhausted (go away)")
+            raise SmuxError(ERR_GO_AWAY)
         self._next_id = nxt
         self.streams[nxt] = _Stream(nxt)
         self._ctrl.append(HEADER.pack(self.version, SYN, 0, nxt))
         return nxt
 
     def send_window(self, sid: int) -> int:
+        """Bytes `send_data` would accept now on this stream."""
         st = self.streams.get(sid)
-        if st is None or st.fin_recv:
+        if st is None or st.fin_recv or self.broken is not None:
             return 0
         if self.version == 1:
             return 1 << 30
         inflight = (st.written - st.peer_consumed) & M32
-        if inflight & 0x80000000:
+        if inflight & 0x80000000:  # peer consumed more than sent: smux's ErrConsumed
             return 0
         return max(0, st.peer_window - inflight)
 
     def send_data(self, sid: int, data) -> int:
+        """Queue PSH frames (<= max_frame_size each); returns the bytes accepted now
+        (v2: up to the peer's window). 0 for unknown streams and after the peer's FIN."""
         st = self.streams.get(sid)
         if st is None or st.fin_recv or self.broken is not None:
             return 0
-        n = len(data)
+        total = len(data)
+        n = total
         if self.version == 2:
-            n = min(n, self.send_window(sid))
-            if n <= 0:
+            inflight = (st.written - st.peer_consumed) & M32
+            if inflight & 0x80000000:
                 return 0
+            win = st.peer_window - inflight
+            if win <= 0:
+                return 0
+            if n > win:
+                n = win
+        if n <= 0:
+            return 0
+        q = self._data.get(sid)
+        if q is None:
+            q = self._data[sid] = []
         mfs = self.max_frame_size
         pack = HEADER.pack
-        out = self._data
         ver = self.version
-        if n <= mfs:
-            out.append(pack(ver, PSH, n, sid))
-            out.append(bytes(data[:n]) if n < len(data) or not isinstance(data, bytes) else data)
+        if n <= mfs and n == total and type(data) is bytes:
+            q.append(pack(ver, PSH, n, sid))
+            q.append(data)
         else:
+            # Slices of an immutable buffer stay views (joined once in data_to_send);
+            # anything mutable is copied now.
             mv = memoryview(data)
+            keep = mv.readonly
             for off in range(0, n, mfs):
-                chunk = mv[off:min(n, off + mfs)]
-                out.append(pack(ver, PSH, len(chunk), sid))
-                out.append(bytes(chunk))
+                end = off + mfs if off + mfs < n else n
+                q.append(pack(ver, PSH, end - off, sid))
+                q.append(mv[off:end] if keep else bytes(mv[off:end]))
         st.written = (st.written + n) & M32
         return n
 
-    def send_datagram(self, sid: int, data: bytes) -> bool:
-        """One datagram as exactly one PSH frame, or nothing (no room yet / too large)."""
+    def send_datagram(self, sid: int, data) -> bool:
+        """One datagram as exactly one PSH frame, or nothing (no window yet / too large).
+        An empty datagram is accepted and sends nothing (as a Go Write of 0 bytes)."""
         n = len(data)
-        if n > self.max_frame_size or n == 0:
-            return n == 0
+        if n > self.max_frame_size:
+            return False
+        if n == 0:
+            return sid in self.streams and self.broken is None
         if self.send_window(sid) < n:
             return False
         return self.send_data(sid, data) == n
 
-    def close_stream(self, sid: int, unread: int = 0) -> None:
+    def close_stream(self, sid: int, unread: int | None = None) -> None:
+        """Queue FIN (after this stream's queued data) and forget the stream. The bytes
+        delivered but never consumed go back to the bucket (`unread` is not needed; the
+        session counts them itself). Later frames for the id are discarded."""
         st = self.streams.pop(sid, None)
         if st is None:
             return
-        if unread > 0:
-            self.bucket += unread
-        self._data.append(HEADER.pack(self.version, FIN, 0, sid))
+        if st.buffered:
+            self.bucket += st.buffered
+        q = self._data.get(sid)
+        if q is None:
+            q = self._data[sid] = []
+        q.append(HEADER.pack(self.version, FIN, 0, sid))
+        q.append(b"")
 
     def stream_consumed(self, sid: int, n: int) -> None:
-        if n <= 0:
-            return
-        self.bucket += n
+        """The application read n bytes of this stream: refund the bucket; v2 sends UPD
+        after the first read and whenever max_stream_buffer/2 were read since the last."""
         st = self.streams.get(sid)
-        if st is None or self.version != 2:
+        if st is None or n <= 0:
+            return  # a closed stream's debt was refunded by close_stream
+        if n > st.buffered:
+            n = st.buffered
+            if n <= 0:
+                return
+        st.buffered -= n
+        self.bucket += n
+        if self.version != 2:
             return
+        first = st.read == 0 and st.incr == 0
         st.read = (st.read + n) & M32
         st.incr += n
-        if st.incr >= self.max_stream_buffer // 2 or st.read == n:
-            self._ctrl.append(HEADER.pack(2, UPD, 8, sid) +
-                              UPD_BODY.pack(st.read, self.max_stream_buffer))
+        if first or st.incr >= self.max_stream_buffer // 2:
+            self._ctrl.append(encode_upd(2, sid, st.read, self.max_stream_buffer))
             st.incr = 0
 
     # -- sending -----------------------------------------------------------------------------
     def data_to_send(self) -> bytes:
+        """All queued frames: control frames first, then data frames round-robin between
+        streams (one frame per stream per turn; a stream's own frames keep their order)."""
         ctrl, data = self._ctrl, self._data
-        if not ctrl and not data:
-            return b""
-        if ctrl:
-            ctrl.extend(data)
-            out = b"".join(ctrl)
+        if not data:
+            if not ctrl:
+                return b""
             self._ctrl = []
-        else:
-            out = b"".join(data)
-        self._data = []
-        return out
+            return b"".join(ctrl)
+        self._ctrl = []
+        self._data = {}
+        if len(data) == 1:
+            (q,) = data.values()
+            if ctrl:
+                ctrl += q
+                return b"".join(ctrl)
+            return b"".join(q)
+        parts = ctrl
+        queues = list(data.values())
+        i = 0
+        while queues:
+            live = []
+            for q in queues:
+                parts.append(q[i])
+                parts.append(q[i + 1])
+                if len(q) > i + 2:
+                    live.append(q)
+            queues = live
+            i += 2
+        return b"".join(parts)
 
     @property
     def has_data_to_send(self) -> bool:
@@ -281,11 +321,15 @@ class SmuxSession:
 
     # -- keepalive -----------------------------------------------------------------------------
     def get_timer(self) -> int | None:
+        """When handle_timer is next due (None until the first handle_timer call when the
+        session was made without now_ms)."""
         if self._next_nop is None:
             return None
         return min(self._next_nop, self._next_check)
 
     def handle_timer(self, now_ms: int) -> None:
+        """NOP every keepalive interval; KeepaliveTimeout when no frame header at all
+        arrived during a whole timeout period while the bucket was not exhausted."""
         if self._next_nop is None:
             self._next_nop = now_ms + self.keepalive_interval_ms
             self._next_check = now_ms + self.keepalive_timeout_ms

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from paqet.smux import events as ev
-from paqet.smux.session import (CMD_NAMES, FIN, NOP, PSH, SYN, UPD, SmuxSession, encode_frame,
+from paqet.smux.session import (CMD_NAMES, FIN, NOP, PSH, SYN, UPD, UPD_BODY, FrameError, SmuxError,
+                                SmuxSession, encode_frame,
                                 parse_frames)
 
 V = json.load(open(os.path.join(os.path.dirname(__file__), "..", "..", "vectors", "smux.json")))
@@ -138,7 +139,8 @@ def test_v1_has_no_upd_and_rejects_one():
 def test_bad_version_breaks_the_session():
     c, s = pair()
     s.receive_data(encode_frame(1, SYN, 3), 0)
-    assert drain_events(s) == [ev.ProtocolError("invalid protocol version 1")]
+    [e] = drain_events(s)
+    assert type(e) is ev.ProtocolError and e.reason == "invalid protocol"  # smux's text
     s.receive_data(encode_frame(2, SYN, 3), 0)
     assert drain_events(s) == []
 
@@ -183,3 +185,202 @@ def test_bytes_roundtrip_in_arbitrary_pieces(chunks):
         s.receive_data(wire[i:i + 333], 0)
     got = b"".join(e.data for e in drain_events(s) if isinstance(e, ev.DataReceived))
     assert got == b"".join(chunks)
+
+
+# -- frames ------------------------------------------------------------------------------------
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 2), st.sampled_from([SYN, FIN, PSH, NOP, UPD]), st.integers(0, 0xFFFFFFFF),
+       st.binary(max_size=300))
+def test_frame_encode_parse_identity(version, cmd, sid, payload):
+    if cmd in (SYN, FIN, NOP):
+        payload = b""
+    elif cmd == UPD:
+        payload = (payload + b"\0" * 8)[:8]
+    wire = encode_frame(version, cmd, sid, payload)
+    assert parse_frames(wire, version) == [(version, cmd, sid, payload)]
+    assert encode_frame(*[(v, c, s, p) for v, c, s, p in parse_frames(wire)][0]) == wire
+
+
+def test_parse_frames_rejects_partial_and_unknown():
+    for bad in (b"\x02\x02\x05\x00\x03\x00\x00\x00ab", b"\x02\x00\x00", b"\x02\x07\x00\x00\0\0\0\0"):
+        with pytest.raises(FrameError):
+            parse_frames(bad)
+
+
+# -- receive side ------------------------------------------------------------------------------
+def test_server_ids_are_even_and_peer_parity_is_not_checked():
+    c, s = pair()
+    assert [s.open_stream() for _ in range(2)] == [2, 4]
+    pump(s, c)
+    assert drain_events(c) == [ev.StreamOpened(2), ev.StreamOpened(4)]
+    s.receive_data(encode_frame(2, SYN, 8), 0)  # even id from the "client": accepted as smux does
+    assert drain_events(s) == [ev.StreamOpened(8)]
+
+
+def test_stream_ids_exhausted_is_go_away():
+    c = SmuxSession(client=True)
+    c._next_id = 0xFFFFFFFF - 2
+    assert c.open_stream() == 0xFFFFFFFF
+    with pytest.raises(SmuxError, match="stream id overflows"):
+        c.open_stream()
+
+
+def test_syn_for_an_id_in_use_is_ignored():
+    c, s = pair()
+    s.receive_data(encode_frame(2, SYN, 3) + encode_frame(2, PSH, 3, b"ab") + encode_frame(2, SYN, 3), 0)
+    assert drain_events(s) == [ev.StreamOpened(3), ev.DataReceived(3, b"ab")]
+    assert s.ignored_syns == 1
+
+
+def test_version_and_command_checked_on_the_header_alone():
+    # smux checks the header before reading any payload: no waiting for 65535 bytes.
+    for version, frame in ((2, b"\x01\x02\xff\xff\x03\0\0\0"), (2, b"\x02\x09\xff\xff\x03\0\0\0"),
+                           (1, b"\x01\x04\x08\x00\x03\0\0\0")):
+        s = SmuxSession(client=False, version=version)
+        s.receive_data(frame, 0)
+        [e] = drain_events(s)
+        assert type(e) is ev.ProtocolError and e.reason == "invalid protocol"
+        assert s.receive_paused
+        with pytest.raises(SmuxError):
+            s.open_stream()
+
+
+def test_bucket_charged_and_refunded_by_consume_and_close():
+    c, s = pair(max_receive_buffer=10000, max_stream_buffer=4000)
+    sid = c.open_stream()
+    c.send_data(sid, b"a" * 6000)
+    c.send_data(sid, b"b" * 6000)
+    pump(c, s)
+    got = [e for e in drain_events(s) if isinstance(e, ev.DataReceived)]
+    assert sum(len(e.data) for e in got) == 12000
+    assert s.bucket == -2000 and s.receive_paused
+    s.stream_consumed(sid, 5000)
+    assert s.bucket == 3000 and not s.receive_paused
+    s.stream_consumed(sid, 10 ** 6)  # more than was delivered: clamped
+    assert s.bucket == 10000
+    c.send_data(sid, b"c" * 100)
+    pump(c, s)
+    drain_events(s)
+    assert s.bucket == 9900
+    s.close_stream(sid)  # unread bytes of a closed stream return to the bucket
+    assert s.bucket == 10000
+    s.stream_consumed(sid, 100)  # late report for the closed stream: no double refund
+    assert s.bucket == 10000
+
+
+def test_upd_after_first_read_and_every_half_buffer():
+    c, s = pair(max_stream_buffer=4096, max_receive_buffer=1 << 20)
+    sid = c.open_stream()
+    c.send_data(sid, b"x" * 10000)
+    pump(c, s)
+    drain_events(s)
+    upds = []
+    for n in (1, 1000, 1047, 1, 2048, 10):
+        s.stream_consumed(sid, n)
+        upds += [UPD_BODY.unpack(p) for _, cmd, _, p in parse_frames(s.data_to_send(), 2) if cmd == UPD]
+    assert upds == [(1, 4096), (2049, 4096), (4097, 4096)]
+
+
+def test_keepalive_counts_a_header_of_an_unfinished_frame():
+    s = SmuxSession(client=False, keepalive_interval_ms=100, keepalive_timeout_ms=300, now_ms=0)
+    s.receive_data(encode_frame(2, SYN, 3), 0)
+    s.receive_data(encode_frame(2, PSH, 3, b"z" * 5000)[:100], 250)
+    s.handle_timer(300)
+    assert [e for e in drain_events(s) if isinstance(e, ev.KeepaliveTimeout)] == []
+    s.handle_timer(600)
+    assert drain_events(s) == [ev.KeepaliveTimeout()]
+
+
+def test_no_timeout_while_the_bucket_is_exhausted():
+    s = SmuxSession(client=False, max_receive_buffer=1024, max_stream_buffer=1024,
+                    keepalive_interval_ms=100, keepalive_timeout_ms=300, now_ms=0)
+    s.receive_data(encode_frame(2, SYN, 3) + encode_frame(2, PSH, 3, b"z" * 2000), 0)
+    drain_events(s)
+    for t in (300, 600, 900):
+        s.handle_timer(t)
+    assert drain_events(s) == []
+    assert s.get_timer() == 1000
+
+
+# -- send side ---------------------------------------------------------------------------------
+def test_control_first_then_round_robin_between_streams():
+    c, s = pair(max_frame_size=100)
+    a, b = c.open_stream(), c.open_stream()
+    c.data_to_send()
+    c.send_data(a, b"a" * 300)
+    c.send_data(b, b"b" * 150)
+    c.close_stream(b)
+    c.handle_timer(0)
+    c.handle_timer(5000)  # NOP
+    frames = parse_frames(c.data_to_send(), 2)
+    assert [(CMD_NAMES[cmd], sid, len(p)) for _, cmd, sid, p in frames] == [
+        ("NOP", 0, 0), ("PSH", a, 100), ("PSH", b, 100), ("PSH", a, 100), ("PSH", b, 50),
+        ("PSH", a, 100), ("FIN", b, 0)]
+
+
+def test_send_accepts_views_and_copies_mutable_buffers():
+    c, s = pair(max_frame_size=4)
+    sid = c.open_stream()
+    buf = bytearray(b"0123456789")
+    assert c.send_data(sid, buf) == 10
+    buf[:] = b"xxxxxxxxxx"
+    assert c.send_data(sid, memoryview(b"abcdef")[1:]) == 5
+    pump(c, s)
+    got = b"".join(e.data for e in drain_events(s) if isinstance(e, ev.DataReceived))
+    assert got == b"0123456789bcdef"
+
+
+def test_writes_fail_after_peer_fin_and_v1_has_no_window():
+    c, s = pair(version=1)
+    sid = c.open_stream()
+    assert c.send_data(sid, b"q" * 500000) == 500000  # v1: no per-stream window
+    pump(c, s)
+    drain_events(s)
+    s.close_stream(sid)
+    pump(s, c)
+    assert drain_events(c) == [ev.StreamEnded(sid)]
+    assert c.send_data(sid, b"x") == 0 and c.send_window(sid) == 0
+    assert not c.send_datagram(sid, b"x")
+
+
+# -- malformed input ---------------------------------------------------------------------------
+def _valid_stream(version):
+    c = SmuxSession(client=True, version=version)
+    sids = [c.open_stream() for _ in range(3)]
+    for i, sid in enumerate(sids):
+        c.send_data(sid, bytes([65 + i]) * (100 * i + 5))
+    c.close_stream(sids[1])
+    c.handle_timer(0)
+    c.handle_timer(10 ** 6)
+    wire = c.data_to_send()
+    if version == 2:
+        wire += encode_frame(2, UPD, 3, UPD_BODY.pack(5, 4096))
+    return wire
+
+
+EVENT_TYPES = (ev.StreamOpened, ev.DataReceived, ev.StreamEnded, ev.StreamWindowUpdated,
+               ev.ProtocolError)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(1, 2), st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(0, 255)), max_size=6),
+       st.integers(1, 64), st.binary(max_size=40))
+def test_corrupted_streams_end_as_protocol_error_or_events(version, flips, piece, tail):
+    wire = bytearray(_valid_stream(version))
+    for pos, val in flips:
+        wire[pos % len(wire)] = val
+    wire += tail
+    s = SmuxSession(client=False, version=version, max_receive_buffer=1 << 20,
+                    max_stream_buffer=1 << 19)
+    for i in range(0, len(wire), piece):
+        s.receive_data(bytes(wire[i:i + piece]), 0)
+    evs = drain_events(s)
+    assert all(isinstance(e, EVENT_TYPES) for e in evs)
+    errors = [e for e in evs if isinstance(e, ev.ProtocolError)]
+    assert len(errors) <= 1 and (not errors or evs[-1] is errors[0])
+    delivered = sum(len(e.data) for e in evs if isinstance(e, ev.DataReceived))
+    assert s.bucket == s.max_receive_buffer - delivered
+    assert len(s._rx) <= 65535 + 8
+    for sid in list(s.streams):
+        s.close_stream(sid)
+    assert s.bucket == s.max_receive_buffer
