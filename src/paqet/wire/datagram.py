@@ -121,6 +121,19 @@ class DatagramCodec:
         st.datagrams_out += len(out)
         return out
 
+    def _fec_decode(self, plain) -> list[bytes]:
+        dec = self.decoder
+        if dec is None:
+            # FEC off here but the peer sends FEC packets: like kcp-go, decode them with a
+            # (1, 1) decoder that auto-tunes to the peer's d/p.
+            dec = self.decoder = FecDecoder(1, 1)
+        rec = dec.decode(plain)
+        st = self.stats
+        st.fec_recovered += len(rec)
+        st.fec_unrecoverable = dec.unrecoverable
+        st.fec_mismatched = dec.mismatched
+        return rec
+
     def decode(self, wire: bytes) -> list[tuple[bytes, bool]]:
         st = self.stats
         st.datagrams_in += 1
@@ -134,25 +147,14 @@ class DatagramCodec:
         flag = plain[4] | (plain[5] << 8)
         if flag == TYPE_DATA:
             st.fec_data += 1
-            out = [(plain[8:], True)]
-            dec = self.decoder
-            if dec is not None:
-                rec = dec.decode(plain)
-                if rec:
-                    st.fec_recovered += len(rec)
-                    out.extend((r, False) for r in rec)
-                st.fec_unrecoverable = dec.unrecoverable
-                st.fec_mismatched = dec.mismatched
+            out = [(plain[8:], True)]  # always straight to KCP, whatever the decoder thinks
+            rec = self._fec_decode(plain)
+            if rec:
+                out.extend((r, False) for r in rec)
             return out
         if flag == TYPE_PARITY:
             st.fec_parity += 1
-            dec = self.decoder
-            if dec is None:
-                return []
-            rec = dec.decode(plain)
-            st.fec_recovered += len(rec)
-            st.fec_unrecoverable = dec.unrecoverable
-            return [(r, False) for r in rec]
+            return [(r, False) for r in self._fec_decode(plain)]
         if flag == TYPE_OOB:
             st.oob += 1
             return []

@@ -9,6 +9,7 @@ size(2 LE, = 2 + len(kcp)) kcp...; a parity packet is seqid 0x00F2 parity-shard.
 from __future__ import annotations
 
 import struct
+from collections import deque
 
 import numpy as np
 
@@ -73,40 +74,37 @@ def _combine_bytes(coefs: list[list[int]], shards: list[bytes], length: int) -> 
     return out
 
 
-def _mat_mul(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
-    out = []
-    for row in a:
-        r = []
-        for c in range(len(b[0])):
-            v = 0
-            for k, x in enumerate(row):
-                v ^= gf_mul(x, b[k][c])
-            r.append(v)
-        out.append(r)
-    return out
+def _mat_mul(a, b) -> np.ndarray:
+    """GF(2^8) matrix product, vectorised: (n, k) x (k, m)."""
+    a = np.asarray(a, dtype=np.uint8)
+    b = np.asarray(b, dtype=np.uint8)
+    return np.bitwise_xor.reduce(MUL[a[:, :, None], b[None, :, :]], axis=1)
 
 
-def _mat_inv(m: list[list[int]]) -> list[list[int]]:
+def _mat_inv(m) -> list[list[int]]:
+    """Gauss-Jordan inverse over GF(2^8), one vectorised row operation per column (a 255x255
+    matrix, the largest a peer's d/p can make us build, takes well under a second)."""
+    m = np.asarray(m, dtype=np.uint8)
     n = len(m)
-    a = [list(row) + [1 if i == j else 0 for j in range(n)] for i, row in enumerate(m)]
+    a = np.concatenate([m, np.eye(n, dtype=np.uint8)], axis=1)
     for col in range(n):
-        piv = next((r for r in range(col, n) if a[r][col]), None)
-        if piv is None:
+        nz = np.flatnonzero(a[col:, col])
+        if not len(nz):
             raise ValueError("matrix is singular")
-        a[col], a[piv] = a[piv], a[col]
-        inv = gf_inv(a[col][col])
-        a[col] = [gf_mul(x, inv) for x in a[col]]
-        for r in range(n):
-            if r != col and a[r][col]:
-                f = a[r][col]
-                a[r] = [x ^ gf_mul(f, y) for x, y in zip(a[r], a[col])]
-    return [row[n:] for row in a]
+        piv = col + int(nz[0])
+        if piv != col:
+            a[[col, piv]] = a[[piv, col]]
+        a[col] = MUL[gf_inv(int(a[col, col]))][a[col]]
+        f = a[:, col].copy()
+        f[col] = 0
+        a ^= MUL[f[:, None], a[col][None, :]]
+    return a[:, n:].tolist()
 
 
 def encoding_matrix(d: int, p: int) -> list[list[int]]:
     """klauspost/reedsolomon's default matrix: V · inverse(top d×d of V), V[r][c] = r^c."""
     v = [[gf_pow(r, c) for c in range(d)] for r in range(d + p)]
-    return _mat_mul(v, _mat_inv(v[:d]))
+    return _mat_mul(v, _mat_inv(v[:d])).tolist()
 
 
 def _combine(coefs: np.ndarray, shards: np.ndarray) -> np.ndarray:
@@ -123,6 +121,7 @@ class ReedSolomon:
         self.matrix = encoding_matrix(d, p)
         self.parity_rows = np.array(self.matrix[d:], dtype=np.uint8)
         self.parity_coefs = self.matrix[d:]
+        self._inv_cache: dict[tuple[int, ...], list[list[int]]] = {}
 
     def encode(self, shards: np.ndarray) -> np.ndarray:
         """(d, L) data shards -> (p, L) parity shards."""
@@ -142,6 +141,16 @@ class ReedSolomon:
         return {i: rec[k] for k, i in enumerate(missing)}
 
 
+    def _inverse(self, rows: tuple[int, ...]) -> list[list[int]]:
+        """Inverse of the sub-matrix of `rows`, cached: loss patterns repeat, and inverting
+        costs far more than the recovery itself (like klauspost's inversion tree)."""
+        inv = self._inv_cache.get(rows)
+        if inv is None:
+            if len(self._inv_cache) >= 256:
+                self._inv_cache.clear()
+            inv = self._inv_cache[rows] = _mat_inv([self.matrix[r] for r in rows])
+        return inv
+
     def reconstruct_bytes(self, present: dict[int, bytes], length: int) -> dict[int, bytes]:
         """The same as reconstruct() on bytes shards (the hot path)."""
         d = self.d
@@ -149,7 +158,7 @@ class ReedSolomon:
         missing = [i for i in range(d) if i not in present]
         if not missing:
             return {}
-        inv = _mat_inv([self.matrix[r] for r in rows])
+        inv = self._inverse(tuple(rows))
         rec = _combine_bytes([inv[i] for i in missing], [present[r] for r in rows], length)
         return dict(zip(missing, rec))
 
@@ -195,48 +204,111 @@ class FecEncoder:
         return out
 
 
+AUTOTUNE_SAMPLES = 258
+
+
+def find_period(samples, want_data: bool) -> int:
+    """kcp-go's auto-tune period detector (framing §3.5) over (is_data, seqid) samples: sort
+    by seqid (wrap-aware), walk from the lowest to the first edge into `want_data`, then to
+    the first edge out of it; the distance is the period. A seqid step other than +1 met on
+    the way fails (-1), as does a missing edge."""
+    n = len(samples)
+    if n < 3:
+        return -1
+    base = samples[-1][1]
+    srt = sorted(samples, key=lambda x: (x[1] - base + 0x80000000) & 0xFFFFFFFF)
+    left = -1
+    last_bit, last_seq = srt[0]
+    for idx in range(1, n):
+        bit, seq = srt[idx]
+        if (last_seq + 1) & 0xFFFFFFFF != seq:
+            return -1
+        if last_bit != want_data and bit == want_data:
+            left = idx
+            break
+        last_bit, last_seq = bit, seq
+    if left < 0:
+        return -1
+    last_bit, last_seq = srt[left]
+    for idx in range(left + 1, n):
+        bit, seq = srt[idx]
+        if (last_seq + 1) & 0xFFFFFFFF != seq:
+            return -1
+        if last_bit == want_data and bit != want_data:
+            return idx - left
+        last_bit, last_seq = bit, seq
+    return -1
+
+
 class FecDecoder:
-    """Collects shards per group and recovers lost data shards. Packets whose type disagrees
-    with their position (a peer with other dshard/pshard) are not stored; their data still
-    reaches KCP through the caller, which feeds every data packet directly."""
+    """Collects shards per group and recovers lost data shards, as kcp-go v5.6.72 does.
+
+    A packet whose type disagrees with its position (the peer uses another dshard/pshard)
+    starts auto-tuning: from then on packets are only sampled, never stored, until the
+    period of data and parity runs is found in the last 258 (type, seqid) samples; a new
+    (d, p) is then adopted (pending groups dropped). Data packets reach KCP regardless: the
+    caller feeds every one directly. Memory is bounded: at most KEEP_GROUPS + 1 groups of at
+    most d + p shards, and 258 samples."""
 
     KEEP_GROUPS = 3
 
     def __init__(self, d: int, p: int) -> None:
+        self.recovered = 0
+        self.unrecoverable = 0
+        self.mismatched = 0
+        self.retuned = 0
+        self.samples: deque[tuple[bool, int]] = deque(maxlen=AUTOTUNE_SAMPLES)
+        self.should_tune = False
+        self._setup(d, p)
+
+    def _setup(self, d: int, p: int) -> None:
         self.rs = ReedSolomon(d, p)
         self.d, self.p = d, p
         self.shard_size = d + p
         self.paws = (0xFFFFFFFF // self.shard_size) * self.shard_size
         self.ngroups = self.paws // self.shard_size
         self.groups: dict[int, dict[int, bytes]] = {}
+        self.done: set[int] = set()  # groups that reached d shards (stragglers are no loss)
         self.newest: int | None = None
-        self.recovered = 0
-        self.unrecoverable = 0
-        self.mismatched = 0
 
     def _gdiff(self, a: int, b: int) -> int:
         h = self.ngroups // 2
         return ((a - b + h) % self.ngroups) - h
+
+    def _tune(self) -> None:
+        ds = find_period(self.samples, True)
+        ps = find_period(self.samples, False)
+        if ds > 0 and ps > 0 and ds + ps <= 256:
+            self.should_tune = False
+            if (ds, ps) != (self.d, self.p):
+                self._setup(ds, ps)
+                self.retuned += 1
 
     def decode(self, pkt) -> list[bytes]:
         """Feed one FEC packet (data or parity); returns recovered KCP payloads."""
         if len(pkt) < 6:
             return []
         seqid, flag = _SEQ_FLAG.unpack_from(pkt, 0)
+        is_data = flag == TYPE_DATA
+        self.samples.append((is_data, seqid))
         if seqid >= self.paws:
             return []
         idx = seqid % self.shard_size
-        if (idx < self.d) != (flag == TYPE_DATA):
+        if (idx < self.d) != is_data:
             self.mismatched += 1
+            self.should_tune = True
+        if self.should_tune:
+            self._tune()
             return []
         gid = seqid // self.shard_size
         if self.newest is None or self._gdiff(gid, self.newest) > 0:
             self.newest = gid
             stale = [g for g in self.groups if self._gdiff(self.newest, g) > self.KEEP_GROUPS]
             for g in stale:
-                if len(self.groups[g]) and len(self.groups[g]) < self.d:
+                if g not in self.done:
                     self.unrecoverable += 1
                 del self.groups[g]
+                self.done.discard(g)
         elif self._gdiff(self.newest, gid) > self.KEEP_GROUPS:
             return []
         group = self.groups.setdefault(gid, {})
@@ -247,6 +319,7 @@ class FecDecoder:
             return []
         shards = dict(group)
         group.clear()
+        self.done.add(gid)
         if all(i in shards for i in range(self.d)):
             return []
         L = max(len(s) for s in shards.values())
