@@ -89,22 +89,34 @@ def flags_to_string(v: int) -> str:
     return "".join(ch for ch, bit in FLAG_BITS.items() if v & bit)
 
 
-def _host_bytes(host: str) -> bytes:
-    return host.encode("utf-8", "surrogateescape")
+def _host_bytes(host) -> bytes:
+    if isinstance(host, (bytes, bytearray)):
+        return bytes(host)
+    try:
+        return host.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise ProtocolError("protocol: host is not encodable (lone surrogate)") from None
 
 
 def _host_text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _ip_text(ip) -> str:
-    """alpha.6-10 sent net.IP bytes (4 or 16, IPv4 usually in the v4-mapped form)."""
-    if not isinstance(ip, bytes) or len(ip) not in (4, 16):
+def _ip_text(ip, zone=b"") -> str:
+    """alpha.6-10 sent net.IP bytes (4 or 16, IPv4 usually in the v4-mapped form), as Go's
+    UDPAddr.String() shows them: empty for no IP (the server dials ":port", as Go does),
+    "?" + hex for other lengths (a dial then fails, as in Go), "%zone" for IPv6."""
+    if not isinstance(ip, bytes) or not ip:
         return ""
+    if len(ip) not in (4, 16):
+        return "?" + ip.hex()
     a = ipaddress.ip_address(ip)
     if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped:
         a = a.ipv4_mapped
-    return str(a)
+    text = str(a)
+    if isinstance(a, ipaddress.IPv6Address) and isinstance(zone, bytes) and zone:
+        text += "%" + _host_text(zone)
+    return text
 
 
 def _type_of(msg) -> int:
@@ -133,7 +145,7 @@ def _check(msg) -> None:
         hb = _host_bytes(msg.host)
         if len(hb) > MAX_HOST:
             raise ProtocolError(f"protocol: host length {len(hb)} exceeds max {MAX_HOST}")
-        if not 0 <= msg.port <= 0xFFFF:
+        if type(msg.port) is not int or not 0 <= msg.port <= 0xFFFF:
             raise ProtocolError(f"protocol: port {msg.port} out of range")
     elif isinstance(msg, TcpFlags):
         if len(msg.flags) > MAX_FLAGS:
@@ -292,7 +304,7 @@ def decode_gob(buf: bytes) -> tuple[object, int]:
         if not isinstance(addr, dict):
             raise ProtocolError("protocol: address required")
         if "IP" in addr and "Host" not in addr:
-            host = _ip_text(addr["IP"])
+            host = _ip_text(addr["IP"], addr.get("Zone", b""))
         else:
             raw = addr.get("Host", b"")
             host = _host_text(raw) if isinstance(raw, bytes) else ""

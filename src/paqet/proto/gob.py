@@ -69,6 +69,7 @@ def _slice_def(tid: int, name: bytes, elem: int) -> bytes:
     return message(enc_int(-tid) + enc_struct([(1, slice_type)]))
 
 
+FIRST_USER_ID = 64
 PROTO_ID, ADDR_ID, TCPF_ID, TCPF_SLICE_ID = 64, 65, 66, 67
 FLAG_FIELDS = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "NS")
 
@@ -120,7 +121,7 @@ class _Reader:
 # -- schemas ---------------------------------------------------------------------------------
 # A schema is "bool" | "int" | "uint" | "string" | "bytes" | ("struct", [(name, schema)...])
 # | ("slice", schema) | ("ref", type id) resolved against the definitions seen.
-BUILTIN = {1: "bool", 2: "int", 3: "uint", 5: "bytes", 6: "string"}
+BUILTIN = {1: "bool", 2: "int", 3: "uint", 4: "float", 5: "bytes", 6: "string", 7: "complex"}
 _COMMON = ("struct", [("Name", "string"), ("Id", "int")])
 _FIELD = ("struct", [("Name", "string"), ("Id", "int")])
 WIRETYPE = ("struct", [
@@ -135,6 +136,8 @@ WIRETYPE = ("struct", [
 
 
 def _decode(r: _Reader, schema, types: dict, depth: int = 0):
+    """Decode one value. Every branch consumes at least one byte of a bounded message,
+    so the work is bounded by the message length (and nesting by MAX_DEPTH)."""
     if depth > MAX_DEPTH:
         raise GobError("gob: nesting too deep")
     if isinstance(schema, tuple) and schema[0] == "ref":
@@ -143,19 +146,32 @@ def _decode(r: _Reader, schema, types: dict, depth: int = 0):
         if schema is None:
             raise GobError(f"gob: unknown type id {tid}")
     if schema == "bool":
-        return r.uint() != 0
+        v = r.uint()
+        if v > 1:
+            raise GobError(f"gob: invalid bool {v}")
+        return v == 1
     if schema == "int":
         return r.int()
-    if schema == "uint":
+    if schema in ("uint", "float"):   # a float is its byte-reversed IEEE bits, as a uint
         return r.uint()
-    if schema in ("string", "bytes"):
+    if schema == "complex":
+        return (r.uint(), r.uint())
+    if schema in ("string", "bytes", "opaque"):  # opaque: GobEncoder & co, length + bytes
         return r.bytes()
     kind = schema[0]
-    if kind == "slice":
+    if kind in ("slice", "array"):
         n = r.uint()
-        if n > MAX_ITEMS:
+        if n > MAX_ITEMS or n > r.end - r.pos:
             raise GobError("gob: slice too long")
+        if kind == "array" and n != schema[2]:
+            raise GobError(f"gob: array length {n}, want {schema[2]}")
         return [_decode(r, schema[1], types, depth + 1) for _ in range(n)]
+    if kind == "map":
+        n = r.uint()
+        if n > MAX_ITEMS or 2 * n > r.end - r.pos:
+            raise GobError("gob: map too long")
+        return [(_decode(r, schema[1], types, depth + 1), _decode(r, schema[2], types, depth + 1))
+                for _ in range(n)]
     if kind == "struct":
         fields = schema[1]
         out = {}
@@ -164,22 +180,52 @@ def _decode(r: _Reader, schema, types: dict, depth: int = 0):
             delta = r.uint()
             if delta == 0:
                 return out
-            idx += delta
-            if idx >= len(fields):
+            if delta > len(fields) - idx - 1:
                 raise GobError("gob: field number out of range")
+            idx += delta
             name, sub = fields[idx]
             out[name] = _decode(r, sub, types, depth + 1)
     raise GobError("gob: unsupported type")
 
 
 def _schema_from_wire(wt: dict) -> object:
+    def ref(tid):
+        if not isinstance(tid, int) or tid <= 0 or tid == 8 or 9 <= tid < 16:
+            # 8 = interface: never part of paqet's types; skipping it would need
+            # type definitions nested in the value.
+            raise GobError(f"gob: unsupported type id {tid}")
+        return ("ref", tid)
+
+    if len(wt) != 1:
+        raise GobError("gob: type definition must have exactly one kind")
     if "StructT" in wt:
         st = wt["StructT"]
-        return ("struct", [(f.get("Name", b"").decode("latin-1"), ("ref", f.get("Id", 0)))
+        return ("struct", [(f.get("Name", b"").decode("latin-1"), ref(f.get("Id", 0)))
                            for f in st.get("Field", [])])
     if "SliceT" in wt:
-        return ("slice", ("ref", wt["SliceT"].get("Elem", 0)))
-    raise GobError("gob: unsupported type definition")
+        return ("slice", ref(wt["SliceT"].get("Elem", 0)))
+    if "ArrayT" in wt:
+        a = wt["ArrayT"]
+        return ("array", ref(a.get("Elem", 0)), a.get("Len", 0))
+    if "MapT" in wt:
+        m = wt["MapT"]
+        return ("map", ref(m.get("Key", 0)), ref(m.get("Elem", 0)))
+    return "opaque"  # GobEncoderT, BinaryMarshalerT, TextMarshalerT
+
+
+def _stream_uint(buf, pos: int, n: int) -> tuple[int, int]:
+    """A message length at buf[pos:]: (value, new pos); Incomplete if cut short."""
+    if pos >= n:
+        raise Incomplete()
+    b = buf[pos]
+    if b < 0x80:
+        return b, pos + 1
+    k = 256 - b
+    if k > 8:
+        raise GobError("gob: encoded unsigned integer out of range")
+    if pos + 1 + k > n:
+        raise Incomplete()
+    return int.from_bytes(buf[pos + 1:pos + 1 + k], "big"), pos + 1 + k
 
 
 def decode_stream(buf) -> tuple[dict, int]:
@@ -190,19 +236,17 @@ def decode_stream(buf) -> tuple[dict, int]:
     pos = 0
     n = len(buf)
     for _ in range(MAX_MESSAGES):
-        r = _Reader(buf, pos, n)
-        try:
-            length = r.uint()
-        except GobError:
-            raise Incomplete() from None
+        length, start = _stream_uint(buf, pos, n)
         if length == 0 or length > MAX_MESSAGE:
             raise GobError(f"gob: invalid message length {length}")
-        if r.pos + length > n:
+        end = start + length
+        if end > n:
             raise Incomplete()
-        body = _Reader(buf, r.pos, r.pos + length)
+        body = _Reader(buf, start, end)
         tid = body.int()
-        end = r.pos + length
         if tid < 0:
+            if -tid < FIRST_USER_ID or -tid in types:
+                raise GobError(f"gob: bad or duplicate type id {-tid}")
             wt = _decode(body, WIRETYPE, {})
             types[-tid] = _schema_from_wire(wt)
             pos = end
@@ -211,7 +255,6 @@ def decode_stream(buf) -> tuple[dict, int]:
         if schema is None:
             raise GobError(f"gob: unknown type id {tid}")
         if not (isinstance(schema, tuple) and schema[0] == "struct"):
-            body.uint()  # singleton marker of non-struct values
-        value = _decode(body, schema, types)
-        return value, end
+            raise GobError(f"gob: remote type id {tid} is not a struct")
+        return _decode(body, schema, types), end
     raise GobError("gob: too many type definitions")
