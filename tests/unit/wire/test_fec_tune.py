@@ -118,3 +118,29 @@ def test_unusable_peer_period_never_breaks_delivery():
             got.extend(bytes(x) for x, reg in rx.decode(w) if reg)
     assert got == sent
     assert rx.stats.fec_recovered == 0
+
+
+fec_pkt = st.builds(
+    lambda seq, flag, body: seq.to_bytes(4, "little") + flag.to_bytes(2, "little") + body,
+    st.one_of(st.integers(0, 40), st.integers(0, 0xFFFFFFFF)),
+    st.sampled_from([0xF1, 0xF2, 0xF3, 0x1234]),
+    st.binary(min_size=0, max_size=64))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from([(0, 0), (1, 1), (3, 2), (10, 3)]), st.lists(fec_pkt, max_size=80))
+def test_crafted_fec_packets_never_raise_and_stay_bounded(fec, pkts):
+    """'null' authenticates nothing, so seqids, types and the period auto-tune sees are
+    whatever a sender likes: nothing raises, data packets still reach KCP, state stays small."""
+    rx = DatagramCodec("null", KEY, dshard=fec[0], pshard=fec[1])
+    regular = 0
+    for x in pkts:
+        out = rx.decode(x)
+        regular += sum(1 for _, reg in out if reg)
+    want = sum(1 for x in pkts if len(x) >= 12 and x[4:6] not in (b"\xf2\x00", b"\xf3\x00"))
+    assert regular == want
+    dec = rx.decoder
+    if dec is not None:
+        assert len(dec.samples) <= 258
+        assert len(dec.groups) <= dec.KEEP_GROUPS + 1
+        assert sum(len(g) for g in dec.groups.values()) <= len(dec.groups) * dec.shard_size
