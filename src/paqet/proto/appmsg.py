@@ -5,8 +5,8 @@ dialects upstream has spoken (../shared/spec/app-protocol.md):
 * ``alpha20``: ``50 01 TYPE BODY`` read field by field (alpha.20 only)
 * ``gob``: Go encoding/gob of ``Proto{Type, Addr{Host, Port}, TCPF []TCPF}`` (alpha.6–19)
 
-Hosts travel as raw bytes (Go never validates them); we decode them with surrogateescape so
-any byte survives a round trip, and encode text hosts as UTF-8.
+Hosts travel as raw bytes (Go never validates them); we decode them as UTF-8 with surrogateescape so
+any byte survives a round trip; encode takes a str (UTF-8 + surrogateescape) or bytes host.
 """
 
 from __future__ import annotations

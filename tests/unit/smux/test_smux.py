@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from paqet.smux import events as ev
 from paqet.smux.session import (CMD_NAMES, FIN, NOP, PSH, SYN, UPD, UPD_BODY, FrameError, SmuxError,
-                                SmuxSession, encode_frame,
+                                SmuxSession, encode_frame, encode_upd,
                                 parse_frames)
 
 V = json.load(open(os.path.join(os.path.dirname(__file__), "..", "..", "vectors", "smux.json")))
@@ -22,7 +22,34 @@ def test_explicit_frames(case):
     [(ver, cmd, sid, payload)] = parse_frames(wire)
     assert (ver, CMD_NAMES[cmd], sid) == (f["ver"], f["cmd"], f["sid"])
     assert payload.hex() == f.get("data", "")
+    assert cmd == f["cmd_code"] and wire[:8].hex() == f["header"] and len(payload) == f["length"]
     assert encode_frame(ver, cmd, sid, payload) == wire
+    if cmd == UPD:
+        assert UPD_BODY.unpack(payload) == (f["upd_consumed"], f["upd_window"])
+        assert encode_upd(ver, sid, f["upd_consumed"], f["upd_window"]) == wire
+        # a v2 session applies it to an open stream
+        s = SmuxSession(client=False)
+        s.receive_data(encode_frame(2, SYN, sid), 0)
+        assert s.send_data(sid, b"w" * 3100) == 3100
+        assert s.send_window(sid) == 262144 - 3100
+        s.receive_data(wire, 0)
+        assert drain_events(s) == [ev.StreamOpened(sid), ev.StreamWindowUpdated(sid)]
+        assert s.send_window(sid) == f["upd_window"] - 100
+        s.receive_data(encode_upd(2, sid, 3200, 4096), 0)  # peer claims more than was sent
+        assert s.send_window(sid) == 0 and s.send_data(sid, b"x") == 0  # smux's ErrConsumed
+    elif cmd == PSH:
+        s = SmuxSession(client=False, version=ver)
+        s.receive_data(encode_frame(ver, SYN, sid) + wire, 0)
+        assert drain_events(s) == [ev.StreamOpened(sid), ev.DataReceived(sid, payload)]
+
+
+def test_defaults_are_paqets():
+    c = V["paqet_config"]
+    s = SmuxSession(client=True)
+    assert (s.version, s.max_frame_size, s.max_receive_buffer, s.max_stream_buffer,
+            s.keepalive_interval_ms, s.keepalive_timeout_ms) == (
+        c["Version"], c["MaxFrameSize"], c["MaxReceiveBuffer"], c["MaxStreamBuffer"],
+        c["KeepAliveInterval_s"] * 1000, c["KeepAliveTimeout_s"] * 1000)
 
 
 @pytest.mark.parametrize("sess", V["sessions"], ids=lambda s: f"v{s['version']}")
