@@ -105,10 +105,11 @@ class _CFB:
 class _BlockFnCFB(_CFB):
     """CFB over a block function the libraries only give one block at a time."""
 
-    def __init__(self, encrypt_block, bs: int) -> None:
+    def __init__(self, encrypt_block, bs: int, ecb_many=None) -> None:
         self.enc = encrypt_block
         self.bs = bs
         self.iv = INITIAL_VECTOR[:bs]
+        self.ecb_many = ecb_many  # bytes of whole blocks -> their encryptions, vectorised
 
     def encrypt(self, data: bytes) -> bytes:
         bs, enc = self.bs, self.enc
@@ -123,6 +124,12 @@ class _BlockFnCFB(_CFB):
 
     def decrypt(self, data: bytes) -> bytes:
         bs, enc = self.bs, self.enc
+        if self.ecb_many is not None:
+            # keystream block i = E(C[i-1]): independent blocks, so all at once
+            n = len(data)
+            nblk = -(-n // bs)
+            src = self.iv + data[:(nblk - 1) * bs]
+            return _xor(data, self.ecb_many(src))
         prev = self.iv
         ks = []
         for i in range(0, len(data), bs):
@@ -157,6 +164,35 @@ def _tea_like(key: bytes, rounds_cycles: int, xtea: bool):
                 v1 = (v1 + ((((v0 << 4) + k2) ^ (v0 + s) ^ ((v0 >> 5) + k3)))) & mask
             return pack(v0, v1)
     return enc
+
+
+def _tea_like_many(key: bytes, cycles: int, xtea: bool):
+    """The same block function over many 8-byte blocks at once with numpy uint32 lanes
+    (wrap-around arithmetic is numpy's): used for CFB decryption, where blocks are
+    independent."""
+    k = [np.uint32(x) for x in struct.unpack(">4I", key)]
+    delta = 0x9E3779B9
+    be = np.dtype(">u4")
+
+    def many(src: bytes) -> bytes:
+        w = np.frombuffer(src, be).astype(np.uint32)
+        v0, v1 = w[0::2].copy(), w[1::2].copy()
+        s = 0
+        with np.errstate(over="ignore"):
+            for _ in range(cycles):
+                if xtea:
+                    v0 += (((v1 << 4) ^ (v1 >> 5)) + v1) ^ np.uint32((s + int(k[s & 3])) & 0xFFFFFFFF)
+                    s = (s + delta) & 0xFFFFFFFF
+                    v1 += (((v0 << 4) ^ (v0 >> 5)) + v0) ^ np.uint32((s + int(k[(s >> 11) & 3])) & 0xFFFFFFFF)
+                else:
+                    s = (s + delta) & 0xFFFFFFFF
+                    su = np.uint32(s)
+                    v0 += ((v1 << 4) + k[0]) ^ (v1 + su) ^ ((v1 >> 5) + k[1])
+                    v1 += ((v0 << 4) + k[2]) ^ (v0 + su) ^ ((v0 >> 5) + k[3])
+        out = np.empty(2 * len(v0), be)
+        out[0::2], out[1::2] = v0, v1
+        return out.tobytes()
+    return many
 
 
 class _Salsa20:
@@ -231,9 +267,9 @@ def make_block(name: str, derived: bytes):
         import twofish
         return _BlockFnCFB(twofish.Twofish(key).encrypt, 16)
     if name == "tea":
-        return _BlockFnCFB(_tea_like(key, 8, xtea=False), 8)
+        return _BlockFnCFB(_tea_like(key, 8, xtea=False), 8, _tea_like_many(key, 8, False))
     if name == "xtea":
-        return _BlockFnCFB(_tea_like(key, 32, xtea=True), 8)
+        return _BlockFnCFB(_tea_like(key, 32, xtea=True), 8, _tea_like_many(key, 32, True))
     if name == "salsa20":
         return _Salsa20(key)
     if name == "xor":
