@@ -247,7 +247,8 @@ class TunnelConnection:
                 self.close("keepalive timeout: nothing heard from the peer")
                 return
             elif t is sev.ProtocolError:
-                self.close(f"smux protocol error: {ev.reason}")
+                detail = getattr(ev, "detail", "")
+                self.close(f"smux protocol error: {ev.reason}" + (f" ({detail})" if detail else ""))
                 return
 
     # -- timers ------------------------------------------------------------------------------
