@@ -13,6 +13,7 @@ command -v kcptun-server >/dev/null || need_apt+=(kcptun)
 [ -e /usr/include/pcap/pcap.h ] || need_apt+=(libpcap-dev)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v ping >/dev/null || need_apt+=(iputils-ping)
+command -v ethtool >/dev/null || need_apt+=(ethtool)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "setup: installing Debian packages: ${need_apt[*]}"

@@ -25,6 +25,7 @@ class PacketBackend:
         self.frames_out = 0
         self.dropped = 0
         self.send_errors = 0
+        self.recv_errors = 0
 
     def fileno(self) -> int:
         raise NotImplementedError
@@ -43,4 +44,5 @@ class PacketBackend:
 
     def counters(self) -> dict:
         return {"frames_in": self.frames_in, "frames_out": self.frames_out,
-                "dropped": self.dropped, "send_errors": self.send_errors}
+                "dropped": self.dropped, "send_errors": self.send_errors,
+                "recv_errors": self.recv_errors}

@@ -11,10 +11,12 @@ import time
 
 from paqet.net.backend import Addr, PacketBackend, random_port
 from paqet.net.afpacket import interface_mac, link_type
-from paqet.wire.frame import FrameBuilder, FrameError, parse_frame
+from paqet.wire.frame import FrameBuilder, FrameError, parse_payload
 
 PCAP_D_IN = 1
 PCAP_ERRBUF_SIZE = 256
+DLT_EN10MB = 1
+DLT_IP = (12, 14, 101)  # DLT_RAW as BSDs, OpenBSD and Linux number it
 
 
 class PcapError(OSError):
@@ -48,7 +50,7 @@ def libpcap():
         L = _lib
         L.pcap_create.restype = ctypes.c_void_p
         L.pcap_create.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-        for fn in ("pcap_activate", "pcap_get_selectable_fd"):
+        for fn in ("pcap_activate", "pcap_get_selectable_fd", "pcap_datalink"):
             getattr(L, fn).argtypes = [ctypes.c_void_p]
         for fn, args in (("pcap_set_snaplen", [ctypes.c_void_p, ctypes.c_int]),
                          ("pcap_set_promisc", [ctypes.c_void_p, ctypes.c_int]),
@@ -65,6 +67,8 @@ def libpcap():
         L.pcap_next_ex.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(_PktHdr)),
                                    ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte))]
         L.pcap_inject.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        L.pcap_open_dead.restype = ctypes.c_void_p
+        L.pcap_open_dead.argtypes = [ctypes.c_int, ctypes.c_int]
         L.pcap_geterr.restype = ctypes.c_char_p
         L.pcap_geterr.argtypes = [ctypes.c_void_p]
         L.pcap_close.argtypes = [ctypes.c_void_p]
@@ -96,6 +100,11 @@ class PcapBackend(PacketBackend):
             if L.pcap_activate(h) < 0:
                 raise PcapError(f"pcap_activate({interface}): {self._err()}")
             L.pcap_setdirection(h, PCAP_D_IN)
+            dlt = L.pcap_datalink(h)
+            if dlt == DLT_EN10MB:
+                self.link = "ether"
+            elif dlt in DLT_IP:
+                self.link = "ip"
             prog = _BpfProgram()
             expr = f"tcp and dst port {self.local_port}".encode()
             if L.pcap_compile(h, ctypes.byref(prog), expr, 1, 0xFFFFFFFF) < 0:
@@ -115,8 +124,8 @@ class PcapBackend(PacketBackend):
         self.builder = FrameBuilder(
             link=self.link, src_mac=interface_mac(interface), dst_mac=router_mac4 or b"\xff" * 6,
             src_ip4=src_ip4, src_ip6=src_ip6, src_port=self.local_port, local_flags=local_flags,
-            start_ms=int(time.time() * 1000) if start_ms is None else start_ms)
-        self.builder.dst_mac6 = router_mac6 or router_mac4 or b"\xff" * 6
+            start_ms=int(time.time() * 1000) if start_ms is None else start_ms,
+            dst_mac6=router_mac6 or router_mac4 or b"\xff" * 6)
         self.learn_macs = learn_macs and self.link == "ether"
         self._hdr = ctypes.POINTER(_PktHdr)()
         self._data = ctypes.POINTER(ctypes.c_ubyte)()
@@ -138,13 +147,13 @@ class PcapBackend(PacketBackend):
             if r != 1:
                 break
             raw = ctypes.string_at(data, hdr.contents.caplen)
-            p = parse_frame(raw, link, port)
-            if p is None:
+            item = parse_payload(raw, link, port)
+            if item is None:
                 self.dropped += 1
                 continue
-            out.append((p.payload, (p.src_ip, p.src_port)))
+            out.append(item)
             if self.learn_macs:
-                self.builder.dst_macs[p.src_ip] = raw[6:12]
+                self.builder.set_dst_mac(item[1][0], raw[6:12])
         self.frames_in += len(out)
         return out
 

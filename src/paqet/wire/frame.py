@@ -6,6 +6,14 @@ Field values follow upstream: IPv4 TOS / IPv6 traffic class 0xB8, TTL 64, DF, id
 65535, NOP NOP TS options (SYN: MSS 1460, SACK-permitted, TS, NOP, WS 8), and seq/ack/TS
 synthesised from the handle's start time and per-handle packet counter. Links without an
 Ethernet header (tun, WireGuard, PPP) use IP-only frames (link="ip").
+
+Speed: everything that is constant per destination (Ethernet + IP header with addresses, the
+TCP ports/window/option kinds, and the ones'-complement sums of those) is computed once and
+cached; a frame is one copy of a header template, two `pack_into` calls and integer
+arithmetic. The payload's checksum contribution is `int.from_bytes(payload) % 0xFFFF`
+(2**16 = 1 mod 0xFFFF, so a big-integer remainder is the folded sum of 16-bit words). A
+backend may skip even that: `header(..., partial=True)` leaves the pseudo-header sum in the
+TCP checksum field for the kernel to complete (CHECKSUM_PARTIAL via a virtio-net header).
 """
 
 from __future__ import annotations
@@ -18,32 +26,51 @@ ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 PROTO_TCP = 6
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR, NS = 1, 2, 4, 8, 16, 32, 64, 128, 256
 M32 = 0xFFFFFFFF
+TOS, TTL, WINDOW = 0xB8, 64, 65535
 
 _ETH = struct.Struct("!6s6sH")
 _IP4 = struct.Struct("!BBHHHBBH4s4s")
 _IP6 = struct.Struct("!IHBB16s16s")
 _TCP = struct.Struct("!HHIIBBHHH")
-_TS_OPT = struct.Struct("!BBBBII")          # NOP NOP kind len tsval tsecr
-_SYN_OPT = struct.Struct("!BBHBBBBIIBBBB")  # MSS(4) SACKOK(2) TS(10) NOP WS(3)
+# Variable parts, written into a copy of the per-destination template:
+# (pad bytes would be written as zeros, so constants are packed again rather than skipped)
+_IP4_VAR = struct.Struct("!HHHBBH")               # total length, id, DF, TTL, proto, checksum
+_IP6_VAR = struct.Struct("!H")                    # payload length
+_TCP_DATA = struct.Struct("!IIBBHHHBBBBII")       # seq ack off flags win csum urg NOP NOP 8 10 tsval tsecr
+_TCP_SYN = struct.Struct("!IIBBHHH4s4sII4s")      # seq ack off flags win csum urg MSS SACKOK+TS tsval 0 NOP+WS
+_MSS, _SACK_TS, _NOP_WS = bytes((2, 4, 0x05, 0xB4)), bytes((4, 2, 8, 10)), bytes((1, 3, 3, 8))
+_SYN_OPTS = _MSS + _SACK_TS + bytes(8) + _NOP_WS
+_DATA_OPTS = bytes((1, 1, 8, 10)) + bytes(8)
+# Constant option words summed once (ones'-complement, before the timestamps).
+_SUM_DATA_OPTS = 0x0101 + 0x080A
+_SUM_SYN_OPTS = 0x0204 + 0x05B4 + 0x0402 + 0x080A + 0x0103 + 0x0308
+
+#: virtio_net_hdr (little-endian on every Linux that runs this): flags, gso_type, hdr_len,
+#: gso_size, csum_start, csum_offset. VIRTIO_NET_HDR_F_NEEDS_CSUM = 1.
+VNET_HDR = struct.Struct("<BBHHHH")
+VNET_HDR_LEN = VNET_HDR.size
 
 
 class FrameError(ValueError):
     pass
 
 
-def checksum(data: bytes, initial: int = 0) -> int:
-    """Internet checksum. The sum of 16-bit words is the value mod 0xFFFF, so one big-int
-    conversion does what a loop over words would."""
+def checksum(data, initial: int = 0) -> int:
+    """Internet checksum of `data` (+ `initial`, an already-summed part). The sum of 16-bit
+    words is the value mod 0xFFFF, so one big-int conversion does what a loop over words
+    would (an odd length is padded: times 256)."""
+    s = int.from_bytes(data, "big")
     if len(data) & 1:
-        data += b"\0"
-    s = (int.from_bytes(data, "big") + initial) % 0xFFFF
+        s <<= 8
+    s = (s + initial) % 0xFFFF
     return (~s) & 0xFFFF if s else 0
 
 
-def _sum16(data: bytes) -> int:
+def _sum16(data) -> int:
+    s = int.from_bytes(data, "big")
     if len(data) & 1:
-        data += b"\0"
-    return int.from_bytes(data, "big") % 0xFFFF
+        s <<= 8
+    return s % 0xFFFF
 
 
 @dataclasses.dataclass
@@ -64,35 +91,108 @@ class ParsedFrame:
 class FlagCycle:
     """Upstream's iterator: items[i mod n], i advancing on every packet."""
 
-    __slots__ = ("items", "i")
+    __slots__ = ("items", "i", "n")
 
     def __init__(self, items: list[int]) -> None:
         self.items = list(items) or [PSH | ACK]
+        self.n = len(self.items)
         self.i = 0
 
     def next(self) -> int:
-        v = self.items[self.i % len(self.items)]
-        self.i += 1
-        return v
+        i = self.i
+        self.i = i + 1
+        return self.items[i % self.n]
+
+
+class _Dest:
+    """Everything about one destination address that does not change per packet."""
+
+    __slots__ = ("v6", "ip_len_off", "tcp_off", "data_tpl", "syn_tpl", "data_sum", "syn_sum",
+                 "ip4_sum", "_port_base", "pseudo")
+
+    def __init__(self, b: "FrameBuilder", ip: str) -> None:
+        v6, dst = _addr(ip)
+        self.v6 = v6
+        src = b.src_ip6 if v6 else b.src_ip4
+        if src is None:
+            raise FrameError(f"no local IPv{6 if v6 else 4} address configured")
+        if b.link == "ether":
+            mac = b.dst_macs.get(ip) or (b.dst_mac6 if v6 else b.dst_mac)
+            eth = _ETH.pack(mac, b.src_mac, ETH_P_IPV6 if v6 else ETH_P_IP)
+        else:
+            eth = b""
+        pre = (VNET_HDR_LEN if b.vnet else 0) + len(eth)
+        if v6:
+            iph = _IP6.pack((6 << 28) | (TOS << 20), 0, PROTO_TCP, TTL, src, dst)
+            self.ip_len_off = pre + 4
+            self.ip4_sum = 0
+            pseudo = _sum16(src + dst) + PROTO_TCP
+        else:
+            iph = _IP4.pack(0x45, TOS, 0, 0, 0x4000, TTL, PROTO_TCP, 0, src, dst)
+            self.ip_len_off = pre + 2
+            self.ip4_sum = _sum16(iph)
+            pseudo = _sum16(src + dst) + PROTO_TCP
+        self.tcp_off = t = pre + len(iph)
+        sp = b.src_port
+        # TCP template: ports, window and option kinds in place; the rest is filled per frame.
+        base = struct.pack("!HH8xBBH4x", sp, 0, 0, 0, WINDOW)
+        lead = VNET_HDR.pack(1, 0, 0, 0, t - VNET_HDR_LEN, 16) if b.vnet else b""  # from the frame start
+        self.data_tpl = {}
+        self.syn_tpl = {}
+        # Templates are per destination port (ports are a handful per address).
+        self._port_base = (lead + eth + iph, base)
+        self.pseudo = pseudo
+        ports_sum = sp + WINDOW + pseudo
+        self.data_sum = ports_sum + _SUM_DATA_OPTS + (8 << 12)
+        self.syn_sum = ports_sum + _SUM_SYN_OPTS + (10 << 12)
+
+    def templates(self, port: int) -> tuple[bytes, bytes]:
+        t = self.data_tpl.get(port)
+        if t is None:
+            if not 0 <= port <= 0xFFFF:
+                raise FrameError(f"port {port} out of range")
+            head, base = self._port_base
+            tcp = bytearray(base)
+            struct.pack_into("!H", tcp, 2, port)
+            t = self.data_tpl[port] = head + bytes(tcp[:12]) + bytes((8 << 4,)) + bytes(tcp[13:]) + _DATA_OPTS
+            self.syn_tpl[port] = head + bytes(tcp[:12]) + bytes((10 << 4,)) + bytes(tcp[13:]) + _SYN_OPTS
+        return t, self.syn_tpl[port]
+
+
+def _addr(ip: str) -> tuple[bool, bytes]:
+    if ":" in ip:
+        a = socket.inet_pton(socket.AF_INET6, ip)
+        if a[:12] == b"\0" * 10 + b"\xff\xff":
+            return False, a[12:]
+        return True, a
+    return False, socket.inet_pton(socket.AF_INET, ip)
 
 
 class FrameBuilder:
+    """Builds upstream's frames for one handle (one local port): `build()` returns a whole
+    frame; `header()` only the bytes before the payload (for scatter/gather sends)."""
+
     def __init__(self, *, link: str = "ether", src_mac: bytes = b"\0" * 6,
                  dst_mac: bytes = b"\0" * 6, src_ip4: str | None = None,
                  src_ip6: str | None = None, src_port: int = 0, local_flags: list[int] | None = None,
-                 start_ms: int = 0) -> None:
+                 start_ms: int = 0, dst_mac6: bytes | None = None, vnet: bool = False) -> None:
+        if link not in ("ether", "ip"):
+            raise FrameError(f"unknown link type {link!r}")
         self.link = link
-        self.src_mac, self.dst_mac = src_mac, dst_mac
-        self.dst_mac6 = dst_mac
+        self.src_mac, self.dst_mac = bytes(src_mac), bytes(dst_mac)
+        self.dst_mac6 = bytes(dst_mac6) if dst_mac6 else self.dst_mac
         self.src_ip4 = socket.inet_pton(socket.AF_INET, src_ip4) if src_ip4 else None
         self.src_ip6 = socket.inet_pton(socket.AF_INET6, src_ip6) if src_ip6 else None
         self.src_port = src_port
+        #: prefix every header with a virtio_net_hdr asking the kernel for the TCP checksum
+        #: (header(partial=True) with a PACKET_VNET_HDR socket)
+        self.vnet = vnet
         self.flags = FlagCycle(local_flags or [PSH | ACK])
         self.peer_flags: dict[tuple[str, int], FlagCycle] = {}
         self.base = start_ms & M32
         self.counter = 0
-        self._dst_cache: dict[str, tuple[int, bytes]] = {}
-        #: per-destination next-hop MACs (learned from received frames); else dst_mac
+        self._dests: dict[str, _Dest] = {}
+        #: per-destination next-hop MACs (learned from received frames); else dst_mac(6)
         self.dst_macs: dict[str, bytes] = {}
 
     def set_peer_flags(self, addr: tuple[str, int], flags: list[int] | None) -> None:
@@ -101,135 +201,193 @@ class FrameBuilder:
         else:
             self.peer_flags.pop(addr, None)
 
-    def _dst(self, ip: str) -> tuple[int, bytes]:
-        c = self._dst_cache.get(ip)
-        if c is None:
-            if ":" in ip:
-                a = socket.inet_pton(socket.AF_INET6, ip)
-                if a[:12] == b"\0" * 10 + b"\xff\xff":
-                    c = (4, a[12:])
-                else:
-                    c = (6, a)
-            else:
-                c = (4, socket.inet_pton(socket.AF_INET, ip))
-            if len(self._dst_cache) > 4096:
-                self._dst_cache.clear()
-            self._dst_cache[ip] = c
-        return c
+    def set_dst_mac(self, ip: str, mac: bytes) -> None:
+        """Send frames for `ip` to `mac` from now on (a learned next hop)."""
+        if self.dst_macs.get(ip) != mac:
+            if len(self.dst_macs) >= 65536:
+                self.dst_macs.clear()
+                self._dests.clear()
+            self.dst_macs[ip] = bytes(mac)
+            self._dests.pop(ip, None)
 
-    def build(self, payload: bytes, dst_ip: str, dst_port: int, flags: int | None = None) -> bytes:
+    def _dest(self, ip: str) -> _Dest:
+        d = self._dests.get(ip)
+        if d is None:
+            if len(self._dests) >= 4096:
+                self._dests.clear()
+            d = self._dests[ip] = _Dest(self, ip)
+        return d
+
+    def header(self, payload, dst_ip: str, dst_port: int, flags: int | None = None,
+               partial: bool = False) -> bytearray:
+        """Everything before the payload. partial=True: the TCP checksum field holds only the
+        pseudo-header sum, for the kernel (or NIC) to complete over header and payload."""
         if flags is None:
             cyc = self.peer_flags.get((dst_ip, dst_port)) if self.peer_flags else None
             flags = (cyc or self.flags).next()
+        d = self._dests.get(dst_ip) or self._dest(dst_ip)
         self.counter = c = (self.counter + 1) & M32
-        base = self.base
-        tsval = (base + (c >> 3)) & M32
+        tsval = (self.base + (c >> 3)) & M32
+        plen = len(payload)
+        offb = (flags >> 8) & 1
+        fl = flags & 0xFF
         if flags & SYN:
             seq = 1 + (c & 7)
             ackn = (seq + 1) if flags & ACK else 0
-            opts = _SYN_OPT.pack(2, 4, 1460, 4, 2, 8, 10, tsval, 0, 1, 3, 3, 8)
-            doff = 10
+            tcp_len = 40 + plen
+            s = (d.syn_sum + tcp_len + dst_port + seq + (ackn >> 16) + (ackn & 0xFFFF)
+                 + (offb << 8) + fl + (tsval >> 16) + (tsval & 0xFFFF))
+            tpl, st = d.templates(dst_port)[1], _TCP_SYN
         else:
-            seq = (base + (c << 7)) & M32
+            seq = (self.base + (c << 7)) & M32
             ackn = (seq - (c & 0x3FF) + 1400) & M32
-            opts = _TS_OPT.pack(1, 1, 8, 10, tsval, (tsval - (c % 200 + 50)) & M32)
-            doff = 8
-        ver, dst = self._dst(dst_ip)
-        tcp_len = doff * 4 + len(payload)
-        offbyte = (doff << 4) | ((flags >> 8) & 1)
-        hdr = _TCP.pack(self.src_port, dst_port, seq, ackn, offbyte, flags & 0xFF, 65535, 0, 0) + opts
-        if ver == 4:
-            src = self.src_ip4
-            if src is None:
-                raise FrameError("no local IPv4 address configured")
-            pseudo = src + dst + bytes((0, PROTO_TCP)) + tcp_len.to_bytes(2, "big")
+            tsecr = (tsval - (c % 200 + 50)) & M32
+            tcp_len = 32 + plen
+            s = (d.data_sum + tcp_len + dst_port + (seq >> 16) + (seq & 0xFFFF) + (ackn >> 16)
+                 + (ackn & 0xFFFF) + (offb << 8) + fl + (tsval >> 16) + (tsval & 0xFFFF)
+                 + (tsecr >> 16) + (tsecr & 0xFFFF))
+            tpl, st = d.templates(dst_port)[0], _TCP_DATA
+        if partial:  # the kernel sums header and payload itself
+            csum = (d.pseudo + tcp_len) % 0xFFFF
         else:
-            src = self.src_ip6
-            if src is None:
-                raise FrameError("no local IPv6 address configured")
-            pseudo = src + dst + tcp_len.to_bytes(4, "big") + b"\0\0\0" + bytes((PROTO_TCP,))
-        s = (_sum16(pseudo) + _sum16(hdr) + _sum16(payload)) % 0xFFFF
-        csum = (~s) & 0xFFFF if s else 0
-        hdr = hdr[:16] + csum.to_bytes(2, "big") + hdr[18:]
-        if ver == 4:
+            s = (s + _sum16(payload)) % 0xFFFF
+            csum = (~s) & 0xFFFF if s else 0
+        h = bytearray(tpl)
+        t = d.tcp_off
+        if st is _TCP_DATA:
+            st.pack_into(h, t + 4, seq, ackn, (8 << 4) | offb, fl, WINDOW, csum, 0, 1, 1, 8, 10,
+                         tsval, tsecr)
+        else:
+            st.pack_into(h, t + 4, seq, ackn, (10 << 4) | offb, fl, WINDOW, csum, 0, _MSS,
+                         _SACK_TS, tsval, 0, _NOP_WS)
+        if d.v6:
+            _IP6_VAR.pack_into(h, d.ip_len_off, tcp_len)
+        else:
             total = 20 + tcp_len
-            iph = _IP4.pack(0x45, 0xB8, total, 0, 0x4000, 64, PROTO_TCP, 0, src, dst)
-            iph = iph[:10] + checksum(iph).to_bytes(2, "big") + iph[12:]
-            eth = (self.dst_macs.get(dst_ip) or self.dst_mac) + self.src_mac + b"\x08\x00"
-        else:
-            iph = _IP6.pack((6 << 28) | (0xB8 << 20), tcp_len, PROTO_TCP, 64, src, dst)
-            eth = (self.dst_macs.get(dst_ip) or self.dst_mac6) + self.src_mac + b"\x86\xdd"
-        if self.link == "ip":
-            return b"".join((iph, hdr, payload))
-        return b"".join((eth, iph, hdr, payload))
+            s4 = (d.ip4_sum + total) % 0xFFFF
+            _IP4_VAR.pack_into(h, d.ip_len_off, total, 0, 0x4000, TTL, PROTO_TCP,
+                               (~s4) & 0xFFFF if s4 else 0)
+        return h
+
+    def build(self, payload, dst_ip: str, dst_port: int, flags: int | None = None) -> bytes:
+        h = self.header(payload, dst_ip, dst_port, flags)
+        h += payload
+        return bytes(h)
 
 
-_ntop4 = socket.inet_ntop
+_ntop = socket.inet_ntop
 AF4, AF6 = socket.AF_INET, socket.AF_INET6
+_TCPH = struct.Struct("!HHIIBBH")
+_PORTS = struct.Struct("!HH")
+_IP4H = struct.Struct("!BxHxxHxB")       # ver/ihl, total length, flags+fragment, protocol
+_IP6H = struct.Struct("!B3xHB")           # version.., payload length, next header
+_src_names: dict[bytes, str] = {}
 
 
-def parse_frame(buf, link: str = "ether", want_port: int | None = None) -> ParsedFrame | None:
-    """The TCP segment in a captured frame, or None for anything that is not an IPv4/IPv6
-    TCP segment with a payload (and, if given, destination port `want_port`)."""
+def _name(raw: bytes) -> str:
+    s = _src_names.get(raw)
+    if s is None:
+        if len(_src_names) >= 65536:
+            _src_names.clear()
+        s = _src_names[raw] = _ntop(AF4 if len(raw) == 4 else AF6, raw)
+    return s
+
+
+def _locate(buf, link: str):
+    """(ip header offset, family 4|6, tcp offset, end) of a TCP segment with a payload, or
+    None. No VLAN tags, IPv4 fragments or IPv6 extension headers other than hop-by-hop, as
+    upstream's decoder."""
     n = len(buf)
-    off = 0
     if link == "ether":
-        if n < 14:
+        if n < 54:  # 14 + 20 + 20
             return None
         et = (buf[12] << 8) | buf[13]
         off = 14
-        if et == 0x8100 and n >= 18:  # one VLAN tag
-            et = (buf[16] << 8) | buf[17]
-            off = 18
     else:
-        et = ETH_P_IP if n and buf[0] >> 4 == 4 else ETH_P_IPV6
+        if n < 40:
+            return None
+        v = buf[0] >> 4
+        et = ETH_P_IP if v == 4 else ETH_P_IPV6 if v == 6 else 0
+        off = 0
     if et == ETH_P_IP:
-        if n < off + 20 or buf[off] >> 4 != 4:
+        vihl, total, frag, proto = _IP4H.unpack_from(buf, off)
+        if vihl >> 4 != 4 or proto != PROTO_TCP or frag & 0x3FFF:
             return None
-        ihl = (buf[off] & 0x0F) * 4
-        if ihl < 20 or buf[off + 9] != PROTO_TCP:
+        ihl = (vihl & 0x0F) << 2
+        if ihl < 20:
             return None
-        if ((buf[off + 6] << 8) | buf[off + 7]) & 0x3FFF:  # fragment (MF or offset)
+        end = off + total if total else n  # total length 0: TSO, use what was captured
+        if end > n or (total and total < ihl):
             return None
-        total = (buf[off + 2] << 8) | buf[off + 3]
-        end = off + total if total else n
-        if end > n or total and total < ihl:
+        return off, 4, off + ihl, end
+    if et == ETH_P_IPV6:
+        if n < off + 60:
             return None
-        src = _ntop4(AF4, bytes(buf[off + 12:off + 16]))
-        dst = _ntop4(AF4, bytes(buf[off + 16:off + 20]))
-        ttl, tos = buf[off + 8], buf[off + 1]
-        t = off + ihl
-    elif et == ETH_P_IPV6:
-        if n < off + 40 or buf[off] >> 4 != 6:
+        v, plen, nh = _IP6H.unpack_from(buf, off)
+        if v >> 4 != 6:
             return None
-        nh = buf[off + 6]
-        plen = (buf[off + 4] << 8) | buf[off + 5]
         end = off + 40 + plen
         if end > n:
             return None
         t = off + 40
         if nh == 0:  # hop-by-hop options
-            if n < t + 8:
+            if end < t + 8:
                 return None
             nh = buf[t]
             t += (buf[t + 1] + 1) * 8
         if nh != PROTO_TCP:
             return None
-        src = _ntop4(AF6, bytes(buf[off + 8:off + 24]))
-        dst = _ntop4(AF6, bytes(buf[off + 24:off + 40]))
-        ttl = buf[off + 7]
-        tos = ((buf[off] & 0x0F) << 4) | (buf[off + 1] >> 4)
-    else:
+        return off, 6, t, end
+    return None
+
+
+def parse_frame(buf, link: str = "ether", want_port: int | None = None) -> ParsedFrame | None:
+    """The TCP segment in a captured frame, or None for anything that is not an IPv4/IPv6
+    TCP segment with a payload (and, if given, destination port `want_port`). Never raises
+    for malformed input."""
+    loc = _locate(buf, link)
+    if loc is None:
         return None
+    off, fam, t, end = loc
     if end - t < 20:
         return None
-    sport, dport, seq, ackn, offb, fl, win, _cs, _urg = _TCP.unpack_from(buf, t)
+    sport, dport, seq, ackn, offb, fl, win = _TCPH.unpack_from(buf, t)
     if want_port is not None and dport != want_port:
         return None
-    doff = (offb >> 4) * 4
-    if doff < 20 or t + doff > end:
+    doff = (offb >> 4) << 2
+    if doff < 20 or t + doff >= end:
         return None
-    if end - t - doff <= 0:
-        return None
+    if fam == 4:
+        src = _ntop(AF4, bytes(buf[off + 12:off + 16]))
+        dst = _ntop(AF4, bytes(buf[off + 16:off + 20]))
+        ttl, tos = buf[off + 8], buf[off + 1]
+    else:
+        src = _ntop(AF6, bytes(buf[off + 8:off + 24]))
+        dst = _ntop(AF6, bytes(buf[off + 24:off + 40]))
+        ttl = buf[off + 7]
+        tos = ((buf[off] & 0x0F) << 4) | (buf[off + 1] >> 4)
     return ParsedFrame(src, sport, dst, dport, fl | ((offb & 1) << 8), bytes(buf[t + doff:end]),
                        seq, ackn, win, ttl, tos)
+
+
+def parse_payload(buf: bytes, link: str = "ether", want_port: int | None = None):
+    """The backends' fast path: (payload, (src_ip, src_port)) of one of our frames, or None.
+    Same acceptance rules as parse_frame; `buf` must be bytes (or bytes-like with slicing
+    that returns bytes)."""
+    loc = _locate(buf, link)
+    if loc is None:
+        return None
+    off, fam, t, end = loc
+    if end - t < 20:
+        return None
+    sport, dport = _PORTS.unpack_from(buf, t)
+    if want_port is not None and dport != want_port:
+        return None
+    doff = (buf[t + 12] >> 4) << 2
+    if doff < 20 or t + doff >= end:
+        return None
+    if fam == 4:
+        src = _name(buf[off + 12:off + 16])
+    else:
+        src = _name(buf[off + 8:off + 24])
+    return buf[t + doff:end], (src, sport)

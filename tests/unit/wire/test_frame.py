@@ -107,3 +107,73 @@ def test_not_ours_is_none():
 def test_parser_fuzz(data, link):
     p = fr.parse_frame(data, link)
     assert p is None or p.payload
+
+
+@pytest.mark.parametrize("dst", ["198.18.0.2", "2001:2::2", "::ffff:198.18.0.2"])
+@pytest.mark.parametrize("flags", [fr.PSH | fr.ACK, fr.SYN | fr.ACK])
+@pytest.mark.parametrize("plen", [1, 2, 1350, 1351])
+def test_partial_checksum_completes_to_full(dst, flags, plen):
+    """header(partial=True) leaves the pseudo-header sum for the kernel: finishing the sum
+    over TCP header + payload, as the kernel does, gives build()'s checksum."""
+    kw = dict(src_mac=b"\x02" * 6, dst_mac=b"\x04" * 6, src_ip4="198.18.0.1", src_ip6="2001:2::1",
+              src_port=40000, start_ms=987654321)
+    payload = os.urandom(plen)
+    full = fr.FrameBuilder(**kw).build(payload, dst, 9999, flags)
+    vb = fr.FrameBuilder(vnet=True, **kw)
+    h = bytes(vb.header(payload, dst, 9999, flags, partial=True))
+    flags_, gso, hdr_len, gso_size, start, off = fr.VNET_HDR.unpack_from(h)
+    assert (flags_, gso, off) == (1, 0, 16)
+    frame = bytearray(h[fr.VNET_HDR_LEN:] + payload)
+    assert start == (34 if ":" not in dst or dst.startswith("::ffff:") else 54)
+    frame[start + 16:start + 18] = fr.checksum(frame[start:]).to_bytes(2, "big")
+    assert bytes(frame) == full
+
+
+@pytest.mark.parametrize("dst", ["198.18.0.2", "2001:2::2"])
+def test_ip_only_round_trip(dst):
+    eth = fr.FrameBuilder(src_ip4="198.18.0.1", src_ip6="2001:2::1", src_port=5, start_ms=7)
+    ip = fr.FrameBuilder(link="ip", src_ip4="198.18.0.1", src_ip6="2001:2::1", src_port=5, start_ms=7)
+    a, b = eth.build(b"hello", dst, 6), ip.build(b"hello", dst, 6)
+    assert a[14:] == b and b[0] >> 4 == (6 if ":" in dst else 4)
+    p = fr.parse_frame(b, "ip", 6)
+    assert (p.src_port, p.dst_port, p.dst_ip, p.payload) == (5, 6, dst, b"hello")
+    assert fr.parse_payload(b, "ip", 6) == (b"hello", (p.src_ip, 5))
+    assert fr.parse_frame(b, "ether") is None or fr.parse_frame(b, "ether").payload != b"hello"
+
+
+def test_counter_and_peer_mac():
+    b = fr.FrameBuilder(src_ip4="198.18.0.1", src_port=1, dst_mac=b"\x01" * 6)
+    assert b.build(b"x", "198.18.0.9", 2)[:6] == b"\x01" * 6
+    b.set_dst_mac("198.18.0.9", b"\x09" * 6)
+    assert b.build(b"x", "198.18.0.9", 2)[:6] == b"\x09" * 6
+    assert b.build(b"x", "198.18.0.8", 2)[:6] == b"\x01" * 6
+    assert b.counter == 3
+    with pytest.raises(fr.FrameError):
+        b.build(b"x", "2001:2::1", 2)  # no IPv6 source configured
+
+
+def test_vlan_and_fragments_are_not_ours():
+    b = fr.FrameBuilder(src_ip4="198.18.0.1", src_port=1)
+    good = b.build(b"payload", "198.18.0.2", 9)
+    vlan = good[:12] + b"\x81\x00\x00\x05" + good[12:]
+    assert fr.parse_frame(vlan) is None  # as upstream: a tagged frame has no TCP layer
+    frag = bytearray(good)
+    frag[20] |= 0x20  # MF
+    assert fr.parse_frame(bytes(frag)) is None and fr.parse_payload(bytes(frag)) is None
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(min_size=0, max_size=64), st.sampled_from(["198.18.0.2", "2001:2::2"]),
+       st.sampled_from(["ether", "ip"]), st.integers(0, 80), st.binary(max_size=8))
+def test_parser_fuzz_mutated_frames(payload, dst, link, cut, junk):
+    """Truncated and overwritten real frames: the parsers agree and never raise."""
+    b = fr.FrameBuilder(link=link, src_ip4="198.18.0.1", src_ip6="2001:2::1", src_port=3)
+    raw = bytearray(b.build(payload or b"p", dst, 4))
+    pos = cut % len(raw)
+    raw[pos:pos + len(junk)] = junk
+    data = bytes(raw[:len(raw) - cut // 2])
+    p = fr.parse_frame(data, link)
+    q = fr.parse_payload(data, link)
+    assert (p is None) == (q is None)
+    if p is not None:
+        assert q == (p.payload, (p.src_ip, p.src_port)) and p.payload
