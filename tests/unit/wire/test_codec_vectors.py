@@ -8,7 +8,13 @@ import pytest
 
 from paqet.wire import crypto
 from paqet.wire.datagram import DatagramCodec
+from paqet.wire import _fec_isal
 from paqet.wire.fec import FecDecoder, FecEncoder
+
+# both GF paths: ISA-L (when libisal2 is installed) and bytes.translate + numpy
+ACCEL = [pytest.param(True, id="isal", marks=pytest.mark.skipif(
+    not _fec_isal.available, reason="libisal2 not installed (apt-get install libisal2)")),
+    pytest.param(False, id="python")]
 
 VEC = os.path.join(os.path.dirname(__file__), "..", "..", "vectors")
 
@@ -61,9 +67,11 @@ def test_datagram_example(c):
 
 
 @pytest.mark.parametrize("case", FEC["cases"], ids=lambda c: f"{c['data_shards']}/{c['parity_shards']}")
-def test_fec_encoder_matches(case):
+@pytest.mark.parametrize("accel", ACCEL)
+def test_fec_encoder_matches(case, accel):
     d, p = int(case["data_shards"]), int(case["parity_shards"])
-    enc = FecEncoder(d, p)
+    enc = FecEncoder(d, p, accel)
+    assert (enc.rs._isal is not None) == accel
     out = []
     for i, inp in enumerate(case["inputs"]):
         out.extend(enc.encode(bytes.fromhex(inp["kcp"]), 1000 + i))
@@ -71,9 +79,11 @@ def test_fec_encoder_matches(case):
 
 
 @pytest.mark.parametrize("case", FEC["cases"], ids=lambda c: f"{c['data_shards']}/{c['parity_shards']}")
-def test_fec_decoder_recovers_as_kcp_go(case):
+@pytest.mark.parametrize("accel", ACCEL)
+def test_fec_decoder_recovers_as_kcp_go(case, accel):
     d, p = int(case["data_shards"]), int(case["parity_shards"])
-    dec = FecDecoder(d, p)
+    dec = FecDecoder(d, p, accel)
+    assert (dec.rs._isal is not None) == accel
     dropped = set(case["decode"]["dropped_seqids"])
     got = []
     for e in case["emitted"]:
