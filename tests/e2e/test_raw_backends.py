@@ -98,3 +98,152 @@ def test_no_kernel_rst_leaves_with_managed_rules(lab, firewall):
             assert rsts == 0
         else:
             assert rsts > 0  # the contrast: without the rules the kernels do answer
+
+
+CAPTURE = r'''
+import json, select, socket, sys, time
+from paqet.net import bpf
+iface, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+bpf.attach(s, bpf.tcp_dst_port(port))
+s.bind((iface, 3))
+print("ready", flush=True)
+got, end = [], time.time() + 5
+while len(got) < n and time.time() < end:
+    if select.select([s], [], [], 0.2)[0]:
+        got.append(s.recv(65536).hex())
+print(json.dumps(got))
+'''
+
+SEND = r'''
+import sys
+from paqet.net.afpacket import AfPacketBackend
+iface, src4, src6, dst4, dst6, mac, offload = sys.argv[1:8]
+b = AfPacketBackend(iface, port=40000, src_ip4=src4, src_ip6=src6, router_mac4=bytes.fromhex(mac),
+                    csum_offload=offload == "1")
+assert b.csum_offload == (offload == "1")
+for i, size in enumerate((1, 2, 777, 1350, 1351)):
+    b.send(bytes([i + 1]) * size, (dst4, 9999))
+    b.send(bytes([i + 1]) * size, (dst6, 9999))
+b.set_peer_flags((dst4, 9999), [0x02])  # a SYN frame: the longer option block
+b.send(b"syn", (dst4, 9999))
+print(b.counters()["frames_out"])
+'''
+
+
+@pytest.mark.parametrize("offload", ["1", "0"])
+def test_checksums_on_the_wire(lab, tmp_path, offload):
+    """With checksum offload the kernel fills the TCP checksum. On a veth with tx checksumming
+    switched off (a NIC without offload) it does so in software before the frame leaves, so the
+    peer captures complete checksums; scapy, an independent decoder, checks them."""
+    scapy = pytest.importorskip("scapy.all")
+    import shutil
+    if shutil.which("ethtool") is None:
+        pytest.skip("ethtool not installed (scripts/setup.sh installs it)")
+    topo = lab.two_hosts()
+    lab.run(topo.client, "ethtool", "-K", topo.client_if, "tx", "off")
+    (tmp_path / "cap.py").write_text(CAPTURE)
+    (tmp_path / "send.py").write_text(SEND)
+    cap = lab.popen(topo.server, [PY, str(tmp_path / "cap.py"), topo.server_if, "9999", "11"],
+                    stdout=-1, text=True)
+    assert cap.stdout.readline().strip() == "ready"
+    mac_s = lab.mac(topo.server, topo.server_if).replace(":", "")
+    r = lab.run(topo.client, PY, str(tmp_path / "send.py"), topo.client_if, topo.client_ip4,
+                topo.client_ip6, topo.server_ip4, topo.server_ip6, mac_s, offload)
+    assert r.stdout.strip() == "11"
+    frames = [bytes.fromhex(h) for h in json.loads(cap.communicate(timeout=20)[0])]
+    assert len(frames) == 11
+    for raw in frames:
+        pkt = scapy.Ether(raw)
+        ip = pkt[scapy.IPv6] if scapy.IPv6 in pkt else pkt[scapy.IP]
+        tcp = pkt[scapy.TCP]
+        got = tcp.chksum
+        del tcp.chksum
+        if scapy.IP in pkt:
+            ip_sum = pkt[scapy.IP].chksum
+            del pkt[scapy.IP].chksum
+        again = scapy.Ether(bytes(pkt))
+        assert again[scapy.TCP].chksum == got, raw.hex()
+        if scapy.IP in pkt:
+            assert again[scapy.IP].chksum == ip_sum
+        assert ip.src in (topo.client_ip4, topo.client_ip6) and tcp.sport == 40000
+
+
+IPONLY = r'''
+import json, select, sys, time
+from paqet.net.afpacket import AfPacketBackend, link_type
+from paqet.net.pcap import PcapBackend
+role, iface, src4, src6, port, peer4, peer6, peer_port, offload = sys.argv[1:10]
+assert link_type(iface) == "ip", link_type(iface)
+if offload == "pcap":
+    b = PcapBackend(iface, port=int(port), src_ip4=src4, src_ip6=src6)
+else:
+    b = AfPacketBackend(iface, port=int(port), src_ip4=src4, src_ip6=src6, csum_offload=offload == "1")
+assert b.link == "ip"
+if role == "send":
+    time.sleep(0.5)
+    for i in range(10):
+        b.send(b"v4-%d" % i, (peer4, int(peer_port)))
+        b.send(b"v6-%d" % i, (peer6, int(peer_port)))
+        b.send(b"other-%d" % i, (peer4, int(peer_port) + 1))
+    print(json.dumps(b.counters()))
+else:
+    got, end = [], time.time() + 4
+    while time.time() < end and len(got) < 20:
+        select.select([b], [], [], 0.2)
+        got += [(p.decode(), a) for p, a in b.recv_batch()]
+    print(json.dumps(got))
+'''
+
+
+TUN_RELAY = r"""
+import fcntl, os, select, socket, struct, sys, time
+name, me, peer = sys.argv[1:4]
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", name.encode(), 0x0001 | 0x1000))  # TUNSETIFF TUN|NO_PI
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((me, 5555))
+print("ready", flush=True)
+end = time.time() + 30
+while time.time() < end:
+    r, _, _ = select.select([fd, u], [], [], 0.5)
+    if fd in r:
+        u.sendto(os.read(fd, 65536), (peer, 5555))
+    if u in r:
+        os.write(fd, u.recv(65536))
+"""
+
+
+@pytest.mark.parametrize("offload", ["1", "0", "pcap"])
+def test_ip_only_link(lab, tmp_path, offload):
+    """A link without Ethernet headers (tun, ARPHRD_NONE, like WireGuard or PPP): two tun
+    devices joined by a relay over the veth. IP-only frames through AF_PACKET SOCK_DGRAM,
+    both families, filtered and decoded (AF_PACKET with and without checksum offload, and
+    libpcap)."""
+    if not os.path.exists("/dev/net/tun"):
+        pytest.skip("no /dev/net/tun")
+    topo = lab.two_hosts()
+    (tmp_path / "relay.py").write_text(TUN_RELAY)
+    ends = ((topo.client, topo.client_ip4, topo.server_ip4, "198.18.9.1", "2001:2:0:9::1"),
+            (topo.server, topo.server_ip4, topo.client_ip4, "198.18.9.2", "2001:2:0:9::2"))
+    for ns, local, remote, a4, a6 in ends:
+        lab.run(ns, "ip", "tuntap", "add", "mode", "tun", "name", "pqtun")
+        relay = lab.popen(ns, [PY, str(tmp_path / "relay.py"), "pqtun", local, remote],
+                          stdout=-1, text=True)
+        assert relay.stdout.readline().strip() == "ready"
+        lab.run(ns, "ip", "addr", "add", f"{a4}/24", "dev", "pqtun")
+        lab.run(ns, "ip", "addr", "add", f"{a6}/64", "dev", "pqtun", "nodad")
+        lab.run(ns, "ip", "link", "set", "pqtun", "up")
+    script = tmp_path / "iponly.py"
+    script.write_text(IPONLY)
+    recv = lab.popen(topo.server, [PY, str(script), "recv", "pqtun", "198.18.9.2", "2001:2:0:9::2",
+                                   "9999", "198.18.9.1", "2001:2:0:9::1", "40000", offload],
+                     stdout=-1, text=True)
+    r = lab.run(topo.client, PY, str(script), "send", "pqtun", "198.18.9.1", "2001:2:0:9::1",
+                "40000", "198.18.9.2", "2001:2:0:9::2", "9999", offload)
+    sent = json.loads(r.stdout)
+    assert sent["frames_out"] == 30 and sent["send_errors"] == 0
+    got = json.loads(recv.communicate(timeout=20)[0])
+    assert sorted(p for p, _ in got) == sorted([f"v4-{i}" for i in range(10)] + [f"v6-{i}" for i in range(10)])
+    assert {tuple(a) for p, a in got if p.startswith("v4")} == {("198.18.9.1", 40000)}
+    assert {tuple(a) for p, a in got if p.startswith("v6")} == {("2001:2:0:9::1", 40000)}
