@@ -14,6 +14,8 @@ import struct
 
 import numpy as np
 
+from . import _crypto_nettle
+
 from cryptography.hazmat.decrepit.ciphers import algorithms as dalg
 from cryptography.hazmat.decrepit.ciphers import modes as dmodes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -247,12 +249,19 @@ class _Aead:
         self.aead = aead
 
 
-def make_block(name: str, derived: bytes):
+def make_block(name: str, derived: bytes, accel: bool = True):
     """The BlockCrypt for a paqet `block` name, keyed with the derived key (or None for
-    "null", which has no crypto layer)."""
+    "null", which has no crypto layer). With `accel` (default), the CFB ciphers Nettle has
+    (aes*, twofish, blowfish, cast5, 3des) run through libnettle when it is installed:
+    same bytes, one foreign call per datagram. The object keeps per-call buffers: one per
+    codec, not shared between threads."""
     if name not in KEY_SIZES:
         raise ValueError(f"unsupported block type: {name}")
     key = block_key(name, derived)
+    if accel:
+        fast = _crypto_nettle.cfb(name, key, INITIAL_VECTOR)
+        if fast is not None:
+            return fast
     if name in ("aes", "aes-128", "aes-192"):
         return _CFB(algorithms.AES(key))
     if name == "sm4":

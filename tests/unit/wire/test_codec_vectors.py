@@ -8,7 +8,7 @@ import pytest
 
 from paqet.wire import crypto
 from paqet.wire.datagram import DatagramCodec
-from paqet.wire import _fec_isal
+from paqet.wire import _crypto_nettle, _fec_isal
 from paqet.wire.fec import FecDecoder, FecEncoder
 
 # both GF paths: ISA-L (when libisal2 is installed) and bytes.translate + numpy
@@ -37,11 +37,14 @@ def test_kdf(k):
         assert crypto.block_key(pb["block"], derived).hex() == pb["block_key"]
 
 
+@pytest.mark.parametrize("accel", [True, False], ids=["accel", "python"])
 @pytest.mark.parametrize("c", CIPHERS["ciphers"], ids=lambda c: c["block"])
-def test_cipher_vectors(c):
+def test_cipher_vectors(c, accel):
     derived = crypto.derive_key(CIPHERS["key_string"])
     assert crypto.block_key(c["block"], derived).hex() == c["key"]
-    blk = crypto.make_block(c["block"], derived)
+    blk = crypto.make_block(c["block"], derived, accel)
+    if not accel:
+        assert not isinstance(blk, _crypto_nettle.NettleCFB)
     for v in c["vectors"]:
         pt = bytes.fromhex(v["plaintext"])
         if blk is None:
