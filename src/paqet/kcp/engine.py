@@ -98,11 +98,15 @@ class KCP:
         self.rcv_buf: dict[int, tuple] = {}
         self.acklist: list[int] = []  # flat: sn, ts, sn, ts, ...
         self._out: list[bytes] = []
-        self._buf = bytearray(MTU_DEF)
         self._recv_fast_recover = False
         self._unsent = 0          # segments at the tail of snd_buf never transmitted
         self._next_due = 0        # earliest resendts in snd_buf (a lower bound)
         self._fa_segs: dict[int, Segment] = {}  # segments with 0 < fastack (sn -> segment)
+        # unacknowledged segments whose fast-ack count can still grow (not fast-retransmitted
+        # since their last RTO): in sn order, and the few an RTO reset, in any order
+        self._fa_walk: dict[int, Segment] = {}
+        self._fa_extra: dict[int, Segment] = {}
+        self._fa_dels = 0
         # statistics
         self.retransmissions = 0
         self.fast_retransmissions = 0
@@ -114,11 +118,11 @@ class KCP:
 
     # -- configuration ---------------------------------------------------------------------
     def set_mtu(self, mtu: int) -> int:
-        if mtu < 50 or mtu < OVERHEAD + 1:
+        """kcp-go v5.6.72: any mtu > 24 (the header) is accepted; -1 leaves the old one."""
+        if mtu <= OVERHEAD:
             return -1
         self.mtu = mtu
         self.mss = mtu - OVERHEAD
-        self._buf = bytearray(mtu)
         return 0
 
     def set_nodelay(self, nodelay: int, interval: int, resend: int, nc: int) -> None:
@@ -253,38 +257,6 @@ class KCP:
             nxt = (nxt + 1) & M32
         self.rcv_nxt = nxt
 
-    def _parse_una(self, una: int) -> int:
-        buf = self.snd_buf
-        unacked = self._unacked
-        n = 0
-        while buf and 0 < ((una - buf[0].sn) & M32) < 0x80000000:  # sn < una
-            unacked.pop(buf.popleft().sn, None)
-            n += 1
-        return n
-
-    def _shrink_buf(self) -> None:
-        self.snd_una = self.snd_buf[0].sn if self.snd_buf else self.snd_nxt
-
-    def _parse_ack(self, sn: int) -> None:
-        seg = self._unacked.pop(sn, None)
-        if seg is not None:
-            seg.acked = True
-
-    def _parse_fastack(self, sn: int, ts: int) -> bool:
-        if ((sn - self.snd_una) & M32) >= 0x80000000 or ((sn - self.snd_nxt) & M32) < 0x80000000:
-            return False
-        hit = False
-        resend = self.fastresend
-        for s, seg in self._unacked.items():
-            if not 0 < ((sn - s) & M32) < 0x80000000:  # s >= sn: the rest are later
-                break
-            if ((ts - seg.ts) & M32) < 0x80000000 and seg.fastack != NO_FASTACK:
-                seg.fastack += 1
-                self._fa_segs[s] = seg
-                if seg.fastack >= resend:
-                    hit = True
-        return hit
-
     def _update_ack(self, rtt: int) -> None:
         if self.rx_srtt == 0:
             self.rx_srtt = rtt
@@ -301,66 +273,133 @@ class KCP:
         rto = (self.rx_srtt + max(self.interval, self.rx_rttvar << 2)) & M32
         self.rx_rto = min(max(rto, self.rx_minrto), RTO_MAX)
 
+    def _compact_fa(self) -> None:
+        # a dict iterates over the holes its deletions leave at the front; rebuild it
+        self._fa_walk = dict(self._fa_walk)
+        self._fa_dels = 0
+
     def input(self, data, now: int, regular: bool = True) -> int:
+        """One datagram from the peer (`regular` False for a payload FEC recovered: it then
+        updates neither the remote window nor the RTT, as kcp-go). kcp-go's return codes:
+        0, -1 short or foreign conv, -2 a length beyond the datagram, -3 an unknown command
+        (segments before the bad one stay applied, as in kcp-go)."""
         n = len(data)
         if n < OVERHEAD:
             self.bad_input += 1
             return -1
         conv = self.conv
-        snd_una_old = self.snd_una
+        snd_una_old = snd_una = self.snd_una
+        snd_nxt = self.snd_nxt
+        snd_buf = self.snd_buf
+        unacked = self._unacked
+        fa_walk = self._fa_walk
+        fa_extra = self._fa_extra
+        fa_segs = self._fa_segs
+        resend = self.fastresend
+        rcv_buf = self.rcv_buf
+        rcv_queue = self.rcv_queue
+        rcv_wnd = self.rcv_wnd
+        acklist = self.acklist
+        unpack = _unpack_from
         flush_full = False
         ack_seen = False
         latest = 0
         off = 0
         ret = 0
-        rcv_buf = self.rcv_buf
-        acklist = self.acklist
+        nseg = 0
+        dels = 0
         while n - off >= OVERHEAD:
-            c, cmd, frg, wnd, ts, sn, una, length = _unpack_from(data, off)
+            c, cmd, frg, wnd, ts, sn, una, length = unpack(data, off)
             if c != conv:
-                self.bad_input += 1
                 ret = -1
                 break
             off += OVERHEAD
             if n - off < length:
-                self.bad_input += 1
                 ret = -2
                 break
             if cmd < PUSH or cmd > WINS:
-                self.bad_input += 1
                 ret = -3
                 break
-            self.segments_in += 1
+            nseg += 1
             if regular:
                 self.rmt_wnd = wnd
-            if self.snd_buf and self._parse_una(una):
+            # parse_una + shrink_buf: drop every segment below the peer's una
+            if snd_buf and 0 < ((una - snd_una) & M32) < 0x80000000:
+                while snd_buf:
+                    s0 = snd_buf[0].sn
+                    if not 0 < ((una - s0) & M32) < 0x80000000:
+                        break
+                    snd_buf.popleft()
+                    if unacked.pop(s0, None) is not None:
+                        if fa_walk.pop(s0, None) is not None:
+                            dels += 1
+                        elif fa_extra:
+                            fa_extra.pop(s0, None)
                 flush_full = True
-            self._shrink_buf()
+                snd_una = snd_buf[0].sn if snd_buf else snd_nxt
             if cmd == ACK:
-                self._parse_ack(sn)
-                if self._parse_fastack(sn, ts):
-                    flush_full = True
+                seg = unacked.pop(sn, None)
+                if seg is not None:
+                    seg.acked = True
+                    if fa_walk.pop(sn, None) is not None:
+                        dels += 1
+                    elif fa_extra:
+                        fa_extra.pop(sn, None)
+                # parse_fastack: every unacked segment before sn sent no later than the
+                # acked one counts one more ACK past it (segments already fast-retransmitted
+                # are not in fa_walk/fa_extra: kcp-go skips them too)
+                if ((sn - snd_una) & M32) < ((snd_nxt - snd_una) & M32):
+                    for s, g in fa_walk.items():
+                        if ((s - sn) & M32) < 0x80000000:  # s >= sn: the rest are later
+                            break
+                        if ((ts - g.ts) & M32) < 0x80000000:
+                            fa = g.fastack = g.fastack + 1
+                            fa_segs[s] = g
+                            if fa >= resend:
+                                flush_full = True
+                    if fa_extra:
+                        for s, g in fa_extra.items():
+                            if 0 < ((sn - s) & M32) < 0x80000000 and \
+                                    ((ts - g.ts) & M32) < 0x80000000:
+                                fa = g.fastack = g.fastack + 1
+                                fa_segs[s] = g
+                                if fa >= resend:
+                                    flush_full = True
                 ack_seen = True
                 latest = ts
             elif cmd == PUSH:
                 rcv_nxt = self.rcv_nxt
-                if _diff(sn, (rcv_nxt + self.rcv_wnd) & M32) < 0:
+                d = (sn - rcv_nxt) & M32
+                if d < rcv_wnd:
                     acklist.append(sn)
                     acklist.append(ts)
-                    if _diff(sn, rcv_nxt) >= 0 and sn not in rcv_buf:
+                    if d == 0 and not rcv_buf and len(rcv_queue) < rcv_wnd:
+                        rcv_queue.append((frg, bytes(data[off:off + length])))
+                        self.rcv_nxt = (rcv_nxt + 1) & M32
+                    elif sn not in rcv_buf:
                         rcv_buf[sn] = (frg, bytes(data[off:off + length]))
-                        if sn == rcv_nxt:
+                        if d == 0:
                             self._move_rcv_buf()
+                elif d >= 0x80000000 + rcv_wnd:  # an old duplicate (sn < rcv_nxt): ACK only
+                    acklist.append(sn)
+                    acklist.append(ts)
             elif cmd == WASK:
                 self.probe |= ASK_TELL
             off += length
+        self.snd_una = snd_una
+        self.segments_in += nseg
+        if dels:
+            self._fa_dels += dels
+            if self._fa_dels > 64 + 2 * len(fa_walk):
+                self._compact_fa()
         if ret:
+            self.bad_input += 1
             return ret
         if ack_seen and regular:
             rtt = _diff(now, latest)
             if rtt >= 0:
                 self._update_ack(rtt)
-        if self.nocwnd == 0 and _diff(self.snd_una, snd_una_old) > 0 and self.cwnd < self.rmt_wnd:
+        if self.nocwnd == 0 and _diff(snd_una, snd_una_old) > 0 and self.cwnd < self.rmt_wnd:
             mss = self.mss
             if self.cwnd < self.ssthresh:
                 self.cwnd += 1
@@ -379,7 +418,7 @@ class KCP:
                 self._pending_flush = 2
             else:
                 self.flush(now, False)
-        elif acklist and (len(acklist) // 2 >= self.mtu // OVERHEAD or self.ack_nodelay):
+        elif acklist and (len(acklist) >> 1 >= self.mtu // OVERHEAD or self.ack_nodelay):
             if self.defer_flush:
                 if self._pending_flush < 1:
                     self._pending_flush = 1
@@ -402,37 +441,42 @@ class KCP:
         return out
 
     def flush(self, now: int, ack_only: bool = False) -> int:
-        buf = self._buf
+        """kcp-go's flush: ACKs, window probes, then (unless `ack_only`) new segments and
+        retransmissions, packed into datagrams of at most `mtu` bytes. Returns the ms until
+        the next flush is due (kcp-go's update() result)."""
         mtu = self.mtu
         out = self._out
-        pos = 0
+        parts: list = []   # the datagram being built
+        size = 0
         conv = self.conv
         wnd = self.rcv_wnd - len(self.rcv_queue)
         if wnd < 0:
             wnd = 0
         una = self.rcv_nxt
-        pack = _pack_into
+        pack = _HDR.pack
         if not ack_only and self._pending_flush:
             self._pending_flush = 0
 
-        # 1. ACKs
+        # 1. ACKs (kcp-go drops ACKs for sn < rcv_nxt, except the last one: never changes
+        # where datagrams are cut, see below)
         acks = self.acklist
+        last_ts = last_sn = 0
         if acks:
-            rcv_nxt = una
             last = len(acks) - 2
-            last_ts = last_sn = 0
             for i in range(0, len(acks), 2):
-                if pos + OVERHEAD > mtu:
-                    out.append(bytes(buf[:pos]))
-                    pos = 0
                 sn = acks[i]
-                if _diff(sn, rcv_nxt) >= 0 or i == last:
+                if ((sn - una) & M32) < 0x80000000 or i == last:
+                    if size + OVERHEAD > mtu:
+                        out.append(b"".join(parts))
+                        parts = []
+                        size = 0
                     last_sn, last_ts = sn, acks[i + 1]
-                    pack(buf, pos, conv, ACK, 0, wnd, last_ts, sn, una, 0)
-                    pos += OVERHEAD
+                    parts.append(pack(conv, ACK, 0, wnd, last_ts, sn, una, 0))
+                    size += OVERHEAD
             self.acklist = []
-        else:
-            last_ts = last_sn = 0
+            # kcp-go cuts the datagram before a skipped ACK too if 24 more bytes would not
+            # fit; any item written after it is >= 24 bytes and cuts there anyway, so the
+            # datagrams are the same
 
         # 2. window probe timer
         if self.rmt_wnd == 0:
@@ -447,7 +491,7 @@ class KCP:
                     self.probe_wait = PROBE_LIMIT
                 self.ts_probe = (now + self.probe_wait) & M32
                 self.probe |= ASK_SEND
-        else:
+        elif self.probe_wait:
             self.ts_probe = 0
             self.probe_wait = 0
 
@@ -455,37 +499,46 @@ class KCP:
         if self.probe:
             for flag, cmd in ((ASK_SEND, WASK), (ASK_TELL, WINS)):
                 if self.probe & flag:
-                    if pos + OVERHEAD > mtu:
-                        out.append(bytes(buf[:pos]))
-                        pos = 0
-                    pack(buf, pos, conv, cmd, 0, wnd, last_ts, last_sn, una, 0)
-                    pos += OVERHEAD
+                    if size + OVERHEAD > mtu:
+                        out.append(b"".join(parts))
+                        parts = []
+                        size = 0
+                    parts.append(pack(conv, cmd, 0, wnd, last_ts, last_sn, una, 0))
+                    size += OVERHEAD
             self.probe = 0
 
         # 4. move segments into the window
-        cwnd = min(self.snd_wnd, self.rmt_wnd)
-        if self.nocwnd == 0:
-            cwnd = min(self.cwnd, cwnd)
+        cwnd = self.snd_wnd
+        if self.rmt_wnd < cwnd:
+            cwnd = self.rmt_wnd
+        if self.nocwnd == 0 and self.cwnd < cwnd:
+            cwnd = self.cwnd
         snd_queue = self.snd_queue
         snd_buf = self.snd_buf
         new_segs = 0
         if snd_queue:
             limit = (self.snd_una + cwnd) & M32
             nxt = self.snd_nxt
-            unacked = self._unacked
-            while snd_queue and ((nxt - limit) & M32) >= 0x80000000:
-                seg = snd_queue.popleft()
-                seg.sn = nxt
-                unacked[nxt] = seg
-                nxt = (nxt + 1) & M32
-                snd_buf.append(seg)
-                new_segs += 1
-            self.snd_nxt = nxt
+            room = (limit - nxt) & M32
+            if room < 0x80000000 and room:
+                unacked = self._unacked
+                fa_walk = self._fa_walk
+                popleft = snd_queue.popleft
+                append = snd_buf.append
+                for _ in range(min(room, len(snd_queue))):
+                    seg = popleft()
+                    seg.sn = nxt
+                    unacked[nxt] = seg
+                    fa_walk[nxt] = seg
+                    nxt = (nxt + 1) & M32
+                    append(seg)
+                    new_segs += 1
+                self.snd_nxt = nxt
 
         if ack_only:
             self._unsent += new_segs
-            if pos:
-                out.append(bytes(buf[:pos]))
+            if parts:
+                out.append(b"".join(parts))
             return self.interval
 
         # 5. (re)transmission. kcp-go visits every segment of snd_buf; a segment can need
@@ -497,8 +550,9 @@ class KCP:
         nodelay = self.nodelay
         change = lost = 0
         min_rto = self.interval
-        mss_out = 0
+        nout = 0
         unsent = self._unsent + new_segs
+        fa_old = self._fa_segs
         full = ((now - self._next_due) & M32) < 0x80000000
         if full:
             segs = list(self._unacked.values())
@@ -506,15 +560,25 @@ class KCP:
         else:
             if unsent > len(snd_buf):
                 unsent = len(snd_buf)
-            segs = list(itertools.islice(reversed(snd_buf), unsent))
-            segs.reverse()
-            if self._fa_segs:
+            if unsent == len(snd_buf):
+                segs = snd_buf
+            elif unsent:
+                segs = list(itertools.islice(reversed(snd_buf), unsent))
+                segs.reverse()
+            else:
+                segs = ()
+            if fa_old:
                 base = self.snd_una
-                fa = [g for g in self._fa_segs.values() if not g.acked and g.xmit]
-                fa.sort(key=lambda g: (g.sn - base) & M32)
-                segs = fa + segs
+                fa = [g for g in fa_old.values() if not g.acked and g.xmit]
+                if fa:
+                    fa.sort(key=lambda g: (g.sn - base) & M32)
+                    segs = fa + list(segs)
             next_due = self._next_due
         fa_segs: dict[int, Segment] = {}
+        fa_walk = self._fa_walk
+        fa_extra = self._fa_extra
+        dels = 0
+        dead_link = self.dead_link
         for seg in segs:
             if seg.acked:
                 continue
@@ -522,67 +586,81 @@ class KCP:
             fa = seg.fastack
             if xmit == 0:
                 seg.rto = rx_rto
-                seg.resendts = (now + rx_rto) & M32
-                need = True
+                seg.resendts = rs = (now + rx_rto) & M32
             elif fa != NO_FASTACK and fa >= resent:
                 seg.rto = rx_rto
-                seg.resendts = (now + rx_rto) & M32
+                seg.resendts = rs = (now + rx_rto) & M32
                 seg.fastack = NO_FASTACK
+                if fa_walk.pop(seg.sn, None) is not None:
+                    dels += 1
+                else:
+                    fa_extra.pop(seg.sn, None)
                 change += 1
                 self.fast_retransmissions += 1
-                need = True
             elif 0 < fa < resent and new_segs == 0:
                 seg.rto = rx_rto
-                seg.resendts = (now + rx_rto) & M32
+                seg.resendts = rs = (now + rx_rto) & M32
                 seg.fastack = NO_FASTACK
+                if fa_walk.pop(seg.sn, None) is not None:
+                    dels += 1
+                else:
+                    fa_extra.pop(seg.sn, None)
                 change += 1
                 self.early_retransmissions += 1
-                need = True
             elif ((now - seg.resendts) & M32) < 0x80000000:
                 if nodelay == 0:
                     seg.rto += rx_rto
                 else:
                     seg.rto += rx_rto // 2
+                if fa == NO_FASTACK:
+                    fa_extra[seg.sn] = seg
                 seg.fastack = 0
-                seg.resendts = (now + seg.rto) & M32
+                seg.resendts = rs = (now + seg.rto) & M32
                 lost += 1
                 self.lost_segments += 1
-                need = True
             else:
-                need = False
                 if 0 < fa < NO_FASTACK:
                     fa_segs[seg.sn] = seg
-            if need:
-                if xmit:
-                    self.retransmissions += 1
-                seg.xmit = xmit = xmit + 1
-                seg.ts = now
-                data = seg.data
-                ln = len(data)
-                if pos + OVERHEAD + ln > mtu:
-                    out.append(bytes(buf[:pos]))
-                    pos = 0
-                pack(buf, pos, conv, PUSH, seg.frg, wnd, now, seg.sn, una, ln)
-                pos += OVERHEAD
-                if ln:
-                    buf[pos:pos + ln] = data
-                    pos += ln
-                mss_out += 1
-                if xmit >= self.dead_link:
-                    self.state = M32
-            rs = seg.resendts
+                rs = seg.resendts
+                r = (rs - now) & M32
+                if r < 0x80000000:
+                    if 0 < r < min_rto:
+                        min_rto = r
+                    if ((rs - next_due) & M32) >= 0x80000000:
+                        next_due = rs
+                continue
+            # send it
+            seg.xmit = xmit = xmit + 1
+            seg.ts = now
+            data = seg.data
+            ln = len(data)
+            if size + OVERHEAD + ln > mtu and parts:
+                out.append(b"".join(parts))
+                parts = []
+                size = 0
+            parts.append(pack(conv, PUSH, seg.frg, wnd, now, seg.sn, una, ln))
+            parts.append(data)
+            size += OVERHEAD + ln
+            nout += 1
+            if xmit >= dead_link:
+                self.state = M32
             r = (rs - now) & M32
             if r < 0x80000000:
                 if 0 < r < min_rto:
                     min_rto = r
                 if ((rs - next_due) & M32) >= 0x80000000:
                     next_due = rs
+        self.retransmissions += change + lost
         self._fa_segs = fa_segs
         self._next_due = next_due
         self._unsent = 0
-        if pos:
-            out.append(bytes(buf[:pos]))
-        self.segments_out += mss_out
+        if parts:
+            out.append(b"".join(parts) if len(parts) > 1 else parts[0])
+        self.segments_out += nout
+        if dels:
+            self._fa_dels += dels
+            if self._fa_dels > 64 + 2 * len(fa_walk):
+                self._compact_fa()
 
         # 6. congestion bookkeeping
         if self.nocwnd == 0:
