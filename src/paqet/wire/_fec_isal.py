@@ -40,8 +40,9 @@ def _load():
 _LIB = _load()
 available = _LIB is not None
 
-#: shard buffers grow in steps of this many bytes (a datagram is at most 1500 + FEC header)
-_STEP = 2048
+#: longest shard handled (a datagram is at most 1500 bytes); longer ones -> None (caller's
+#: pure path), so the buffers never grow with what a peer sends
+MAX_LEN = 2048
 
 
 class Combiner:
@@ -55,7 +56,7 @@ class Combiner:
         self.k, self.rows = k, rows
         self._cap = 0
         self._tables: dict = {}
-        self._grow(_STEP)
+        self._grow(MAX_LEN)
 
     def _grow(self, cap: int) -> None:
         k, rows = self.k, self.rows
@@ -80,12 +81,12 @@ class Combiner:
             t = self._tables[key] = (n, t)
         return t
 
-    def combine(self, tables, shards, length: int) -> list[bytes]:
+    def combine(self, tables, shards, length: int) -> list[bytes] | None:
         """out[i] = XOR_c matrix[i][c] * shards[c]; shards shorter than `length` count as
-        zero-padded. len(shards) must be k."""
-        n, t = tables
+        zero-padded. len(shards) must be k. None when length > MAX_LEN."""
         if length > self._cap:
-            self._grow(-(-length // _STEP) * _STEP)
+            return None
+        n, t = tables
         cap, inv = self._cap, self._inv
         for i, sh in enumerate(shards):
             off = i * cap

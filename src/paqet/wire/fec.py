@@ -136,7 +136,7 @@ class ReedSolomon:
 
     def parity_bytes(self, shards: list[bytes], length: int) -> list[bytes]:
         """The p parity shards of d data shards; shorter shards count as zero-padded."""
-        if self._isal is not None:
+        if self._isal is not None and length <= _fec_isal.MAX_LEN:
             return self._isal.combine(self._isal.tables(None, self.parity_coefs), shards, length)
         shards = [sh if len(sh) == length else sh + bytes(length - len(sh)) for sh in shards]
         return _combine_bytes(self.parity_coefs, shards, length)
@@ -179,7 +179,7 @@ class ReedSolomon:
             return {}
         inv = self._inverse(rows)
         shards = [present[r] for r in rows]
-        if self._isal is not None:
+        if self._isal is not None and length <= _fec_isal.MAX_LEN:
             tables = self._isal.tables((rows, missing), [inv[i] for i in missing])
             rec = self._isal.combine(tables, shards, length)
         else:
