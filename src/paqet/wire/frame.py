@@ -105,12 +105,15 @@ class FlagCycle:
 
 
 class _Dest:
-    """Everything about one destination address that does not change per packet."""
+    """Everything about one destination (address, port) that does not change per packet:
+    header templates and the ones'-complement sums of their constant words."""
 
     __slots__ = ("v6", "ip_len_off", "tcp_off", "data_tpl", "syn_tpl", "data_sum", "syn_sum",
-                 "ip4_sum", "_port_base", "pseudo")
+                 "ip4_sum", "pseudo")
 
-    def __init__(self, b: "FrameBuilder", ip: str) -> None:
+    def __init__(self, b: "FrameBuilder", ip: str, port: int) -> None:
+        if not 0 <= port <= 0xFFFF:
+            raise FrameError(f"port {port} out of range")
         v6, dst = _addr(ip)
         self.v6 = v6
         src = b.src_ip6 if v6 else b.src_ip4
@@ -126,37 +129,21 @@ class _Dest:
             iph = _IP6.pack((6 << 28) | (TOS << 20), 0, PROTO_TCP, TTL, src, dst)
             self.ip_len_off = pre + 4
             self.ip4_sum = 0
-            pseudo = _sum16(src + dst) + PROTO_TCP
         else:
             iph = _IP4.pack(0x45, TOS, 0, 0, 0x4000, TTL, PROTO_TCP, 0, src, dst)
             self.ip_len_off = pre + 2
             self.ip4_sum = _sum16(iph)
-            pseudo = _sum16(src + dst) + PROTO_TCP
+        self.pseudo = _sum16(src + dst) + PROTO_TCP
         self.tcp_off = t = pre + len(iph)
-        sp = b.src_port
-        # TCP template: ports, window and option kinds in place; the rest is filled per frame.
-        base = struct.pack("!HH8xBBH4x", sp, 0, 0, 0, WINDOW)
-        lead = VNET_HDR.pack(1, 0, 0, 0, t - VNET_HDR_LEN, 16) if b.vnet else b""  # from the frame start
-        self.data_tpl = {}
-        self.syn_tpl = {}
-        # Templates are per destination port (ports are a handful per address).
-        self._port_base = (lead + eth + iph, base)
-        self.pseudo = pseudo
-        ports_sum = sp + WINDOW + pseudo
-        self.data_sum = ports_sum + _SUM_DATA_OPTS + (8 << 12)
-        self.syn_sum = ports_sum + _SUM_SYN_OPTS + (10 << 12)
-
-    def templates(self, port: int) -> tuple[bytes, bytes]:
-        t = self.data_tpl.get(port)
-        if t is None:
-            if not 0 <= port <= 0xFFFF:
-                raise FrameError(f"port {port} out of range")
-            head, base = self._port_base
-            tcp = bytearray(base)
-            struct.pack_into("!H", tcp, 2, port)
-            t = self.data_tpl[port] = head + bytes(tcp[:12]) + bytes((8 << 4,)) + bytes(tcp[13:]) + _DATA_OPTS
-            self.syn_tpl[port] = head + bytes(tcp[:12]) + bytes((10 << 4,)) + bytes(tcp[13:]) + _SYN_OPTS
-        return t, self.syn_tpl[port]
+        # virtio-net header: csum_start counts from the frame start, after this header
+        lead = VNET_HDR.pack(1, 0, 0, 0, t - VNET_HDR_LEN, 16) if b.vnet else b""
+        ports = struct.pack("!HH", b.src_port, port)
+        # seq..checksum are written per frame; the rest of the template is final
+        self.data_tpl = lead + eth + iph + ports + bytes(16) + _DATA_OPTS
+        self.syn_tpl = lead + eth + iph + ports + bytes(16) + _SYN_OPTS
+        const = self.pseudo + b.src_port + port + WINDOW
+        self.data_sum = const + _SUM_DATA_OPTS + (8 << 12)
+        self.syn_sum = const + _SUM_SYN_OPTS + (10 << 12)
 
 
 def _addr(ip: str) -> tuple[bool, bytes]:
@@ -191,7 +178,7 @@ class FrameBuilder:
         self.peer_flags: dict[tuple[str, int], FlagCycle] = {}
         self.base = start_ms & M32
         self.counter = 0
-        self._dests: dict[str, _Dest] = {}
+        self._dests: dict[tuple[str, int], _Dest] = {}
         #: per-destination next-hop MACs (learned from received frames); else dst_mac(6)
         self.dst_macs: dict[str, bytes] = {}
 
@@ -208,14 +195,13 @@ class FrameBuilder:
                 self.dst_macs.clear()
                 self._dests.clear()
             self.dst_macs[ip] = bytes(mac)
-            self._dests.pop(ip, None)
+            for key in [k for k in self._dests if k[0] == ip]:
+                del self._dests[key]
 
-    def _dest(self, ip: str) -> _Dest:
-        d = self._dests.get(ip)
-        if d is None:
-            if len(self._dests) >= 4096:
-                self._dests.clear()
-            d = self._dests[ip] = _Dest(self, ip)
+    def _dest(self, ip: str, port: int) -> _Dest:
+        if len(self._dests) >= 4096:
+            self._dests.clear()
+        d = self._dests[(ip, port)] = _Dest(self, ip, port)
         return d
 
     def header(self, payload, dst_ip: str, dst_port: int, flags: int | None = None,
@@ -225,28 +211,28 @@ class FrameBuilder:
         if flags is None:
             cyc = self.peer_flags.get((dst_ip, dst_port)) if self.peer_flags else None
             flags = (cyc or self.flags).next()
-        d = self._dests.get(dst_ip) or self._dest(dst_ip)
+        d = self._dests.get((dst_ip, dst_port)) or self._dest(dst_ip, dst_port)
         self.counter = c = (self.counter + 1) & M32
         tsval = (self.base + (c >> 3)) & M32
         plen = len(payload)
         offb = (flags >> 8) & 1
         fl = flags & 0xFF
+        # A 32-bit value adds to the ones'-complement sum as itself mod 0xFFFF (2**16 = 1).
         if flags & SYN:
             seq = 1 + (c & 7)
             ackn = (seq + 1) if flags & ACK else 0
             tcp_len = 40 + plen
-            s = (d.syn_sum + tcp_len + dst_port + seq + (ackn >> 16) + (ackn & 0xFFFF)
-                 + (offb << 8) + fl + (tsval >> 16) + (tsval & 0xFFFF))
-            tpl, st = d.templates(dst_port)[1], _TCP_SYN
+            tpl, st = d.syn_tpl, _TCP_SYN
+            if not partial:
+                s = d.syn_sum + tcp_len + seq + ackn + (offb << 8) + fl + tsval
         else:
             seq = (self.base + (c << 7)) & M32
             ackn = (seq - (c & 0x3FF) + 1400) & M32
             tsecr = (tsval - (c % 200 + 50)) & M32
             tcp_len = 32 + plen
-            s = (d.data_sum + tcp_len + dst_port + (seq >> 16) + (seq & 0xFFFF) + (ackn >> 16)
-                 + (ackn & 0xFFFF) + (offb << 8) + fl + (tsval >> 16) + (tsval & 0xFFFF)
-                 + (tsecr >> 16) + (tsecr & 0xFFFF))
-            tpl, st = d.templates(dst_port)[0], _TCP_DATA
+            tpl, st = d.data_tpl, _TCP_DATA
+            if not partial:
+                s = d.data_sum + tcp_len + seq + ackn + (offb << 8) + fl + tsval + tsecr
         if partial:  # the kernel sums header and payload itself
             csum = (d.pseudo + tcp_len) % 0xFFFF
         else:
