@@ -92,7 +92,7 @@ else:
 '''
 
 
-KINDS = ("udp", "afpacket", "afpacket-recv", "afpacket-sum", "pcap")
+KINDS = tuple(os.environ.get("RAWBENCH_KINDS", "udp,afpacket,afpacket-recv,afpacket-sum,pcap").split(","))
 LABELS = {"udp": "UDP socket pair (reference)",
           "afpacket": "AF_PACKET: kernel csum, RX ring",
           "afpacket-recv": "AF_PACKET: kernel csum, recv()",

@@ -75,6 +75,15 @@ def libpcap():
     return _lib
 
 
+def _snaplen(interface: str) -> int:
+    try:
+        with open(f"/sys/class/net/{interface}/mtu") as f:
+            mtu = int(f.read())
+    except (OSError, ValueError):
+        return 65536
+    return min(65536, max(2048, mtu + 64))
+
+
 class PcapBackend(PacketBackend):
     def __init__(self, interface: str, *, port: int = 0, src_ip4: str | None = None,
                  src_ip6: str | None = None, router_mac4: bytes | None = None,
@@ -92,7 +101,10 @@ class PcapBackend(PacketBackend):
             raise PcapError(f"pcap_create({interface}): {err.value.decode(errors='replace')}")
         self._h = h
         try:
-            L.pcap_set_snaplen(h, 65536)
+            # Upstream asks for 65536; libpcap then reserves a 64 KiB ring slot per frame, so a
+            # 4 MiB buffer queues only ~60 frames and bursts are lost. Our frames never exceed
+            # the MTU (a longer one would be a GRO'd kernel flow, not ours): slots of MTU size.
+            L.pcap_set_snaplen(h, _snaplen(interface))
             L.pcap_set_promisc(h, 0)
             L.pcap_set_timeout(h, 100)
             L.pcap_set_immediate_mode(h, 1)
