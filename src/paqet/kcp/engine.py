@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import itertools
 import struct
+from heapq import heapify, heappop, heappush
 
 PUSH, ACK, WASK, WINS = 81, 82, 83, 84
 OVERHEAD = 24
@@ -43,7 +44,8 @@ def _diff(a: int, b: int) -> int:
 
 
 class Segment:
-    __slots__ = ("sn", "ts", "resendts", "rto", "fastack", "xmit", "acked", "data", "frg")
+    __slots__ = ("sn", "ts", "resendts", "rto", "fastack", "xmit", "acked", "data", "frg",
+                 "rkey")
 
     def __init__(self, data, frg: int = 0) -> None:
         self.data = data
@@ -55,6 +57,7 @@ class Segment:
         self.fastack = 0
         self.xmit = 0
         self.acked = False
+        self.rkey = 0
 
 
 class KCP:
@@ -100,13 +103,22 @@ class KCP:
         self._out: list[bytes] = []
         self._recv_fast_recover = False
         self._unsent = 0          # segments at the tail of snd_buf never transmitted
-        self._next_due = 0        # earliest resendts in snd_buf (a lower bound)
+        # (rkey, n, segment) for every transmission; rkey is resendts on a clock that does
+        # not wrap (`_now_u`); entries whose segment was acked or re-sent are stale
+        self._rto_heap: list = []
+        self._heap_n = 0
+        self._now_u = 0
+        self._last_now = 0
         self._fa_segs: dict[int, Segment] = {}  # segments with 0 < fastack (sn -> segment)
         # unacknowledged segments whose fast-ack count can still grow (not fast-retransmitted
         # since their last RTO): in sn order, and the few an RTO reset, in any order
         self._fa_walk: dict[int, Segment] = {}
         self._fa_extra: dict[int, Segment] = {}
         self._fa_dels = 0
+        # acknowledged segments still in snd_buf whose count kcp-go still increments: the
+        # next qualifying ACK asks for a full flush (armed) or just counts (pending)
+        self._ack_armed: dict[int, Segment] = {}
+        self._ack_pend: dict[int, Segment] = {}
         # statistics
         self.retransmissions = 0
         self.fast_retransmissions = 0
@@ -273,6 +285,11 @@ class KCP:
         rto = (self.rx_srtt + max(self.interval, self.rx_rttvar << 2)) & M32
         self.rx_rto = min(max(rto, self.rx_minrto), RTO_MAX)
 
+    def _rebuild_heap(self) -> None:
+        h = [e for e in self._rto_heap if e[2].rkey == e[0] and not e[2].acked]
+        heapify(h)
+        self._rto_heap = h
+
     def _compact_fa(self) -> None:
         # a dict iterates over the holes its deletions leave at the front; rebuild it
         self._fa_walk = dict(self._fa_walk)
@@ -295,6 +312,8 @@ class KCP:
         fa_walk = self._fa_walk
         fa_extra = self._fa_extra
         fa_segs = self._fa_segs
+        ack_armed = self._ack_armed
+        ack_pend = self._ack_pend
         resend = self.fastresend
         rcv_buf = self.rcv_buf
         rcv_queue = self.rcv_queue
@@ -329,12 +348,16 @@ class KCP:
                     s0 = snd_buf[0].sn
                     if not 0 < ((una - s0) & M32) < 0x80000000:
                         break
-                    snd_buf.popleft()
+                    snd_buf.popleft().acked = True  # gone: its heap entry is stale
                     if unacked.pop(s0, None) is not None:
                         if fa_walk.pop(s0, None) is not None:
                             dels += 1
                         elif fa_extra:
                             fa_extra.pop(s0, None)
+                    elif ack_armed and ack_armed.pop(s0, None) is not None:
+                        pass
+                    elif ack_pend:
+                        ack_pend.pop(s0, None)
                 flush_full = True
                 snd_una = snd_buf[0].sn if snd_buf else snd_nxt
             if cmd == ACK:
@@ -345,10 +368,34 @@ class KCP:
                         dels += 1
                     elif fa_extra:
                         fa_extra.pop(sn, None)
+                    fa = seg.fastack
+                    if fa != NO_FASTACK:
+                        if fa + 1 >= resend:
+                            ack_armed[sn] = seg
+                        else:
+                            ack_pend[sn] = seg
                 # parse_fastack: every unacked segment before sn sent no later than the
                 # acked one counts one more ACK past it (segments already fast-retransmitted
                 # are not in fa_walk/fa_extra: kcp-go skips them too)
                 if ((sn - snd_una) & M32) < ((snd_nxt - snd_una) & M32):
+                    if ack_armed and not flush_full:
+                        # kcp-go counts acknowledged segments (still in snd_buf) too, and
+                        # one reaching the threshold also asks for a full flush
+                        for s, g in ack_armed.items():
+                            if 0 < ((sn - s) & M32) < 0x80000000 and \
+                                    ((ts - g.ts) & M32) < 0x80000000:
+                                flush_full = True
+                                break
+                    if ack_pend:
+                        for s, g in list(ack_pend.items()):
+                            if 0 < ((sn - s) & M32) < 0x80000000 and \
+                                    ((ts - g.ts) & M32) < 0x80000000:
+                                fa = g.fastack = g.fastack + 1
+                                if fa >= resend:
+                                    flush_full = True
+                                if fa + 1 >= resend:
+                                    del ack_pend[s]
+                                    ack_armed[s] = g
                     for s, g in fa_walk.items():
                         if ((s - sn) & M32) < 0x80000000:  # s >= sn: the rest are later
                             break
@@ -541,55 +588,70 @@ class KCP:
                 out.append(b"".join(parts))
             return self.interval
 
-        # 5. (re)transmission. kcp-go visits every segment of snd_buf; a segment can need
-        # sending only if it was never sent, its RTO passed, or its fast-ack count is > 0.
-        # So unless an RTO may be due (`_next_due`), we visit only the never-sent tail and
-        # the segments with fast-ack counts, in sn order: the same result, far less work.
+        # 5. (re)transmission. kcp-go visits every segment of snd_buf; one needs sending only
+        # if it was never sent, has a fast-ack count > 0, or its RTO passed. Those are the
+        # never-sent tail, `_fa_segs` and the RTO heap's due entries: we visit just these, in
+        # sn order, and get the same datagrams. The heap also gives kcp-go's return value
+        # (the earliest resendts) without a pass over the window.
+        d = (now - self._last_now) & M32
+        self._now_u += d - 0x100000000 if d & 0x80000000 else d
+        self._last_now = now
+        now_u = self._now_u
+        heap = self._rto_heap
+        unacked = self._unacked
+        # due: segments whose RTO passed (stale heap entries: acked, gone or rescheduled)
+        due = None
+        while heap and heap[0][0] <= now_u:
+            key, _, seg = heappop(heap)
+            if seg.rkey == key and not seg.acked:
+                if due is None:
+                    due = [seg]
+                else:
+                    due.append(seg)
+        unsent = self._unsent + new_segs
+        if unsent > len(snd_buf):
+            unsent = len(snd_buf)
+        if unsent == len(snd_buf):
+            segs = snd_buf
+        elif unsent:
+            segs = list(itertools.islice(reversed(snd_buf), unsent))
+            segs.reverse()
+        else:
+            segs = ()
+        fa_old = self._fa_segs
+        if fa_old or due:
+            extra = {}
+            if fa_old:
+                for g in fa_old.values():
+                    if g.xmit and not g.acked:
+                        extra[g.sn] = g
+            if due:
+                for g in due:
+                    extra[g.sn] = g
+            if extra:
+                base = self.snd_una
+                ex = sorted(extra.values(), key=lambda g: (g.sn - base) & M32)
+                segs = ex + list(segs) if segs else ex
         resent = self.fastresend if self.fastresend > 0 else NO_FASTACK
         rx_rto = self.rx_rto
         nodelay = self.nodelay
         change = lost = 0
-        min_rto = self.interval
         nout = 0
-        unsent = self._unsent + new_segs
-        fa_old = self._fa_segs
-        full = ((now - self._next_due) & M32) < 0x80000000
-        if full:
-            segs = list(self._unacked.values())
-            next_due = (now + 0x7FFFFFFF) & M32
-        else:
-            if unsent > len(snd_buf):
-                unsent = len(snd_buf)
-            if unsent == len(snd_buf):
-                segs = snd_buf
-            elif unsent:
-                segs = list(itertools.islice(reversed(snd_buf), unsent))
-                segs.reverse()
-            else:
-                segs = ()
-            if fa_old:
-                base = self.snd_una
-                fa = [g for g in fa_old.values() if not g.acked and g.xmit]
-                if fa:
-                    fa.sort(key=lambda g: (g.sn - base) & M32)
-                    segs = fa + list(segs)
-            next_due = self._next_due
         fa_segs: dict[int, Segment] = {}
         fa_walk = self._fa_walk
         fa_extra = self._fa_extra
         dels = 0
         dead_link = self.dead_link
+        counter = self._heap_n
         for seg in segs:
             if seg.acked:
                 continue
             xmit = seg.xmit
             fa = seg.fastack
             if xmit == 0:
-                seg.rto = rx_rto
-                seg.resendts = rs = (now + rx_rto) & M32
+                rto = seg.rto = rx_rto
             elif fa != NO_FASTACK and fa >= resent:
-                seg.rto = rx_rto
-                seg.resendts = rs = (now + rx_rto) & M32
+                rto = seg.rto = rx_rto
                 seg.fastack = NO_FASTACK
                 if fa_walk.pop(seg.sn, None) is not None:
                     dels += 1
@@ -598,8 +660,7 @@ class KCP:
                 change += 1
                 self.fast_retransmissions += 1
             elif 0 < fa < resent and new_segs == 0:
-                seg.rto = rx_rto
-                seg.resendts = rs = (now + rx_rto) & M32
+                rto = seg.rto = rx_rto
                 seg.fastack = NO_FASTACK
                 if fa_walk.pop(seg.sn, None) is not None:
                     dels += 1
@@ -609,27 +670,23 @@ class KCP:
                 self.early_retransmissions += 1
             elif ((now - seg.resendts) & M32) < 0x80000000:
                 if nodelay == 0:
-                    seg.rto += rx_rto
+                    rto = seg.rto = seg.rto + rx_rto
                 else:
-                    seg.rto += rx_rto // 2
+                    rto = seg.rto = seg.rto + rx_rto // 2
                 if fa == NO_FASTACK:
                     fa_extra[seg.sn] = seg
                 seg.fastack = 0
-                seg.resendts = rs = (now + seg.rto) & M32
                 lost += 1
                 self.lost_segments += 1
             else:
                 if 0 < fa < NO_FASTACK:
                     fa_segs[seg.sn] = seg
-                rs = seg.resendts
-                r = (rs - now) & M32
-                if r < 0x80000000:
-                    if 0 < r < min_rto:
-                        min_rto = r
-                    if ((rs - next_due) & M32) >= 0x80000000:
-                        next_due = rs
                 continue
             # send it
+            seg.resendts = (now + rto) & M32
+            seg.rkey = key = now_u + rto
+            counter += 1
+            heappush(heap, (key, counter, seg))
             seg.xmit = xmit = xmit + 1
             seg.ts = now
             data = seg.data
@@ -644,15 +701,9 @@ class KCP:
             nout += 1
             if xmit >= dead_link:
                 self.state = M32
-            r = (rs - now) & M32
-            if r < 0x80000000:
-                if 0 < r < min_rto:
-                    min_rto = r
-                if ((rs - next_due) & M32) >= 0x80000000:
-                    next_due = rs
+        self._heap_n = counter
         self.retransmissions += change + lost
         self._fa_segs = fa_segs
-        self._next_due = next_due
         self._unsent = 0
         if parts:
             out.append(b"".join(parts) if len(parts) > 1 else parts[0])
@@ -661,14 +712,26 @@ class KCP:
             self._fa_dels += dels
             if self._fa_dels > 64 + 2 * len(fa_walk):
                 self._compact_fa()
+        # kcp-go returns min(interval, the smallest positive resendts - now)
+        min_rto = self.interval
+        while heap:
+            key, _, seg = heap[0]
+            if seg.rkey == key and not seg.acked:
+                r = key - now_u
+                if 0 < r < min_rto:
+                    min_rto = r
+                break
+            heappop(heap)
+        if len(heap) > 64 + 4 * len(unacked):
+            self._rebuild_heap()
 
         # 6. congestion bookkeeping
         if self.nocwnd == 0:
             if change:
                 inflight = _diff(self.snd_nxt, self.snd_una)
                 self.ssthresh = max(inflight // 2, THRESH_MIN)
-                self.cwnd = self.ssthresh + resent
-                self.incr = self.cwnd * self.mss
+                self.cwnd = (self.ssthresh + resent) & M32  # uint32 in kcp-go
+                self.incr = (self.cwnd * self.mss) & M32
             if lost:
                 self.ssthresh = max(cwnd // 2, THRESH_MIN)
                 self.cwnd = 1
