@@ -16,8 +16,11 @@ import json, sys, time, select
 from paqet.net.afpacket import AfPacketBackend
 from paqet.net.pcap import PcapBackend
 role, iface, src4, src6, port, peer4, peer6, peer_port, mac, kind = sys.argv[1:11]
+kw = {"afpacket-recv": {"rx_ring": False, "csum_offload": False}}.get(kind, {})
 b = (PcapBackend if kind == "pcap" else AfPacketBackend)(iface, port=int(port), src_ip4=src4, src_ip6=src6,
-                    router_mac4=bytes.fromhex(mac), router_mac6=bytes.fromhex(mac))
+                    router_mac4=bytes.fromhex(mac), router_mac6=bytes.fromhex(mac), **kw)
+if kind == "afpacket":
+    assert b.csum_offload and (b._ring is not None) == (__import__("platform").machine() == "x86_64")
 if role == "send":
     time.sleep(0.5)
     for i in range(20):
@@ -37,7 +40,7 @@ else:
 '''
 
 
-@pytest.mark.parametrize("kind", ["afpacket", "pcap"])
+@pytest.mark.parametrize("kind", ["afpacket", "afpacket-recv", "pcap"])
 def test_frames_cross_filtered_and_decoded(lab, tmp_path, kind):
     topo = lab.two_hosts()
     script = tmp_path / "b.py"

@@ -81,7 +81,7 @@ def _snaplen(interface: str) -> int:
             mtu = int(f.read())
     except (OSError, ValueError):
         return 65536
-    return min(65536, max(2048, mtu + 64))
+    return min(4096, max(2048, mtu + 64))  # our frames: <= 1500-byte datagram + headers
 
 
 class PcapBackend(PacketBackend):
