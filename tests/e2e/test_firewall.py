@@ -39,7 +39,7 @@ def test_rules_live_exactly_as_long_as_server_and_client(lab, sig):
         port = int(ctabs[0].split("_")[1])
         assert 32768 <= port <= 65535  # the client's random local port
         rules = lab.run(topo.client, "nft", "list", "table", "inet", ctabs[0]).stdout
-        assert f"tcp dport {port} notrack" in rules and f"tcp sport {port} notrack" in rules
+        assert f"elements = {{ {port} }}" in rules and "tcp dport @ports notrack" in rules
         assert cli.stop(sig) == 0 and srv.stop(sig) == 0
         assert tables(lab, topo.server) == [] and tables(lab, topo.client) == []
 
@@ -172,3 +172,18 @@ def test_no_kernel_rst_for_frames_at_our_port(lab, backend):
     else:
         assert (rst4, rst6) == (0, 0)
     assert tables(lab, topo.server) == [] and "PAQET_" not in ipt_chains(lab, topo.server)
+
+
+def test_client_connections_share_one_table_with_every_port(lab):
+    topo = lab.two_hosts()
+    with tempdir() as d:
+        srv = Paqet(lab, topo.server, server_config(topo), "server", d)
+        assert srv.wait_log("listening for packets"), srv.log()
+        cli = Paqet(lab, topo.client, client_config(topo, conn=3), "client", d)
+        assert wait_port(lab, topo.client, 1080), cli.log()
+        (table,) = tables(lab, topo.client)
+        out = lab.run(topo.client, "nft", "-j", "list", "set", "inet", table, "ports").stdout
+        elems = [item["set"].get("elem", []) for item in json.loads(out)["nftables"] if "set" in item][0]
+        assert len(elems) == 3 and all(32768 <= p <= 65535 for p in elems), elems
+        assert cli.stop() == 0
+        assert tables(lab, topo.client) == []

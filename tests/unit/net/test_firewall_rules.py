@@ -12,10 +12,14 @@ def test_nft_ruleset_has_the_three_rules_for_the_port():
     text = fw.nft_ruleset(9999, 1234, fw.owner_comment(os.getpid()))
     assert "table inet paqet_9999_1234 {" in text
     assert text.startswith("add table inet paqet_9999_1234\ndelete table inet paqet_9999_1234\n")
-    assert "hook prerouting priority raw" in text and "tcp dport 9999 notrack" in text
-    assert "hook output priority raw" in text and "tcp sport 9999 notrack" in text
+    assert "set ports { type inet_service; elements = { 9999 }; }" in text
+    assert "hook prerouting priority raw" in text and "tcp dport @ports notrack" in text
+    assert "hook output priority raw" in text and "tcp sport @ports notrack" in text
     assert "hook output priority mangle" in text
-    assert "tcp sport 9999 tcp flags & rst == rst counter drop" in text
+    assert "tcp sport @ports tcp flags & rst == rst counter drop" in text
+    assert fw.nft_port_command("paqet_1_2", 40000, True) == [
+        "nft", "add", "element", "inet", "paqet_1_2", "ports", "{ 40000 }"]
+    assert fw.nft_port_command("paqet_1_2", 40000, False)[1] == "delete"
     assert f'comment "paqet pid={os.getpid()} pidns=' in text
     assert "policy accept" in text and "policy drop" not in text  # never blocks anything else
 
@@ -98,26 +102,37 @@ def test_install_without_tools_gives_an_actionable_error(monkeypatch):
     assert f not in fw._registry
 
 
-def test_remove_all_and_shared_rules_with_fake_commands(monkeypatch):
+def test_ports_of_one_process_share_a_table_and_remove_all(monkeypatch):
     calls = []
 
     def fake_run(cmd, input=None):
-        calls.append((cmd, input))
+        calls.append(cmd)
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.setattr(fw, "_run", fake_run)
     monkeypatch.setattr(fw.shutil, "which", lambda name: "/usr/sbin/" + name)
     monkeypatch.setattr(fw, "_stale_checked", True)
+    me = os.getpid()
     a, b = fw.Firewall(5555, "client"), fw.Firewall(5555, "client")
     assert a.install() == "nft" and b.install() == "nft"
-    assert sum(1 for c, _ in calls if c[:2] == ["nft", "-f"]) == 1  # the second shares the table
-    a.remove()
-    assert not [c for c, _ in calls if "delete" in c]  # b still needs it
+    assert calls == [["nft", "-f", "-"]]  # the same port again: nothing more to do
     c = fw.Firewall(5556)
     c.install()
-    fw.remove_all()
-    deleted = [c[-1] for c, _ in calls if c[:2] == ["nft", "delete"]]
-    assert sorted(deleted) == [f"paqet_5555_{os.getpid()}", f"paqet_5556_{os.getpid()}"]
-    assert not fw._registry and not fw._users
+    assert calls[-1] == ["nft", "add", "element", "inet", f"paqet_5555_{me}", "ports", "{ 5556 }"]
+    assert c.table == f"paqet_5555_{me}"
+    a.remove()
+    assert len(calls) == 2  # b still needs port 5555
+    b.remove()
+    assert calls[-1][:3] == ["nft", "delete", "element"] and calls[-1][-1] == "{ 5555 }"
+    c.remove()  # c is the last: the table goes
+    assert calls[-1] == ["nft", "delete", "table", "inet", f"paqet_5555_{me}"]
+    for port in (5557, 5558, 5559):
+        fw.Firewall(port).install()
+    n = len(calls)
+    fw.remove_all()  # one call for the whole table, not one per port
+    assert calls[n:] == [["nft", "delete", "table", "inet", f"paqet_5557_{me}"]]
+    assert not fw._registry and not fw._nft_tables
+    n = len(calls)
     fw.remove_all()  # idempotent
-    assert len([c for c, _ in calls if c[:2] == ["nft", "delete"]]) == 2
+    a.remove()
+    assert len(calls) == n
