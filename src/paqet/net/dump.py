@@ -35,17 +35,23 @@ MARK_BEGIN = "--- PAYLOAD (HEX DUMP) ---"
 MARK_END = "-" * 26
 
 
+_PRINTABLE = bytes(b if 32 <= b < 127 else 0x2E for b in range(256))
+
+
 def hexdump(data) -> str:
-    """Go's encoding/hex.Dump layout (hexdump -C), without the final newline."""
+    """Go's encoding/hex.Dump layout (hexdump -C), without the final newline. Whole-buffer
+    hex() and translate() with per-line slices: no Python loop over bytes."""
     data = bytes(data)
+    hx = data.hex(" ")
+    asc = data.translate(_PRINTABLE).decode("ascii")
     lines = []
     for off in range(0, len(data), 16):
-        chunk = data[off:off + 16]
-        hx = chunk[:8].hex(" ")
-        if len(chunk) > 8:
-            hx += "  " + chunk[8:].hex(" ")
-        asc = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
-        lines.append(f"{off:08x}  {hx:<49} |{asc}|")
+        h = off * 3
+        n = min(16, len(data) - off)
+        left = hx[h:h + min(n, 8) * 3 - 1]
+        if n > 8:
+            left += "  " + hx[h + 24:h + n * 3 - 1]
+        lines.append(f"{off:08x}  {left:<49} |{asc[off:off + 16]}|")
     return "\n".join(lines)
 
 

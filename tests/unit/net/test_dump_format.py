@@ -88,3 +88,24 @@ def test_fec_parity_and_recovery_are_labelled():
     text = rx.format(frame(wires[2]), T)  # parity; the second data shard was "lost"
     assert "FEC parity shard" in text
     assert "sn=1" in text and "(recovered by FEC)" in text
+
+
+def _hexdump_reference(data):
+    """The layout spelled out byte by byte (Go's hex.Dump), to check the sliced version."""
+    lines = []
+    for off in range(0, len(data), 16):
+        chunk = data[off:off + 16]
+        hx = " ".join(f"{b:02x}" for b in chunk[:8])
+        if len(chunk) > 8:
+            hx += "  " + " ".join(f"{b:02x}" for b in chunk[8:])
+        asc = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{off:08x}  {hx:<49} |{asc}|")
+    return "\n".join(lines)
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@given(st.binary(max_size=200))
+def test_hexdump_equals_the_byte_by_byte_layout(data):
+    assert hexdump(data) == _hexdump_reference(data)
