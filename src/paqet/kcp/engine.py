@@ -315,6 +315,7 @@ class KCP:
         ack_armed = self._ack_armed
         ack_pend = self._ack_pend
         resend = self.fastresend
+        sat = resend if resend > 0 else 1
         rcv_buf = self.rcv_buf
         rcv_queue = self.rcv_queue
         rcv_wnd = self.rcv_wnd
@@ -352,11 +353,12 @@ class KCP:
                     if unacked.pop(s0, None) is not None:
                         if fa_walk.pop(s0, None) is not None:
                             dels += 1
-                        elif fa_extra:
-                            fa_extra.pop(s0, None)
-                    elif ack_armed and ack_armed.pop(s0, None) is not None:
-                        pass
-                    elif ack_pend:
+                        else:
+                            if fa_extra:
+                                fa_extra.pop(s0, None)
+                            if ack_armed:
+                                ack_armed.pop(s0, None)
+                    elif ack_armed.pop(s0, None) is None and ack_pend:
                         ack_pend.pop(s0, None)
                 flush_full = True
                 snd_una = snd_buf[0].sn if snd_buf else snd_nxt
@@ -396,6 +398,11 @@ class KCP:
                                 if fa + 1 >= resend:
                                     del ack_pend[s]
                                     ack_armed[s] = g
+                    # a segment whose count reached the threshold will be resent by the
+                    # next flush whatever more it counts: it moves to ack_armed, where it
+                    # only keeps asking for full flushes (so a batch of ACKs costs O(1) per
+                    # lost segment, not O(ACKs))
+                    satd = None
                     for s, g in fa_walk.items():
                         if ((s - sn) & M32) < 0x80000000:  # s >= sn: the rest are later
                             break
@@ -404,7 +411,17 @@ class KCP:
                             fa_segs[s] = g
                             if fa >= resend:
                                 flush_full = True
+                            if fa >= sat:
+                                if satd is None:
+                                    satd = [s]
+                                else:
+                                    satd.append(s)
+                    if satd is not None:
+                        for s in satd:
+                            ack_armed[s] = fa_walk.pop(s)
+                        dels += len(satd)
                     if fa_extra:
+                        satd = None
                         for s, g in fa_extra.items():
                             if 0 < ((sn - s) & M32) < 0x80000000 and \
                                     ((ts - g.ts) & M32) < 0x80000000:
@@ -412,6 +429,14 @@ class KCP:
                                 fa_segs[s] = g
                                 if fa >= resend:
                                     flush_full = True
+                                if fa >= sat:
+                                    if satd is None:
+                                        satd = [s]
+                                    else:
+                                        satd.append(s)
+                        if satd is not None:
+                            for s in satd:
+                                ack_armed[s] = fa_extra.pop(s)
                 ack_seen = True
                 latest = ts
             elif cmd == PUSH:
@@ -640,6 +665,7 @@ class KCP:
         fa_segs: dict[int, Segment] = {}
         fa_walk = self._fa_walk
         fa_extra = self._fa_extra
+        armed = self._ack_armed
         dels = 0
         dead_link = self.dead_link
         counter = self._heap_n
@@ -655,7 +681,7 @@ class KCP:
                 seg.fastack = NO_FASTACK
                 if fa_walk.pop(seg.sn, None) is not None:
                     dels += 1
-                else:
+                elif armed.pop(seg.sn, None) is None:
                     fa_extra.pop(seg.sn, None)
                 change += 1
                 self.fast_retransmissions += 1
@@ -664,7 +690,7 @@ class KCP:
                 seg.fastack = NO_FASTACK
                 if fa_walk.pop(seg.sn, None) is not None:
                     dels += 1
-                else:
+                elif armed.pop(seg.sn, None) is None:
                     fa_extra.pop(seg.sn, None)
                 change += 1
                 self.early_retransmissions += 1
@@ -673,7 +699,7 @@ class KCP:
                     rto = seg.rto = seg.rto + rx_rto
                 else:
                     rto = seg.rto = seg.rto + rx_rto // 2
-                if fa == NO_FASTACK:
+                if fa == NO_FASTACK or armed.pop(seg.sn, None) is not None:
                     fa_extra[seg.sn] = seg
                 seg.fastack = 0
                 lost += 1

@@ -203,18 +203,35 @@ class RefKCP:
                 self.cwnd = self.rmt_wnd
                 self.incr = self.rmt_wnd * mss
         if flush_full:
-            self.flush(now)
+            self._flush_or_defer(now, 2)
         elif len(self.acklist) >= self.mtu // 24:
-            self.flush(now, True)
+            self._flush_or_defer(now, 1)
         elif self.ack_nodelay and self.acklist:
-            self.flush(now, True)
+            self._flush_or_defer(now, 1)
         return 0
+
+    # paqet's batching extension: the flush Input asks for is done once per batch
+    defer_flush = False
+    pending = 0
+
+    def _flush_or_defer(self, now, kind):
+        if self.defer_flush:
+            self.pending = max(self.pending, kind)
+        else:
+            self.flush(now, kind == 1)
+
+    def flush_pending(self, now):
+        if self.pending:
+            kind, self.pending = self.pending, 0
+            self.flush(now, kind == 1)
 
     def datagrams_to_send(self):
         out, self.out = self.out, []
         return out
 
     def flush(self, now, ack_only=False):
+        if not ack_only:
+            self.pending = 0
         buf = bytearray()
 
         def space(n):
