@@ -107,6 +107,8 @@ def test_not_ours_is_none():
 def test_parser_fuzz(data, link):
     p = fr.parse_frame(data, link)
     assert p is None or p.payload
+    q = fr.parse_payload(data, link)
+    assert (p is None and q is None) or q == (p.payload, (p.src_ip, p.src_port))
 
 
 @pytest.mark.parametrize("dst", ["198.18.0.2", "2001:2::2", "::ffff:198.18.0.2"])
