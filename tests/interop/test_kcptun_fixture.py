@@ -54,7 +54,7 @@ def test_one_megabyte_through_kcptun_echo(crypt, fec, smuxver, mode):
         assert len(got) == SIZE
         assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
         assert echo.connections == 1
-    # kcptun logs the parameters it runs with: the flags reached it
+    # kcptun logs the parameters it was given: the flags reached it
     assert f"encryption: {crypt}" in log
     assert f"datashard: {fec[0]} parityshard: {fec[1]}" in log
     assert "compression: false" in log
@@ -82,6 +82,19 @@ def test_sink_two_connections_and_stop_by_pid():
             assert not kcptun.bound(pid, proto, port)
         want = sorted((len(d), hashlib.sha256(d).hexdigest()) for d in data)
         assert sorted(sink.received) == want
+
+
+@needs_kcptun
+@pytest.mark.parametrize("crypt", ["null", "aes-128-gcm", "no-such-cipher"])
+def test_crypt_names_this_kcptun_does_not_know_mean_aes(crypt):
+    data = os.urandom(50_000)
+    with kcptun.TcpTarget("echo") as echo:
+        kport = kcptun.free_port()
+        lport = kcptun.free_port(socket.SOCK_STREAM)
+        with kcptun.server(f"127.0.0.1:{kport}", echo.addr, crypt=crypt), \
+                kcptun.client(f"127.0.0.1:{lport}", f"127.0.0.1:{kport}", crypt="aes"):
+            got = kcptun.exchange(f"127.0.0.1:{lport}", data, timeout=30)
+    assert got == data
 
 
 @needs_kcptun
