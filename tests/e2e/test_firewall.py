@@ -7,7 +7,6 @@ it does (the contrast shows the count can fail)."""
 import json
 import signal
 import subprocess
-import time
 
 import pytest
 

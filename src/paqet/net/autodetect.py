@@ -250,7 +250,7 @@ def _detect(ipr, server_ip, interface, ipv4, ipv6, router_mac, wait) -> NetworkC
     name = _attr(link, "IFLA_IFNAME")
     kind = "ether" if link.get("ifi_type", ARPHRD_ETHER) in (ARPHRD_ETHER, ARPHRD_LOOPBACK) else "ip"
     v4s, v6s = addresses(ipr, index)
-    for want, have, fam_ in ((ipv4, v4s, socket.AF_INET), (ipv6, v6s, socket.AF_INET6)):
+    for want, have in ((ipv4, v4s), (ipv6, v6s)):
         if want and want not in have:
             log.warning("the configured address %s is not on %s", want, name)
     if src and fam == socket.AF_INET:
