@@ -36,6 +36,9 @@ else:
     while time.time() < end and len(got) < 40:
         select.select([b], [], [], 0.2)
         got += [(p.decode(), a) for p, a in b.recv_batch(1000)]
+    c = b.counters()
+    if kind.startswith("afpacket"):  # the kernel saw exactly what passed its filter
+        assert c["kernel_frames"] == len(got) and c["kernel_drops"] == 0, c
     print(json.dumps({"got": got, "dropped": b.dropped}))
 '''
 

@@ -23,6 +23,7 @@ from paqet.wire.frame import FrameBuilder, FrameError, parse_frame, parse_payloa
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
 PACKET_VERSION = 10
 PACKET_VNET_HDR = 15
 TPACKET_V2 = 1
@@ -127,6 +128,7 @@ class AfPacketBackend(PacketBackend):
             start_ms=int(time.time() * 1000) if start_ms is None else start_ms,
             vnet=self.csum_offload)
         self._own = {a for a in (src_ip4, src_ip6) if a}
+        self.kernel_frames = self.kernel_drops = 0
         self._recv = self.sock.recv
         self._send = self.tx.send
         self._sendto = self.tx.sendto
@@ -239,6 +241,20 @@ class AfPacketBackend(PacketBackend):
 
     def set_peer_flags(self, addr: Addr, flags: list[int] | None) -> None:
         self.builder.set_peer_flags((addr[0], addr[1]), flags)
+
+    def counters(self) -> dict:
+        """Our counters plus the kernel's: frames that passed the filter and frames it
+        dropped because the ring / socket buffer was full (read-and-reset in the kernel,
+        accumulated here)."""
+        try:
+            packets, drops = struct.unpack("II", self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+            self.kernel_frames += packets
+            self.kernel_drops += drops
+        except OSError:
+            pass
+        c = super().counters()
+        c["kernel_frames"], c["kernel_drops"] = self.kernel_frames, self.kernel_drops
+        return c
 
     def close(self) -> None:
         if self._ring is not None:
