@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import itertools
 import struct
-from heapq import heapify, heappop, heappush
+from heapq import heappop, heappush
 
 PUSH, ACK, WASK, WINS = 81, 82, 83, 84
 OVERHEAD = 24
@@ -103,8 +103,9 @@ class KCP:
         self._out: list[bytes] = []
         self._recv_fast_recover = False
         self._unsent = 0          # segments at the tail of snd_buf never transmitted
-        # (rkey, n, segment) for every transmission; rkey is resendts on a clock that does
-        # not wrap (`_now_u`); entries whose segment was acked or re-sent are stale
+        # [rkey, n, segments, first maybe-live index] per flush and rto: rkey is resendts on
+        # a clock that does not wrap (`_now_u`); a segment acked, gone or re-sent since
+        # (its rkey differs) is stale in an entry
         self._rto_heap: list = []
         self._heap_n = 0
         self._now_u = 0
@@ -177,36 +178,44 @@ class KCP:
         return self.snd_wnd - self.wait_snd
 
     def send(self, data) -> int:
+        """Queue bytes (kcp-go's Send: 0, or -1 for empty data, -2 for a message of more
+        than 255 segments). Stream mode first tops up the last queued segment, and accepts
+        any length (kcp-go's session splits writes into mss-sized Sends, same wire)."""
         n = len(data)
         if n == 0:
             return -1
         mss = self.mss
         q = self.snd_queue
+        stream = self.stream
         off = 0
-        if self.stream and q:
+        if stream and q:
             last = q[-1]
             room = mss - len(last.data)
             if room > 0:
-                take = min(room, n)
                 d = last.data
-                if not isinstance(d, bytearray):
-                    d = bytearray(d)
-                    last.data = d
-                d += data[:take]
-                off = take
-                if off >= n:
+                if type(d) is not bytearray:
+                    d = last.data = bytearray(d)
+                d += data[:room]
+                if room >= n:
                     return 0
-        rest = n - off
-        count = (rest + mss - 1) // mss
-        if count > 255 and not self.stream:
+                off = room
+        count = (n - off + mss - 1) // mss
+        if not stream and count > 255:
             return -2
-        if count == 0:
-            count = 1
-        mv = memoryview(data) if not isinstance(data, memoryview) else data
-        for i in range(count):
-            chunk = bytes(mv[off:off + mss])
-            off += mss
-            q.append(Segment(chunk, 0 if self.stream else count - i - 1))
+        if type(data) is not bytes:
+            data = bytes(data[off:]) if off else bytes(data)
+            n -= off
+            off = 0
+        if stream:
+            if count == 1:
+                q.append(Segment(data[off:] if off else data, 0))
+            else:
+                q.extend([Segment(data[o:o + mss], 0) for o in range(off, n, mss)])
+        else:
+            frg = count
+            for o in range(off, n, mss):
+                frg -= 1
+                q.append(Segment(data[o:o + mss], frg))
         return 0
 
     def peek_size(self) -> int:
@@ -285,11 +294,6 @@ class KCP:
         rto = (self.rx_srtt + max(self.interval, self.rx_rttvar << 2)) & M32
         self.rx_rto = min(max(rto, self.rx_minrto), RTO_MAX)
 
-    def _rebuild_heap(self) -> None:
-        h = [e for e in self._rto_heap if e[2].rkey == e[0] and not e[2].acked]
-        heapify(h)
-        self._rto_heap = h
-
     def _compact_fa(self) -> None:
         # a dict iterates over the holes its deletions leave at the front; rebuild it
         self._fa_walk = dict(self._fa_walk)
@@ -306,20 +310,8 @@ class KCP:
             return -1
         conv = self.conv
         snd_una_old = snd_una = self.snd_una
-        snd_nxt = self.snd_nxt
         snd_buf = self.snd_buf
-        unacked = self._unacked
-        fa_walk = self._fa_walk
-        fa_extra = self._fa_extra
-        fa_segs = self._fa_segs
-        ack_armed = self._ack_armed
-        ack_pend = self._ack_pend
-        resend = self.fastresend
-        sat = resend if resend > 0 else 1
-        rcv_buf = self.rcv_buf
-        rcv_queue = self.rcv_queue
-        rcv_wnd = self.rcv_wnd
-        acklist = self.acklist
+        snd = rcv = False  # sending/receiving side state loaded into locals
         unpack = _unpack_from
         flush_full = False
         ack_seen = False
@@ -345,6 +337,17 @@ class KCP:
                 self.rmt_wnd = wnd
             # parse_una + shrink_buf: drop every segment below the peer's una
             if snd_buf and 0 < ((una - snd_una) & M32) < 0x80000000:
+                if not snd:
+                    snd = True
+                    snd_nxt = self.snd_nxt
+                    unacked = self._unacked
+                    fa_walk = self._fa_walk
+                    fa_extra = self._fa_extra
+                    fa_segs = self._fa_segs
+                    ack_armed = self._ack_armed
+                    ack_pend = self._ack_pend
+                    resend = self.fastresend
+                    sat = resend if resend > 0 else 1
                 while snd_buf:
                     s0 = snd_buf[0].sn
                     if not 0 < ((una - s0) & M32) < 0x80000000:
@@ -363,6 +366,17 @@ class KCP:
                 flush_full = True
                 snd_una = snd_buf[0].sn if snd_buf else snd_nxt
             if cmd == ACK:
+                if not snd:
+                    snd = True
+                    snd_nxt = self.snd_nxt
+                    unacked = self._unacked
+                    fa_walk = self._fa_walk
+                    fa_extra = self._fa_extra
+                    fa_segs = self._fa_segs
+                    ack_armed = self._ack_armed
+                    ack_pend = self._ack_pend
+                    resend = self.fastresend
+                    sat = resend if resend > 0 else 1
                 seg = unacked.pop(sn, None)
                 if seg is not None:
                     seg.acked = True
@@ -440,6 +454,12 @@ class KCP:
                 ack_seen = True
                 latest = ts
             elif cmd == PUSH:
+                if not rcv:
+                    rcv = True
+                    rcv_buf = self.rcv_buf
+                    rcv_queue = self.rcv_queue
+                    rcv_wnd = self.rcv_wnd
+                    acklist = self.acklist
                 rcv_nxt = self.rcv_nxt
                 d = (sn - rcv_nxt) & M32
                 if d < rcv_wnd:
@@ -490,7 +510,8 @@ class KCP:
                 self._pending_flush = 2
             else:
                 self.flush(now, False)
-        elif acklist and (len(acklist) >> 1 >= self.mtu // OVERHEAD or self.ack_nodelay):
+        elif self.acklist and (len(self.acklist) >> 1 >= self.mtu // OVERHEAD
+                               or self.ack_nodelay):
             if self.defer_flush:
                 if self._pending_flush < 1:
                     self._pending_flush = 1
@@ -627,12 +648,13 @@ class KCP:
         # due: segments whose RTO passed (stale heap entries: acked, gone or rescheduled)
         due = None
         while heap and heap[0][0] <= now_u:
-            key, _, seg = heappop(heap)
-            if seg.rkey == key and not seg.acked:
-                if due is None:
-                    due = [seg]
-                else:
-                    due.append(seg)
+            key, _, group, i = heappop(heap)
+            for seg in itertools.islice(group, i, None):
+                if seg.rkey == key and not seg.acked:
+                    if due is None:
+                        due = [seg]
+                    else:
+                        due.append(seg)
         unsent = self._unsent + new_segs
         if unsent > len(snd_buf):
             unsent = len(snd_buf)
@@ -644,6 +666,7 @@ class KCP:
         else:
             segs = ()
         fa_old = self._fa_segs
+        only_new = True
         if fa_old or due:
             extra = {}
             if fa_old:
@@ -657,6 +680,7 @@ class KCP:
                 base = self.snd_una
                 ex = sorted(extra.values(), key=lambda g: (g.sn - base) & M32)
                 segs = ex + list(segs) if segs else ex
+                only_new = False
         resent = self.fastresend if self.fastresend > 0 else NO_FASTACK
         rx_rto = self.rx_rto
         nodelay = self.nodelay
@@ -669,6 +693,39 @@ class KCP:
         dels = 0
         dead_link = self.dead_link
         counter = self._heap_n
+        key0 = now_u + rx_rto
+        resendts0 = (now + rx_rto) & M32
+        sent0 = []       # sent with rto = rx_rto: one heap entry for them all
+        others = None    # other rtos (backed off): key -> segments
+        if only_new:
+            full = mtu - OVERHEAD
+            # only never-sent segments: kcp-go's first-transmission branch for each
+            for seg in segs:
+                if seg.acked:
+                    continue
+                seg.rto = rx_rto
+                seg.resendts = resendts0
+                seg.rkey = key0
+                seg.xmit = 1
+                seg.ts = now
+                sent0.append(seg)
+                data = seg.data
+                ln = len(data)
+                if size + OVERHEAD + ln > mtu and parts:
+                    out.append(b"".join(parts))
+                    parts = []
+                    size = 0
+                if ln == full and not parts:
+                    # fills a datagram by itself: the next item starts another anyway
+                    out.append(pack(conv, PUSH, seg.frg, wnd, now, seg.sn, una, ln) + data)
+                    continue
+                parts.append(pack(conv, PUSH, seg.frg, wnd, now, seg.sn, una, ln))
+                parts.append(data)
+                size += OVERHEAD + ln
+            nout = len(sent0)
+            if nout and dead_link <= 1:
+                self.state = M32
+            segs = ()
         for seg in segs:
             if seg.acked:
                 continue
@@ -709,10 +766,20 @@ class KCP:
                     fa_segs[seg.sn] = seg
                 continue
             # send it
-            seg.resendts = (now + rto) & M32
-            seg.rkey = key = now_u + rto
-            counter += 1
-            heappush(heap, (key, counter, seg))
+            if rto == rx_rto:
+                seg.resendts = resendts0
+                seg.rkey = key0
+                sent0.append(seg)
+            else:
+                seg.resendts = (now + rto) & M32
+                seg.rkey = key = now_u + rto
+                if others is None:
+                    others = {}
+                lst = others.get(key)
+                if lst is None:
+                    others[key] = [seg]
+                else:
+                    lst.append(seg)
             seg.xmit = xmit = xmit + 1
             seg.ts = now
             data = seg.data
@@ -727,6 +794,13 @@ class KCP:
             nout += 1
             if xmit >= dead_link:
                 self.state = M32
+        if sent0:
+            counter += 1
+            heappush(heap, [key0, counter, sent0, 0])
+        if others:
+            for key, lst in others.items():
+                counter += 1
+                heappush(heap, [key, counter, lst, 0])
         self._heap_n = counter
         self.retransmissions += change + lost
         self._fa_segs = fa_segs
@@ -741,15 +815,21 @@ class KCP:
         # kcp-go returns min(interval, the smallest positive resendts - now)
         min_rto = self.interval
         while heap:
-            key, _, seg = heap[0]
-            if seg.rkey == key and not seg.acked:
+            e = heap[0]
+            key, _, group, i = e
+            n = len(group)
+            while i < n:
+                g = group[i]
+                if g.rkey == key and not g.acked:
+                    break
+                i += 1
+            if i < n:
+                e[3] = i
                 r = key - now_u
                 if 0 < r < min_rto:
                     min_rto = r
                 break
             heappop(heap)
-        if len(heap) > 64 + 4 * len(unacked):
-            self._rebuild_heap()
 
         # 6. congestion bookkeeping
         if self.nocwnd == 0:
