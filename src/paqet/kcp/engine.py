@@ -312,6 +312,8 @@ class KCP:
         snd_una_old = snd_una = self.snd_una
         snd_buf = self.snd_buf
         snd = rcv = False  # sending/receiving side state loaded into locals
+        isb = type(data) is bytes  # slices are copies (a memoryview's are not)
+        rmt_wnd = -1
         unpack = _unpack_from
         flush_full = False
         ack_seen = False
@@ -333,8 +335,7 @@ class KCP:
                 ret = -3
                 break
             nseg += 1
-            if regular:
-                self.rmt_wnd = wnd
+            rmt_wnd = wnd
             # parse_una + shrink_buf: drop every segment below the peer's una
             if snd_buf and 0 < ((una - snd_una) & M32) < 0x80000000:
                 if not snd:
@@ -466,7 +467,8 @@ class KCP:
                     acklist.append(sn)
                     acklist.append(ts)
                     if d == 0 and not rcv_buf and len(rcv_queue) < rcv_wnd:
-                        rcv_queue.append((frg, bytes(data[off:off + length])))
+                        rcv_queue.append((frg, data[off:off + length] if isb
+                                          else bytes(data[off:off + length])))
                         self.rcv_nxt = (rcv_nxt + 1) & M32
                     elif sn not in rcv_buf:
                         rcv_buf[sn] = (frg, bytes(data[off:off + length]))
@@ -478,7 +480,10 @@ class KCP:
             elif cmd == WASK:
                 self.probe |= ASK_TELL
             off += length
-        self.snd_una = snd_una
+        if snd:
+            self.snd_una = snd_una
+        if regular and rmt_wnd >= 0:
+            self.rmt_wnd = rmt_wnd  # the last valid segment's (FEC-recovered ones: none)
         self.segments_in += nseg
         if dels:
             self._fa_dels += dels
@@ -491,7 +496,7 @@ class KCP:
             rtt = _diff(now, latest)
             if rtt >= 0:
                 self._update_ack(rtt)
-        if self.nocwnd == 0 and _diff(snd_una, snd_una_old) > 0 and self.cwnd < self.rmt_wnd:
+        if snd_una != snd_una_old and self.nocwnd == 0 and self.cwnd < self.rmt_wnd:
             mss = self.mss
             if self.cwnd < self.ssthresh:
                 self.cwnd += 1
