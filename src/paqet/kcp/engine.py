@@ -61,8 +61,14 @@ class Segment:
 
 
 class KCP:
-    def __init__(self, conv: int) -> None:
+    """One KCP conversation (kcp-go defaults until configured; see presets.configure).
+
+    `output`, if given, is called with each datagram as soon as a flush emits it; otherwise
+    datagrams wait for `datagrams_to_send()`."""
+
+    def __init__(self, conv: int, output=None) -> None:
         self.conv = conv & M32
+        self.output = output
         self.mtu = MTU_DEF
         self.mss = MTU_DEF - OVERHEAD
         self.state = 0
@@ -174,8 +180,29 @@ class KCP:
 
     @property
     def send_room(self) -> int:
-        """Segments that may still be queued before kcp-go's Write would block."""
-        return self.snd_wnd - self.wait_snd
+        """Segments that may still be queued before kcp-go's Write would block (it blocks
+        while wait_snd >= snd_wnd, checked before queueing, so one write may overshoot)."""
+        return self.snd_wnd - len(self.snd_buf) - len(self.snd_queue)
+
+    @property
+    def can_send(self) -> bool:
+        """kcp-go's Write would accept data now."""
+        return len(self.snd_buf) + len(self.snd_queue) < self.snd_wnd
+
+    def stats(self) -> dict:
+        """Counters and RTT state for a stats display."""
+        return {
+            "srtt": self.rx_srtt, "rttvar": self.rx_rttvar, "rto": self.rx_rto,
+            "snd_wnd": self.snd_wnd, "rcv_wnd": self.rcv_wnd, "rmt_wnd": self.rmt_wnd,
+            "cwnd": self.cwnd, "wait_snd": self.wait_snd,
+            "segments_out": self.segments_out,    # PUSH segments sent, retransmissions too
+            "segments_in": self.segments_in,      # valid segments received, any command
+            "retransmissions": self.retransmissions,
+            "fast_retransmissions": self.fast_retransmissions,
+            "early_retransmissions": self.early_retransmissions,
+            "lost_segments": self.lost_segments,  # RTO expiries
+            "bad_input": self.bad_input,          # datagrams with a malformed segment
+        }
 
     def send(self, data) -> int:
         """Queue bytes (kcp-go's Send: 0, or -1 for empty data, -2 for a message of more
@@ -539,6 +566,15 @@ class KCP:
         return out
 
     def flush(self, now: int, ack_only: bool = False) -> int:
+        """kcp-go's flush: see _flush. Hands the datagrams to `output` when one is set."""
+        r = self._flush(now, ack_only)
+        if self.output is not None and self._out:
+            out, self._out = self._out, []
+            for d in out:
+                self.output(d)
+        return r
+
+    def _flush(self, now: int, ack_only: bool = False) -> int:
         """kcp-go's flush: ACKs, window probes, then (unless `ack_only`) new segments and
         retransmissions, packed into datagrams of at most `mtu` bytes. Returns the ms until
         the next flush is due (kcp-go's update() result)."""
