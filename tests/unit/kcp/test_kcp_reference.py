@@ -95,3 +95,25 @@ def test_same_datagrams_as_reference(case, seed, defer):
     for i, (w, h) in enumerate(zip(want, have)):
         assert h == w, f"first difference at trace entry {i} of {len(want)}: {h!r} != {w!r}"
     assert len(have) == len(want)
+
+
+@pytest.mark.fuzz
+@pytest.mark.parametrize("seed", range(100, 400))
+def test_random_configurations_match_reference(seed):
+    """Long run: random settings (modes, manual values, mtu, windows, loss) per seed."""
+    rng = random.Random(seed)
+    name = f"random-{seed}"
+    mode = rng.choice(["normal", "fast", "fast2", "fast3",
+                       (rng.randint(0, 2), rng.randint(0, 120), rng.randint(0, 5),
+                        rng.randint(0, 1), False, rng.random() < 0.5)])
+    CASES[name] = (mode, rng.randint(60, 1400), rng.randint(1, 300), rng.randint(1, 300),
+                   rng.random() < 0.8, rng.choice([0.0, 0.02, 0.1, 0.3]))
+    try:
+        defer = rng.random() < 0.5
+        want = scenario(RefKCP, name, seed, ms=4000, defer=defer)
+        have = scenario(KCP, name, seed, ms=4000, defer=defer)
+        for i, (w, h) in enumerate(zip(want, have)):
+            assert h == w, f"{CASES[name]} defer={defer}: first difference at entry {i}"
+        assert len(have) == len(want)
+    finally:
+        del CASES[name]
