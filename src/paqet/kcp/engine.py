@@ -342,6 +342,40 @@ class KCP:
             self.bad_input += 1
             return -1
         conv = self.conv
+        if not self.snd_buf:
+            # fast path: a datagram holding one PUSH, nothing of ours in flight (so una
+            # changes nothing): the receiving side of a bulk transfer
+            c, cmd, frg, wnd, ts, sn, una, length = _unpack_from(data, 0)
+            if cmd == PUSH and n - OVERHEAD == length and c == conv:
+                if regular:
+                    self.rmt_wnd = wnd
+                self.segments_in += 1
+                rcv_nxt = self.rcv_nxt
+                d = (sn - rcv_nxt) & M32
+                rcv_wnd = self.rcv_wnd
+                acklist = self.acklist
+                if d < rcv_wnd:
+                    acklist.append(sn)
+                    acklist.append(ts)
+                    rcv_buf = self.rcv_buf
+                    if d == 0 and not rcv_buf and len(self.rcv_queue) < rcv_wnd:
+                        self.rcv_queue.append((frg, data[OVERHEAD:] if type(data) is bytes
+                                               else bytes(data[OVERHEAD:])))
+                        self.rcv_nxt = (rcv_nxt + 1) & M32
+                    elif sn not in rcv_buf:
+                        rcv_buf[sn] = (frg, bytes(data[OVERHEAD:]))
+                        if d == 0:
+                            self._move_rcv_buf()
+                elif d >= 0x80000000 + rcv_wnd:
+                    acklist.append(sn)
+                    acklist.append(ts)
+                if acklist and (len(acklist) >> 1 >= self.mtu // OVERHEAD or self.ack_nodelay):
+                    if self.defer_flush:
+                        if self._pending_flush < 1:
+                            self._pending_flush = 1
+                    else:
+                        self.flush(now, True)
+                return 0
         snd_una_old = snd_una = self.snd_una
         snd_buf = self.snd_buf
         snd = rcv = False  # sending/receiving side state loaded into locals
