@@ -51,15 +51,14 @@ def _diff(a: int, b: int) -> int:
 
 
 class Segment:
-    __slots__ = ("sn", "ts", "resendts", "rto", "fastack", "xmit", "acked", "data", "frg",
-                 "rkey")
+    # rkey: kcp-go's resendts on the engine's unwrapped clock (KCP._now_u)
+    __slots__ = ("sn", "ts", "rto", "fastack", "xmit", "acked", "data", "frg", "rkey")
 
     def __init__(self, data, frg: int = 0) -> None:
         self.data = data
         self.frg = frg
         self.sn = 0
         self.ts = 0
-        self.resendts = 0
         self.rto = 0
         self.fastack = 0
         self.xmit = 0
@@ -775,21 +774,20 @@ class KCP:
         dead_link = self.dead_link
         counter = self._heap_n
         key0 = now_u + rx_rto
-        resendts0 = (now + rx_rto) & M32
         sent0 = []       # sent with rto = rx_rto: one heap entry for them all
         others = None    # other rtos (backed off): key -> segments
         if only_new:
             full = mtu - OVERHEAD
             # only never-sent segments: kcp-go's first-transmission branch for each
-            for seg in segs:
+            sent0 = list(segs)   # any acked one among them is a stale heap member
+            for seg in sent0:
                 if seg.acked:
                     continue
                 seg.rto = rx_rto
-                seg.resendts = resendts0
                 seg.rkey = key0
                 seg.xmit = 1
                 seg.ts = now
-                sent0.append(seg)
+                nout += 1
                 data = seg.data
                 ln = len(data)
                 if size + OVERHEAD + ln > mtu and parts:
@@ -803,7 +801,6 @@ class KCP:
                 parts.append(pack(conv, PUSH, seg.frg, wnd, now, seg.sn, una, ln))
                 parts.append(data)
                 size += OVERHEAD + ln
-            nout = len(sent0)
             if nout and dead_link <= 1:
                 self.state = M32
             segs = ()
@@ -832,7 +829,7 @@ class KCP:
                     fa_extra.pop(seg.sn, None)
                 change += 1
                 self.early_retransmissions += 1
-            elif ((now - seg.resendts) & M32) < 0x80000000:
+            elif seg.rkey <= now_u:   # kcp-go: _itimediff(current, resendts) >= 0
                 if nodelay == 0:
                     rto = seg.rto = seg.rto + rx_rto
                 else:
@@ -848,11 +845,9 @@ class KCP:
                 continue
             # send it
             if rto == rx_rto:
-                seg.resendts = resendts0
                 seg.rkey = key0
                 sent0.append(seg)
             else:
-                seg.resendts = (now + rto) & M32
                 seg.rkey = key = now_u + rto
                 if others is None:
                     others = {}
