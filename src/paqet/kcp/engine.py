@@ -274,8 +274,18 @@ class KCP:
             return None
         fast_recover = len(q) >= self.rcv_wnd
         if self.stream:
+            # as a kcp-go reader looping on Read until nothing is left: segments that move
+            # in from rcv_buf as the queue empties are read too
             parts = [d for _, d in q]
             q.clear()
+            while self.rcv_buf:
+                self._move_rcv_buf()
+                if not q:
+                    break
+                if len(q) >= self.rcv_wnd:
+                    fast_recover = True
+                parts.extend([d for _, d in q])
+                q.clear()
             data = parts[0] if len(parts) == 1 else b"".join(parts)
             if not data:
                 data = None

@@ -100,8 +100,14 @@ class RefKCP:
             return None
         fast_recover = len(self.rcv_queue) >= self.rcv_wnd
         if self.stream:
-            data = b"".join(d for _, d in self.rcv_queue)
-            self.rcv_queue = []
+            parts = []
+            while self.rcv_queue:
+                if len(self.rcv_queue) >= self.rcv_wnd:
+                    fast_recover = True
+                parts += [d for _, d in self.rcv_queue]
+                self.rcv_queue = []
+                self._move()
+            data = b"".join(parts)
         else:
             head = self.rcv_queue[0][0]
             if head and len(self.rcv_queue) < head + 1:

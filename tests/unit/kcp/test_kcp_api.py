@@ -169,3 +169,15 @@ def test_old_duplicate_is_acked_and_beyond_window_is_not():
     # jitter filter: the first ACK (sn 0 < rcv_nxt 1) is dropped, the last kept
     assert [(s[1], s[5]) for s in acks] == [(ACK, 0)]
     assert b.recv() == b"z" and b.recv() is None
+
+
+def test_stream_recv_drains_what_moves_in_while_reading():
+    b = KCP(4)
+    b.stream = True
+    b.set_wndsize(32, 2)
+    seg = lambda sn: encode_segment(4, PUSH, 0, 32, 0, sn, 0, bytes([65 + sn]))
+    for sn in (1, 0, 2, 3):      # 0 and 1 fill the queue (window 2); 2 and 3 wait in rcv_buf
+        b.input(seg(sn), 0)
+    assert len(b.rcv_queue) == 2 and len(b.rcv_buf) == 2
+    assert b.recv() == b"ABCD"
+    assert b.probe  # the queue was full: a WINS tells the peer the window opened
