@@ -127,8 +127,10 @@ class KCP:
         self._fa_walk: dict[int, Segment] = {}
         self._fa_extra: dict[int, Segment] = {}
         self._fa_dels = 0
-        # acknowledged segments still in snd_buf whose count kcp-go still increments: the
-        # next qualifying ACK asks for a full flush (armed) or just counts (pending)
+        # segments whose next fast-ack count asks kcp-go for a full flush whatever its value
+        # (armed): ACKed ones still in snd_buf at threshold - 1 or more, and unacked ones
+        # that reached the threshold (the next flush resends them); ACKed ones below it just
+        # count (pending)
         self._ack_armed: dict[int, Segment] = {}
         self._ack_pend: dict[int, Segment] = {}
         # statistics
