@@ -10,19 +10,7 @@ import sys
 import time
 
 from paqet.cli.main import EXIT_OK, EXIT_RUNTIME, load_or_exit
-
-
-def hexdump(data: bytes) -> str:
-    """Go's encoding/hex.Dump (hexdump -C) layout."""
-    lines = []
-    for off in range(0, len(data), 16):
-        chunk = data[off:off + 16]
-        hx = " ".join(f"{b:02x}" for b in chunk[:8])
-        if len(chunk) > 8:
-            hx += "  " + " ".join(f"{b:02x}" for b in chunk[8:])
-        asc = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
-        lines.append(f"{off:08x}  {hx:<49} |{asc}|")
-    return "\n".join(lines)
+from paqet.net.dump import hexdump
 
 
 def run(args) -> int:

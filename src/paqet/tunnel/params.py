@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
-# (nodelay, interval ms, resend, nocongestion, write delay, ack nodelay): kcp.md §12.
-MODE_PRESETS = {
-    "normal": (0, 40, 2, 1, True, False),
-    "fast": (0, 30, 2, 1, True, False),
-    "fast2": (1, 20, 2, 1, False, True),
-    "fast3": (1, 10, 2, 1, False, True),
-}
+from paqet.kcp.presets import PRESETS
+
+# (nodelay, interval ms, resend, nocongestion, write delay, ack nodelay) per mode: the one
+# table in paqet.kcp.presets (config/schema.py keeps a copy, being below kcp; a test
+# checks they agree).
+MODE_PRESETS = PRESETS
 
 
 @dataclasses.dataclass(frozen=True)
