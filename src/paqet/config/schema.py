@@ -115,6 +115,14 @@ class Transport(_S, kw_only=True):
     dialect: Literal["alpha21", "alpha20", "gob", "auto"] = "auto"
 
 
+class Limits(_S, kw_only=True):
+    """Beyond upstream: resource bounds and flood resistance (issue 9). Safe defaults; every
+    key optional."""
+    # -- listener / session table (server side): flood resistance --
+
+    # -- streams and buffers (both sides): resource bounds --
+
+
 class Config(_S, kw_only=True):
     role: Literal["client", "server"]
     log: Log = msgspec.field(default_factory=Log)
@@ -124,6 +132,8 @@ class Config(_S, kw_only=True):
     forward: list[Forward] = msgspec.field(default_factory=list)
     network: Network = msgspec.field(default_factory=Network)
     transport: Transport
+    # beyond upstream
+    limits: Limits = msgspec.field(default_factory=Limits)
     # filled by the loader, not read from YAML
     warnings: list[str] = msgspec.field(default_factory=list)
     source: str = ""
