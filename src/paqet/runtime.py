@@ -87,6 +87,7 @@ class Network:
         self.interface = net.interface or None
         self.router_mac4, self.router_mac6 = mac4, mac6
         self.driver = _driver(cfg)
+        self.choice = None  # the auto-detection's NetworkChoice, when it ran
         if self.driver == "udp":
             return
         want_v6 = bool(server_ip and ":" in server_ip)
@@ -105,6 +106,7 @@ class Network:
                 self.interface = self.interface or choice.interface
         except (AutodetectError, OSError, ImportError) as exc:
             raise StartupError(f"network auto-detection failed: {exc}") from None
+        self.choice = choice
         self.ip4 = self.ip4 or choice.ip4
         self.ip6 = self.ip6 or choice.ip6
         if choice.next_hop_mac:

@@ -1,4 +1,5 @@
-"""`paqet` command line: run, secret, version, ping, dump (upstream's commands and flags)."""
+"""`paqet` command line: run, secret, version, ping, dump (upstream's commands and flags),
+and check (ours)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--decode", action="store_true",
                    help="decrypt datagrams with the configured key and show KCP headers")
     d.add_argument("--count", type=int, default=0, help="stop after this many packets (0 = never)")
+    ck = sub.add_parser("check", help="Checks that this host can run the configuration (ours)",
+                        description="Validates the configuration, shows the detected interface, "
+                                    "addresses and next-hop MAC, checks privileges, the raw "
+                                    "socket and the firewall and, for a client, pings the "
+                                    "server through the tunnel; prints a fix for each problem. "
+                                    "Exit status 0 when every check passes, 1 otherwise.")
+    ck.add_argument("-c", "--config", default="config.yaml", help=CONFIG_HELP)
+    ck.add_argument("-n", "--count", type=int, default=3,
+                    help="PPING round trips for the tunnel check (default 3)")
+    ck.add_argument("-W", "--timeout", type=float, default=2.0,
+                    help="seconds to wait per reply (default 2)")
     h = sub.add_parser("help", help="Help about any command",
                        description="Help provides help for any command in the application.")
     h.add_argument("topic", nargs="?", metavar="command", help="the command to describe")
@@ -100,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             return run(args)
         if args.command == "dump":
             from paqet.cli.dump import run
+            return run(args)
+        if args.command == "check":
+            from paqet.cli.check import run
             return run(args)
     except KeyboardInterrupt:
         return EXIT_OK

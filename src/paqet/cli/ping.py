@@ -11,54 +11,89 @@ from paqet import logs
 from paqet.cli.main import EXIT_OK, EXIT_RUNTIME, load_or_exit
 
 
-async def _ping(cfg, count: int, interval: float, timeout: float) -> int:
+async def open_session(cfg, server: tuple[str, int], net):
+    """A one-connection client pool to `server` (health checks off) and the dialect its
+    PPINGs use; raises StartupError. Shared with `paqet check`."""
     from paqet.client.pool import ClientPool
-    from paqet.config.values import split_host_port
-    from paqet.runtime import Network, StartupError, resolve, tunnel_params
-    host, port = split_host_port(cfg.server.addr)
-    try:
-        server = resolve(host, port)
-        net = await asyncio.to_thread(Network, cfg, server[0])
-    except StartupError as exc:
-        print(f"paqet: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
+    from paqet.runtime import tunnel_params
     dialect = cfg.transport.dialect if cfg.transport.dialect != "auto" else "alpha21"
     pool = ClientPool(tunnel_params(cfg), server, lambda: net.open_backend(cfg.local_port),
                       conns=1, remote_flags=cfg.remote_flags, dialect=dialect,
                       health_interval=0)
     try:
         await pool.start()
+    except BaseException:
+        await pool.close()
+        raise
+    return pool, dialect
+
+
+class Tally:
+    """Round trips so far (kept when the run is interrupted): sent, RTTs in ms."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.rtts: list[float] = []
+
+
+async def round_trips(pool, dialect: str, count: int, interval: float, timeout: float,
+                      report=None, tally: Tally | None = None) -> Tally:
+    """`count` PPING/PPONG round trips on the pool's first session. `report(seq,
+    rtt_seconds_or_None)` is called after each one."""
+    tally = tally if tally is not None else Tally()
+    for i in range(count):
+        if i:
+            await asyncio.sleep(interval)
+        conn = pool.slots[0].conn
+        if conn is None:
+            break
+        tally.sent += 1
+        rtt = await pool.ping(conn, dialect, timeout)
+        if rtt is not None:
+            tally.rtts.append(rtt * 1000)
+        if report is not None:
+            report(i + 1, rtt)
+    return tally
+
+
+def rtt_summary(rtts: list[float]) -> str:
+    avg = sum(rtts) / len(rtts)
+    mdev = math.sqrt(sum((r - avg) ** 2 for r in rtts) / len(rtts))
+    return f"{min(rtts):.3f}/{avg:.3f}/{max(rtts):.3f}/{mdev:.3f} ms"
+
+
+async def _ping(cfg, count: int, interval: float, timeout: float) -> int:
+    from paqet.config.values import split_host_port
+    from paqet.runtime import Network, StartupError, resolve
+    host, port = split_host_port(cfg.server.addr)
+    try:
+        server = resolve(host, port)
+        net = await asyncio.to_thread(Network, cfg, server[0])
+        pool, dialect = await open_session(cfg, server, net)
     except StartupError as exc:
         print(f"paqet: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     print(f"PING {server[0]}:{server[1]} through the tunnel ({dialect} PPING/PPONG)")
-    rtts = []
-    sent = 0
+
+    def report(seq: int, rtt: float | None) -> None:
+        if rtt is None:
+            print(f"no reply for seq={seq} within {timeout:g}s")
+        else:
+            print(f"PPONG from {server[0]}:{server[1]}: seq={seq} time={rtt * 1000:.2f} ms")
+
+    tally = Tally()
     try:
-        for i in range(count):
-            if i:
-                await asyncio.sleep(interval)
-            conn = pool.slots[0].conn
-            if conn is None:
-                break
-            sent += 1
-            rtt = await pool.ping(conn, dialect, timeout)
-            if rtt is None:
-                print(f"no reply for seq={i + 1} within {timeout:g}s")
-            else:
-                rtts.append(rtt * 1000)
-                print(f"PPONG from {server[0]}:{server[1]}: seq={i + 1} time={rtt * 1000:.2f} ms")
+        await round_trips(pool, dialect, count, interval, timeout, report, tally)
     except asyncio.CancelledError:
         pass
     finally:
         await pool.close()
+    sent, rtts = tally.sent, tally.rtts
     loss = 100.0 * (sent - len(rtts)) / sent if sent else 100.0
     print(f"--- {server[0]}:{server[1]} paqet ping statistics ---")
     print(f"{sent} packets transmitted, {len(rtts)} received, {loss:.0f}% packet loss")
     if rtts:
-        avg = sum(rtts) / len(rtts)
-        mdev = math.sqrt(sum((r - avg) ** 2 for r in rtts) / len(rtts))
-        print(f"rtt min/avg/max/mdev = {min(rtts):.3f}/{avg:.3f}/{max(rtts):.3f}/{mdev:.3f} ms")
+        print(f"rtt min/avg/max/mdev = {rtt_summary(rtts)}")
     return EXIT_OK if rtts else EXIT_RUNTIME
 
 

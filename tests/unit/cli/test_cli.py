@@ -58,7 +58,7 @@ def test_secret_is_64_hex():
     assert len(a) == 64 and int(a, 16) >= 0 and a != b
 
 
-@pytest.mark.parametrize("cmd", ["run", "secret", "version", "ping", "dump"])
+@pytest.mark.parametrize("cmd", ["run", "secret", "version", "ping", "dump", "check"])
 def test_help(cmd):
     r = _paqet(cmd, "--help")
     assert r.returncode == 0 and "usage:" in r.stdout

@@ -1,0 +1,101 @@
+"""`paqet check` in network namespaces against a running server: a good client config
+(auto-detected network) passes every check with exit 0; a wrong key, a wrong server address
+and missing manual firewall rules each fail with a `fix:` line and exit 1."""
+
+import os
+import re
+
+import pytest
+
+import netlab
+from conftest import netlab_unavailable
+from paqetlab import PY, Paqet, client_config, server_config, tempdir, write_config
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+
+
+class Site:
+    pass
+
+
+@pytest.fixture(scope="module")
+def site():
+    reason = netlab_unavailable()
+    if reason:
+        pytest.skip(f"network-namespace test skipped: {reason}")
+    with netlab.NetLab() as lab, tempdir() as d:
+        topo = lab.two_hosts()
+        srv = Paqet(lab, topo.server, server_config(topo), "server", d)
+        assert srv.wait_log("listening for packets"), srv.log()
+        s = Site()
+        s.lab, s.topo, s.dir, s.server = lab, topo, d, srv
+        yield s
+        srv.stop()
+
+
+def check(site, ns, cfg, name):
+    path = write_config(os.path.join(site.dir, f"{name}.yaml"), cfg)
+    r = site.lab.run(ns, PY, "-m", "paqet", "check", "-c", path, "-n", "2", "-W", "1.5",
+                     check=False, timeout=60)
+    print(r.stdout)
+    assert "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
+    return r
+
+
+def test_good_client_config_passes(site):
+    t = site.topo
+    r = check(site, t.client, client_config(t, explicit=False), "good")
+    out = r.stdout
+    assert r.returncode == 0, out + r.stderr
+    server_mac = site.lab.mac(t.server, t.server_if)
+    assert re.search(rf"\[ OK \] network: interface {t.client_if}, IPv4 {t.client_ip4}, .*"
+                     rf"next hop {t.server_ip4} \(on the link\) at {server_mac}", out), out
+    for name in ("config", "privileges", "raw socket", "firewall", "tunnel"):
+        assert f"[ OK ] {name}:" in out, out
+    assert "2/2 PPONG from 198.18.0.2:9999" in out and "fix:" not in out, out
+    assert out.strip().endswith("all checks passed")
+
+
+def test_server_config_passes_beside_the_running_server(site):
+    t = site.topo
+    r = check(site, t.server, server_config(t), "server-check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "a paqet on this port is running" in r.stdout, r.stdout
+    assert "tunnel" not in r.stdout
+
+
+def test_wrong_key_fails_the_tunnel_check_with_a_fix(site):
+    t = site.topo
+    r = check(site, t.client, client_config(t, key="not-the-server-key"), "badkey")
+    assert r.returncode == 1, r.stdout
+    lines = r.stdout.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("[FAIL] tunnel:"))
+    assert "no answer from 198.18.0.2:9999" in lines[i]
+    assert lines[i + 1].strip().startswith("fix:") and "transport.kcp.key" in lines[i + 1]
+    assert "[ OK ] network:" in r.stdout and "1 problem(s) found" in r.stdout
+
+
+def test_wrong_server_address_fails_with_a_fix(site):
+    t = site.topo
+    cfg = client_config(t, explicit=False)
+    cfg["server"]["addr"] = "198.18.0.77:9999"  # on the link, but nobody has it
+    r = check(site, t.client, cfg, "badaddr")
+    assert r.returncode == 1, r.stdout
+    assert "[FAIL] network:" in r.stdout and "198.18.0.77" in r.stdout, r.stdout
+    assert "router_mac" in r.stdout.split("[FAIL] network:")[1].splitlines()[1]
+    assert "[SKIP] tunnel:" in r.stdout
+
+
+def test_manual_firewall_rules_missing_then_added(site):
+    t = site.topo
+    cfg = server_config(t, port=9998, firewall="manual")
+    r = check(site, t.server, cfg, "manual")
+    assert r.returncode == 1, r.stdout
+    fix = r.stdout.split("[FAIL] firewall:")[1].splitlines()[1]
+    cmds = fix.split("fix: add them: ")[1].split("; ")
+    assert len(cmds) == 3 and all("9998" in c for c in cmds), fix
+    for c in cmds:  # the fix line, followed literally
+        site.lab.run(t.server, *c.split())
+    r = check(site, t.server, cfg, "manual")
+    assert r.returncode == 0, r.stdout
+    assert "[ OK ] firewall: manual: notrack and RST-drop rules for TCP port 9998" in r.stdout
