@@ -35,4 +35,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
+# An editable install leaves our modules uncompiled; with PYTHONDONTWRITEBYTECODE set (as on
+# some CI machines) every `paqet` start would compile them again (~0.3 s of a 0.6 s start).
+# A regular `pip install .` byte-compiles at install time; do the same here.
+.venv/bin/python -m compileall -q src >/dev/null || true
 echo "setup: $(.venv/bin/python --version), paqet installed in .venv"

@@ -12,7 +12,6 @@ import functools
 import hashlib
 import struct
 
-import numpy as np
 
 from . import _crypto_nettle
 
@@ -39,7 +38,7 @@ KEY_SIZES = {
     "none": 32, "null": 32, "chacha20": 32,
 }
 BLOCKS = tuple(KEY_SIZES)
-_np_xor, _np_frombuffer, _u8 = np.bitwise_xor, np.frombuffer, np.uint8
+_np_xor = None  # (bitwise_xor, frombuffer, uint8) once numpy is first needed
 UPSTREAM_BLOCKS = tuple(b for b in BLOCKS if b != "chacha20")
 
 
@@ -61,9 +60,14 @@ def _xor(a: bytes, b: bytes) -> bytes:
     """a XOR b[:len(a)]. numpy for datagram-sized inputs (2.5 us for 1350 bytes against
     3.8 us through big integers); big integers for small ones, where numpy's call overhead
     dominates."""
+    global _np_xor
     n = len(a)
     if n >= 256:
-        return _np_xor(_np_frombuffer(a, _u8), _np_frombuffer(b, _u8, n)).tobytes()
+        if _np_xor is None:  # imported on first use: most processes never get here (Nettle)
+            import numpy
+            _np_xor = (numpy.bitwise_xor, numpy.frombuffer, numpy.uint8)
+        xor, frombuffer, u8 = _np_xor
+        return xor(frombuffer(a, u8), frombuffer(b, u8, n)).tobytes()
     return (int.from_bytes(a, "little") ^ int.from_bytes(b[:n], "little")).to_bytes(n, "little")
 
 
@@ -172,6 +176,7 @@ def _tea_like_many(key: bytes, cycles: int, xtea: bool):
     """The same block function over many 8-byte blocks at once with numpy uint32 lanes
     (wrap-around arithmetic is numpy's): used for CFB decryption, where blocks are
     independent."""
+    import numpy as np
     k = [np.uint32(x) for x in struct.unpack(">4I", key)]
     delta = 0x9E3779B9
     be = np.dtype(">u4")

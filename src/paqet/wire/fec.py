@@ -8,12 +8,19 @@ size(2 LE, = 2 + len(kcp)) kcp...; a parity packet is seqid 0x00F2 parity-shard.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections import deque
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from . import _fec_isal
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported where it is used, not here: only FEC set-up (matrix inversion) and the
+# fallback combiner without ISA-L need it, and importing it costs ~0.1 s and ~10 MB per
+# process that runs without FEC.
 
 TYPE_DATA, TYPE_PARITY, TYPE_OOB = 0xF1, 0xF2, 0xF3
 HEADER = 8
@@ -55,9 +62,19 @@ def gf_pow(a: int, n: int) -> int:
     return _EXP[(_LOG[a] * n) % 255]
 
 
-MUL = np.array([[gf_mul(a, b) for b in range(256)] for a in range(256)], dtype=np.uint8)
-#: bytes.translate tables: MUL_T[c] maps every byte b to c*b in GF(2^8)
-MUL_T = [bytes(MUL[c]) for c in range(256)]
+@functools.cache
+def _mul_tables():
+    """(MUL, MUL_T): MUL[a][b] = a*b as a numpy array; MUL_T[c] a bytes.translate table
+    mapping every byte b to c*b in GF(2^8). Built on first use."""
+    import numpy as np
+    mul = np.array([[gf_mul(a, b) for b in range(256)] for a in range(256)], dtype=np.uint8)
+    return mul, [bytes(mul[c]) for c in range(256)]
+
+
+def __getattr__(name: str):
+    if name in ("MUL", "MUL_T"):
+        return _mul_tables()[name == "MUL_T"]
+    raise AttributeError(name)
 
 
 def _combine_bytes(coefs: list[list[int]], shards: list[bytes], length: int) -> list[bytes]:
@@ -65,8 +82,10 @@ def _combine_bytes(coefs: list[list[int]], shards: list[bytes], length: int) -> 
     256-byte multiplication table per (row, shard), then one numpy XOR-reduce per row over
     the joined products. No Python loop over bytes; measured per 10/3 group against one
     big-integer XOR per product: 70 -> 45 us (numpy fancy-index gather: ~3x slower)."""
+    import numpy as np
     out = []
     xor_reduce, frombuffer, u8 = np.bitwise_xor.reduce, np.frombuffer, np.uint8
+    MUL_T = _mul_tables()[1]
     for row in coefs:
         prods = [sh if coef == 1 else sh.translate(MUL_T[coef])
                  for coef, sh in zip(row, shards) if coef]
@@ -82,6 +101,8 @@ def _combine_bytes(coefs: list[list[int]], shards: list[bytes], length: int) -> 
 
 def _mat_mul(a, b) -> np.ndarray:
     """GF(2^8) matrix product, vectorised: (n, k) x (k, m)."""
+    import numpy as np
+    MUL = _mul_tables()[0]
     a = np.asarray(a, dtype=np.uint8)
     b = np.asarray(b, dtype=np.uint8)
     return np.bitwise_xor.reduce(MUL[a[:, :, None], b[None, :, :]], axis=1)
@@ -90,6 +111,8 @@ def _mat_mul(a, b) -> np.ndarray:
 def _mat_inv(m) -> list[list[int]]:
     """Gauss-Jordan inverse over GF(2^8), one vectorised row operation per column (a 255x255
     matrix, the largest a peer's d/p can make us build, takes well under a second)."""
+    import numpy as np
+    MUL = _mul_tables()[0]
     m = np.asarray(m, dtype=np.uint8)
     n = len(m)
     a = np.concatenate([m, np.eye(n, dtype=np.uint8)], axis=1)
@@ -115,6 +138,8 @@ def encoding_matrix(d: int, p: int) -> list[list[int]]:
 
 def _combine(coefs: np.ndarray, shards: np.ndarray) -> np.ndarray:
     """rows of GF sums: out[i] = XOR_c coefs[i][c] * shards[c]."""
+    import numpy as np
+    MUL = _mul_tables()[0]
     prod = MUL[coefs[:, :, None], shards[None, :, :]]
     return np.bitwise_xor.reduce(prod, axis=1)
 
@@ -128,6 +153,7 @@ class ReedSolomon:
         if d <= 0 or p <= 0 or d + p > 256:
             raise ValueError("need 0 < dshard, 0 < pshard, dshard + pshard <= 256")
         self.d, self.p = d, p
+        import numpy as np
         self.matrix = encoding_matrix(d, p)
         self.parity_rows = np.array(self.matrix[d:], dtype=np.uint8)
         self.parity_coefs = self.matrix[d:]
@@ -149,6 +175,7 @@ class ReedSolomon:
         """From >= d shards {index: shard} (all the same length), the missing data shards."""
         d = self.d
         rows = sorted(present)[:d]
+        import numpy as np
         sub = [self.matrix[r] for r in rows]
         inv = np.array(_mat_inv(sub), dtype=np.uint8)
         missing = [i for i in range(d) if i not in present]
