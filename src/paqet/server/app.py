@@ -84,7 +84,7 @@ class Server:
             if conn is None:
                 return
             log.info("accepted new connection from %s:%s", conn.peer[0], conn.peer[1])
-            self._spawn(self._session(conn))
+            conn.set_stream_handler(lambda st, c=conn: self._spawn(self._stream(c, st)))
 
     def _session_closed(self, conn: TunnelConnection, reason: str) -> None:
         if not self._stopping:
@@ -93,13 +93,6 @@ class Server:
             self.backend.set_peer_flags(conn.peer, None)
         except Exception:
             pass
-
-    async def _session(self, conn: TunnelConnection) -> None:
-        while True:
-            st = await conn.accept_stream()
-            if st is None:
-                return
-            self._spawn(self._stream(conn, st))
 
     async def _stream(self, conn: TunnelConnection, st: TunnelStream) -> None:
         try:

@@ -73,7 +73,7 @@ class ClientTunnel:
         self.conv = conv if conv is not None else int.from_bytes(os.urandom(4), "little")
         self.conn = TunnelConnection(conv=self.conv, peer=server, send=backend.send,
                                      params=params, client=True, on_closed=on_closed)
-        self._reader = _Reader(backend, self._on_datagram)
+        self._reader = _Reader(backend, self._on_datagram, self.conn.pump_now)
 
     def _on_datagram(self, payload: bytes, addr: tuple) -> None:
         if _addr_key(addr) == self.server:
@@ -107,7 +107,8 @@ class TunnelListener:
         self._probe = DatagramCodec(params.block, params.key, dshard=params.dshard,
                                     pshard=params.pshard)
         self.drops = {"no_conv": 0, "backlog_full": 0, "table_full": 0, "conv_mismatch": 0}
-        self._reader = _Reader(backend, self._on_datagram)
+        self._dirty: set[TunnelConnection] = set()  # sessions fed in the current batch
+        self._reader = _Reader(backend, self._on_datagram, self._batch_end)
         self.closed = False
 
     def _on_datagram(self, payload: bytes, addr: tuple) -> None:
@@ -115,6 +116,7 @@ class TunnelListener:
         conn = self.sessions.get(key)
         if conn is not None:
             if conn.datagram_received(payload):
+                self._dirty.add(conn)
                 return
             conn.close("the peer restarted with a new conversation")
         self._new_peer(payload, key, addr)
@@ -140,6 +142,11 @@ class TunnelListener:
         self.sessions[key] = conn
         conn.datagram_received(payload)
         self._accept_q.put_nowait(conn)
+
+    def _batch_end(self) -> None:
+        dirty = self._dirty
+        while dirty:
+            dirty.pop().pump_now()
 
     def _closed_cb(self, conn: TunnelConnection, reason: str) -> None:
         key = _addr_key(conn.peer)
