@@ -99,3 +99,21 @@ def test_manual_firewall_rules_missing_then_added(site):
     r = check(site, t.server, cfg, "manual")
     assert r.returncode == 0, r.stdout
     assert "[ OK ] firewall: manual: notrack and RST-drop rules for TCP port 9998" in r.stdout
+
+
+def test_non_root_with_the_units_capabilities_passes(site):
+    """What packaging/paqet.service grants (an unprivileged user with CAP_NET_RAW and
+    CAP_NET_ADMIN as ambient capabilities, nothing else) is enough: the raw socket, the
+    managed nftables rules (nft runs as a child process) and the tunnel all work."""
+    t = site.topo
+    os.chmod(site.dir, 0o755)
+    path = write_config(os.path.join(site.dir, "caps.yaml"), client_config(t, explicit=False))
+    os.chmod(path, 0o644)
+    caps = "-all,+net_raw,+net_admin"
+    r = site.lab.run(t.client, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                     f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}",
+                     PY, "-m", "paqet", "check", "-c", path, "-n", "2", check=False, timeout=60)
+    print(r.stdout, r.stderr)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[ OK ] privileges: not root, with CAP_NET_ADMIN and CAP_NET_RAW" in r.stdout
+    assert "[ OK ] tunnel: 2/2 PPONG" in r.stdout
