@@ -82,11 +82,16 @@ async def _ping(cfg, count: int, interval: float, timeout: float) -> int:
             print(f"PPONG from {server[0]}:{server[1]}: seq={seq} time={rtt * 1000:.2f} ms")
 
     tally = Tally()
+    conn = pool.slots[0].conn
+    kcp = getattr(conn, "kcp", None)
+    base = (kcp.segments_out, kcp.retransmissions) if kcp is not None else None
     try:
         await round_trips(pool, dialect, count, interval, timeout, report, tally)
     except asyncio.CancelledError:
         pass
     finally:
+        if base is not None:  # what the reliable transport hid: our side's retransmissions
+            base = (kcp.segments_out - base[0], kcp.retransmissions - base[1])
         await pool.close()
     sent, rtts = tally.sent, tally.rtts
     loss = 100.0 * (sent - len(rtts)) / sent if sent else 100.0
@@ -94,6 +99,9 @@ async def _ping(cfg, count: int, interval: float, timeout: float) -> int:
     print(f"{sent} packets transmitted, {len(rtts)} received, {loss:.0f}% packet loss")
     if rtts:
         print(f"rtt min/avg/max/mdev = {rtt_summary(rtts)}")
+    if base is not None and base[0]:
+        print(f"kcp: {base[0]} segments sent by this end, {base[1]} retransmitted "
+              f"({100.0 * base[1] / base[0]:.0f}%)")
     return EXIT_OK if rtts else EXIT_RUNTIME
 
 

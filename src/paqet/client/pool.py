@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Callable
 
 from paqet.proto import appmsg
@@ -255,9 +256,8 @@ class ClientPool:
     # -- health and dialect ------------------------------------------------------------
     async def ping(self, conn: TunnelConnection, dialect: str, timeout: float) -> float | None:
         """One PPING/PPONG round trip on a fresh stream: the RTT in seconds, or None."""
-        loop = asyncio.get_running_loop()
         st = conn.open_stream()
-        t0 = loop.time()
+        t0 = time.monotonic()  # not loop.time(): uvloop's is whole milliseconds, cached per turn
         try:
             st.write(appmsg.encode(appmsg.Ping(), dialect))
             reader = appmsg.MessageReader(dialect)
@@ -268,7 +268,7 @@ class ClientPool:
                         return None
                     msg = reader.feed(data)
                     if msg is not None:
-                        return loop.time() - t0 if isinstance(msg, appmsg.Pong) else None
+                        return time.monotonic() - t0 if isinstance(msg, appmsg.Pong) else None
         except (TimeoutError, StreamClosed, appmsg.ProtocolError):
             return None
         finally:
