@@ -33,7 +33,9 @@ def tunnel_params(cfg: Config) -> TunnelParams:
                         sndwnd=k.sndwnd, rcvwnd=k.rcvwnd, nodelay=nd, interval=iv, resend=rs,
                         nc=nc, wdelay=wd, acknodelay=an, smuxbuf=k.smuxbuf,
                         streambuf=k.streambuf, keepalive_ms=k.smuxkalive * 1000,
-                        keepalive_timeout_ms=k.smuxktimeout * 1000)
+                        keepalive_timeout_ms=k.smuxktimeout * 1000,
+                        replay_window=cfg.limits.replay_window,
+                        replay_horizon_ms=int(cfg.limits.replay_horizon * 1000))
 
 
 def resolve(host: str, port: int) -> tuple[str, int]:
@@ -183,7 +185,9 @@ class Runtime:
             from paqet.server.app import Server
             net = await asyncio.to_thread(Network, cfg, None)
             self.backend = net.open_backend(cfg.local_port)
-            self.server = Server(params, self.backend)
+            from paqet.tunnel.guard import ListenerLimits
+            self.server = Server(params, self.backend,
+                                 limits=ListenerLimits.from_config(cfg.limits))
             await self.server.start()
             log.info("server listening for packets on :%d (interface %s)",
                      self.backend.local_port, net.interface or "udp")

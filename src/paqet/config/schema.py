@@ -119,6 +119,16 @@ class Limits(_S, kw_only=True):
     """Beyond upstream: resource bounds and flood resistance (issue 9). Safe defaults; every
     key optional."""
     # -- listener / session table (server side): flood resistance --
+    max_sessions: Annotated[int, Meta(ge=1, le=1048576)] = 4096
+    accept_backlog: Annotated[int, Meta(ge=1, le=65536)] = 128
+    new_sessions_per_ip: Annotated[float, Meta(ge=0, le=1e6)] = 16.0  # per s, 0 = unlimited
+    new_sessions_burst: Annotated[int, Meta(ge=1, le=1048576)] = 256
+    unknown_datagrams_per_ip: Annotated[float, Meta(ge=0, le=1e9)] = 1000.0  # per s, 0 = off
+    unknown_datagrams_burst: Annotated[int, Meta(ge=1, le=1 << 30)] = 2048
+    handshake_timeout: Annotated[float, Meta(gt=0, le=3600)] = 5.0  # seconds
+    # anti-replay (both sides): datagram identities remembered per session, and for how long
+    replay_window: Annotated[int, Meta(ge=0, le=1 << 24)] = 65536  # 0 = off
+    replay_horizon: Annotated[float, Meta(ge=1, le=3600)] = 60.0  # seconds
 
     # -- streams and buffers (both sides): resource bounds --
 

@@ -9,6 +9,7 @@ import logging
 from paqet.proto import appmsg, socks5
 from paqet.tunnel.connection import TunnelConnection
 from paqet.tunnel.endpoint import TunnelListener
+from paqet.tunnel.guard import ListenerLimits
 from paqet.tunnel.params import TunnelParams
 from paqet.tunnel.relay import relay_tcp, set_nodelay
 from paqet.tunnel.stream import StreamClosed, TunnelStream
@@ -59,7 +60,8 @@ class _UdpTarget(asyncio.DatagramProtocol):
 
 class Server:
     def __init__(self, params: TunnelParams, backend, *, dial_timeout: float = DIAL_TIMEOUT,
-                 max_sessions: int = 4096, dialect: str = "auto") -> None:
+                 max_sessions: int | None = None, dialect: str = "auto",
+                 limits: ListenerLimits | None = None) -> None:
         #: "auto" tells the dialect per stream; a fixed one makes this server read only that
         #: dialect, as an old Go release would (used to test clients against them)
         self.dialect = dialect
@@ -68,12 +70,14 @@ class Server:
         self.dial_timeout = dial_timeout
         self.listener: TunnelListener | None = None
         self.max_sessions = max_sessions
+        self.limits = limits
         self._tasks = TaskSet()
         self._spawn = self._tasks.spawn
         self._stopping = False
 
     async def start(self) -> None:
         self.listener = TunnelListener(self.backend, self.params, max_sessions=self.max_sessions,
+                                       limits=self.limits,
                                        on_session_closed=self._session_closed)
         self._spawn(self._accept_loop())
 

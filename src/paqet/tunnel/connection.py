@@ -24,6 +24,7 @@ from paqet.tunnel.clock import now_ms
 from paqet.tunnel.params import TunnelParams
 from paqet.tunnel.stream import StreamClosed, TunnelStream
 from paqet.wire.datagram import DatagramCodec
+from paqet.wire.replay import IDENT_LEN, ReplayWindow, StaleFilter
 
 log = logging.getLogger("paqet.tunnel")
 
@@ -37,7 +38,8 @@ class ConnectionClosed(ConnectionError):
 class TunnelConnection:
     def __init__(self, *, conv: int, peer: tuple, send: SendFn, params: TunnelParams,
                  client: bool, codec: DatagramCodec | None = None,
-                 on_closed: Callable[["TunnelConnection", str], None] | None = None) -> None:
+                 on_closed: Callable[["TunnelConnection", str], None] | None = None,
+                 drops: dict | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.conv = conv
         self._conv_le = conv.to_bytes(4, "little")
@@ -49,6 +51,19 @@ class TunnelConnection:
         self.on_closed = on_closed
         self.codec = codec or DatagramCodec(params.block, params.key, dshard=params.dshard,
                                             pshard=params.pshard)
+        #: drop reason -> count, shared with the listener / client tunnel that owns us
+        self.drops = drops if drops is not None else {}
+        for reason in ("replay", "stale", "bad_crc", "conv_mismatch"):
+            self.drops.setdefault(reason, 0)
+        # Anti-replay (wire/replay.py): a window over the datagrams' nonces when the block
+        # has one ("null" has none: then only the timestamp check), and the timestamp check
+        # for datagrams older than the window reaches.
+        now = now_ms()
+        self.replay = (ReplayWindow(params.replay_window, params.replay_horizon_ms, now)
+                       if params.replay_window and self.codec.crypt is not None else None)
+        self.stale = StaleFilter() if params.replay_window else None
+        self._stale_ms = max(1000, params.replay_horizon_ms // 12)  # no window: 5 s by default
+        self._bad_seen = 0
         k = KCP(conv)
         k.set_nodelay(params.nodelay, params.interval, params.resend, params.nc)
         k.set_wndsize(params.sndwnd, params.rcvwnd)
@@ -88,26 +103,61 @@ class TunnelConnection:
     def datagram_received(self, wire: bytes) -> bool:
         """Feed one wire datagram. Returns False (and feeds nothing) when it carries another
         conversation starting at sn 0: a restarted peer, whose new session replaces this
-        one (kcp-go's listener rule)."""
+        one (kcp-go's listener rule). Replays, stale and unauthenticated datagrams are
+        dropped (counted in self.drops) before KCP sees them."""
         if self.closed:
             return True
+        rw = self.replay
+        if rw is not None:
+            ident = wire[:IDENT_LEN]
+            if ident in rw.cur or ident in rw.old:  # before any decryption: cheap
+                self.drops["replay"] += 1
+                return True
         now = now_ms()
-        kcp_input = self.kcp.input
+        decoded = self.codec.decode(wire)
+        if not decoded:
+            st = self.codec.stats
+            bad = st.crc_errors + st.auth_errors + st.short
+            if bad != self._bad_seen:
+                self.drops["bad_crc"] += bad - self._bad_seen
+                self._bad_seen = bad
+            return True
         conv_le = self._conv_le
+        first, regular = decoded[0]
+        if regular and first[:4] == conv_le and self.stale is not None and len(first) >= 24:
+            limit = rw.covered_ms(now) if rw is not None else self._stale_ms
+            if self.stale.stale(first, now, limit):
+                self.drops["stale"] += 1
+                return True
+        kcp_input = self.kcp.input
         got = False
-        for payload, regular in self.codec.decode(wire):
+        for payload, regular in decoded:
             if payload[:4] != conv_le:
                 if (regular and not self.client and len(payload) >= 24
                         and payload[12:16] == b"\0\0\0\0"):
                     return False
                 self.foreign_conv_drops += 1
+                self.drops["conv_mismatch"] += 1
                 continue
             kcp_input(payload, now, regular)
             got = True
+        if rw is not None:
+            rw.add(ident, now)
         if got:
             self.last_rx_ms = now
             self._schedule_pump()
         return True
+
+    def first_datagram(self, wire: bytes, kcp_bytes) -> None:
+        """The datagram that opened this session, already decrypted by the listener (its
+        KCP bytes): remembered for anti-replay and fed to KCP without a second decryption."""
+        now = now_ms()
+        if self.replay is not None:
+            self.replay.add(wire[:IDENT_LEN], now)
+        if self.stale is not None:
+            self.stale.stale(kcp_bytes, now, 1 << 30)  # learns the peer's clock
+        self.codec.stats.datagrams_in += 1
+        self.feed_kcp(kcp_bytes, True)
 
     def feed_kcp(self, payload: bytes, regular: bool = True) -> None:
         """Input already-decoded KCP bytes (the listener decoded the first datagram)."""

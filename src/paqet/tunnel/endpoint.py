@@ -7,15 +7,21 @@ import asyncio
 import logging
 import os
 import struct
+import time
 from typing import Callable
 
+from paqet.tunnel.clock import now_ms
 from paqet.tunnel.connection import TunnelConnection
+from paqet.tunnel.guard import DropLog, ListenerLimits, TokenBuckets
 from paqet.tunnel.params import TunnelParams
-from paqet.wire.datagram import DatagramCodec
+from paqet.wire.datagram import MIN_PLAIN, DatagramCodec
+from paqet.wire.fec import TYPE_DATA, TYPE_OOB, TYPE_PARITY
 
 log = logging.getLogger("paqet.tunnel")
 
 _conv_sn = struct.Struct("<I8xI")  # conv at 0, sn at 12 of a KCP segment header
+MAX_DATAGRAM = 1500  # kcp-go reads into 1500-byte buffers: anything longer fails its CRC
+DROP_LOG_INTERVAL = 10.0  # seconds between two "dropped datagrams" warnings
 
 
 def _addr_key(addr: tuple) -> tuple:
@@ -71,13 +77,29 @@ class ClientTunnel:
         self.server = _addr_key(server)
         self.params = params
         self.conv = conv if conv is not None else int.from_bytes(os.urandom(4), "little")
+        #: drop reason -> count (the connection adds replay, stale, bad_crc, conv_mismatch)
+        self.drops: dict[str, int] = {"foreign_source": 0}
         self.conn = TunnelConnection(conv=self.conv, peer=server, send=backend.send,
-                                     params=params, client=True, on_closed=on_closed)
-        self._reader = _Reader(backend, self._on_datagram, self.conn.pump_now)
+                                     params=params, client=True, on_closed=on_closed,
+                                     drops=self.drops)
+        self._drop_log = DropLog(self.drops, DROP_LOG_INTERVAL)
+        self._next_log = 0.0
+        self._reader = _Reader(backend, self._on_datagram, self._on_batch_end)
 
     def _on_datagram(self, payload: bytes, addr: tuple) -> None:
         if _addr_key(addr) == self.server:
             self.conn.datagram_received(payload)
+        else:
+            self.drops["foreign_source"] += 1
+
+    def _on_batch_end(self) -> None:
+        self.conn.pump_now()
+        t = time.monotonic()
+        if t >= self._next_log:
+            self._next_log = t + 1.0
+            line = self._drop_log.line(t)
+            if line:
+                log.warning("tunnel to %s:%s: %s", self.server[0], self.server[1], line)
 
     def close(self, reason: str = "closed") -> None:
         self.conn.close(reason)
@@ -90,63 +112,146 @@ class ClientTunnel:
         self.backend.close()
 
 
-class TunnelListener:
-    """The server side: one backend, a session per peer address, accept() for new ones."""
+DROP_REASONS = ("bad_frame", "bad_crc", "no_conv", "replay", "stale", "rate_limited",
+                "session_rate", "table_full", "backlog_full", "conv_mismatch", "expired")
 
-    def __init__(self, backend, params: TunnelParams, *, backlog: int = 128,
-                 max_sessions: int = 4096,
+
+class TunnelListener:
+    """The server side: one backend, a session per peer address, accept() for new ones.
+
+    A datagram goes through, cheapest first (docs/reliability.md, "Flood and replay"):
+    the kernel's BPF port filter and the backend's frame parser; the session table (an
+    established session - one whose peer has delivered smux data - takes it straight, never
+    rate limited); the per-source-IP datagram bucket for everything else; for unknown peers
+    a size check, then decryption and CRC (no FEC decoding), the conv, the backlog and table
+    bounds and the per-IP new-session bucket; inside a session the replay window (before
+    decryption), decryption, the timestamp check, KCP. Sessions that deliver no smux data
+    within the handshake timeout are closed. Every drop is counted in self.drops."""
+
+    def __init__(self, backend, params: TunnelParams, *, backlog: int | None = None,
+                 max_sessions: int | None = None, limits: ListenerLimits | None = None,
                  on_session_closed: Callable[[TunnelConnection, str], None] | None = None) -> None:
+        lim = limits or ListenerLimits()
+        if backlog is not None or max_sessions is not None:
+            lim = ListenerLimits(**{**lim.__dict__,
+                                    **({"backlog": backlog} if backlog is not None else {}),
+                                    **({"max_sessions": max_sessions}
+                                       if max_sessions is not None else {})})
+        self.limits = lim
         self.backend = backend
         self.params = params
         self.sessions: dict[tuple, TunnelConnection] = {}
         self._accept_q: asyncio.Queue[TunnelConnection] = asyncio.Queue()
-        self.backlog = backlog
-        self.max_sessions = max_sessions
+        self.backlog = lim.backlog
+        self.max_sessions = lim.max_sessions
         self.on_session_closed = on_session_closed
-        # Decodes first datagrams of unknown peers (its FEC state is thrown away).
-        self._probe = DatagramCodec(params.block, params.key, dshard=params.dshard,
-                                    pshard=params.pshard)
-        self.drops = {"no_conv": 0, "backlog_full": 0, "table_full": 0, "conv_mismatch": 0}
+        # Decrypts first datagrams of unknown peers (crypto layer only: no FEC state).
+        self._probe = DatagramCodec(params.block, params.key)
+        c = self._probe.crypt
+        #: the shortest datagram that can carry a readable conv (24-byte KCP header)
+        self._min_first = (c.header + c.tag if c is not None else 0) + 24
+        # Non-AEAD blocks decrypt a prefix like the whole (CFB, stream ciphers, xor): a
+        # 40-byte prefix shows whether a KCP header could follow, before the whole datagram
+        # is decrypted and summed (random bytes pass with a chance of about 1/64).
+        self._prefix = c.decrypt if c is not None and not c.tag else None
+        self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self._dgram_buckets = TokenBuckets(lim.unknown_datagrams_per_ip,
+                                           lim.unknown_datagrams_burst, lim.max_sources)
+        self._session_buckets = TokenBuckets(lim.new_sessions_per_ip, lim.new_sessions_burst,
+                                             lim.max_sources)
+        self._drop_log = DropLog(self.drops, DROP_LOG_INTERVAL)
         self._dirty: set[TunnelConnection] = set()  # sessions fed in the current batch
         self._reader = _Reader(backend, self._on_datagram, self._batch_end)
         self.closed = False
+        self._sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep)
 
     def _on_datagram(self, payload: bytes, addr: tuple) -> None:
-        key = _addr_key(addr)
+        ip, port = addr[0], addr[1]
+        if ip.startswith("::ffff:") and "." in ip:
+            ip = ip[7:]
+        key = (ip, port)
         conn = self.sessions.get(key)
+        if conn is not None and conn.bytes_in:  # established: never rate limited
+            if conn.datagram_received(payload):
+                self._dirty.add(conn)
+                return
+            conn.close("the peer restarted with a new conversation")
+            conn = None
+        now = now_ms()
+        if not self._dgram_buckets.take(ip, now):
+            self.drops["rate_limited"] += 1
+            return
         if conn is not None:
             if conn.datagram_received(payload):
                 self._dirty.add(conn)
                 return
             conn.close("the peer restarted with a new conversation")
-        self._new_peer(payload, key, addr)
+        self._new_peer(payload, key, addr, now)
 
-    def _new_peer(self, payload: bytes, key: tuple, addr: tuple) -> None:
-        decoded = self._probe.decode(payload)
-        conv = None
-        for kcp_bytes, regular in decoded:
-            if regular and len(kcp_bytes) >= 24:
-                conv, _sn = _conv_sn.unpack_from(kcp_bytes, 0)
-                break
-        if conv is None:
-            self.drops["no_conv"] += 1
+    def _new_peer(self, payload: bytes, key: tuple, addr: tuple, now: int) -> None:
+        drops = self.drops
+        if not self._min_first <= len(payload) <= MAX_DATAGRAM:
+            drops["bad_frame"] += 1
+            return
+        if self._prefix is not None:
+            p = self._prefix(payload[:40])
+            flag = p[24] | (p[25] << 8)
+            if flag == TYPE_PARITY or flag == TYPE_OOB:
+                drops["no_conv"] += 1
+                return
+            if not 81 <= p[32 if flag == TYPE_DATA else 24] <= 84:  # KCP cmd PUSH..WINS
+                drops["bad_crc"] += 1
+                return
+        plain = self._probe.open(payload)
+        if plain is None:
+            drops["bad_crc"] += 1
+            return
+        if len(plain) < MIN_PLAIN:
+            drops["bad_frame"] += 1
+            return
+        flag = plain[4] | (plain[5] << 8)
+        kcp = (plain[8:] if flag == TYPE_DATA else None if flag in (TYPE_PARITY, TYPE_OOB)
+               else plain)
+        if kcp is None or len(kcp) < 24:  # parity, OOB, short FEC data: no conv (kcp-go)
+            drops["no_conv"] += 1
             return
         if self._accept_q.qsize() >= self.backlog:
-            self.drops["backlog_full"] += 1
+            drops["backlog_full"] += 1
             return
         if len(self.sessions) >= self.max_sessions:
-            self.drops["table_full"] += 1
+            drops["table_full"] += 1
             return
+        if not self._session_buckets.take(key[0], now):
+            drops["session_rate"] += 1
+            return
+        conv, _sn = _conv_sn.unpack_from(kcp, 0)
         conn = TunnelConnection(conv=conv, peer=addr, send=self.backend.send, params=self.params,
-                                client=False, on_closed=self._closed_cb)
+                                client=False, on_closed=self._closed_cb, drops=drops)
         self.sessions[key] = conn
-        conn.datagram_received(payload)
+        conn.first_datagram(payload, kcp)
+        self._dirty.add(conn)
         self._accept_q.put_nowait(conn)
 
     def _batch_end(self) -> None:
         dirty = self._dirty
         while dirty:
             dirty.pop().pump_now()
+
+    def _sweep(self) -> None:
+        """Once a second: close sessions that delivered no smux data within the handshake
+        timeout (replayed or forged first datagrams, half-open peers), and log drops."""
+        if self.closed:
+            return
+        now = now_ms()
+        limit = self.limits.handshake_timeout_ms
+        for conn in [c for c in self.sessions.values()
+                     if not c.bytes_in and ((now - c.created_ms) & 0xFFFFFFFF) >= limit]:
+            self.drops["expired"] += 1
+            conn.close("no smux data from the peer within the handshake timeout")
+        line = self._drop_log.line(time.monotonic())
+        if line:
+            log.warning("server: %s", line)
+        self._sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep)
 
     def _closed_cb(self, conn: TunnelConnection, reason: str) -> None:
         key = _addr_key(conn.peer)
@@ -165,6 +270,7 @@ class TunnelListener:
         if self.closed:
             return
         self.closed = True
+        self._sweeper.cancel()
         self._reader.close()
         for conn in list(self.sessions.values()):
             conn.close("server shutting down")

@@ -33,6 +33,8 @@ class TunnelParams:
     keepalive_ms: int = 2000
     keepalive_timeout_ms: int = 8000
     max_frame_size: int = 65535
+    replay_window: int = 65536      # datagram identities remembered per session (0 = off)
+    replay_horizon_ms: int = 60000  # how long the window aims to remember them
 
     @classmethod
     def for_mode(cls, mode: str = "fast", **kw) -> "TunnelParams":
@@ -53,4 +55,6 @@ class TunnelParams:
             smux_version=getattr(k, "smuxver", 2) or 2,
             smuxbuf=k.smuxbuf, streambuf=k.streambuf,
             keepalive_ms=k.smuxkalive * 1000, keepalive_timeout_ms=k.smuxktimeout * 1000,
+            replay_window=cfg.limits.replay_window,
+            replay_horizon_ms=int(cfg.limits.replay_horizon * 1000),
         )
