@@ -12,8 +12,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 
 import netlab  # noqa: E402
-from paqetlab import (Paqet, client_config, curl, http_server, make_blob, server_config,  # noqa: E402
-                      tempdir, wait_port)
+from paqetlab import (PY, Paqet, client_config, curl, http_server, make_blob,  # noqa: E402
+                      server_config, tempdir, wait_port, write_config)
 
 
 def step(msg):
@@ -37,6 +37,10 @@ def main() -> int:
         if not srv.wait_log("listening for packets"):
             print(srv.log(), file=sys.stderr)
             return 1
+        step("paqet check on the client's configuration (one line per check, a fix per problem)")
+        check_cfg = write_config(os.path.join(d, "check.yaml"), client_config(topo))
+        r = lab.run(topo.client, PY, "-m", "paqet", "check", "-c", check_cfg, check=False)
+        print(r.stdout + r.stderr, end="", flush=True)
         step("starting paqet client (SOCKS5 on 127.0.0.1:1080 in the client namespace)")
         cli = Paqet(lab, topo.client, client_config(topo), "client", d)
         if not wait_port(lab, topo.client, 1080) or not wait_port(lab, topo.server, 8000, host="198.18.0.2"):

@@ -58,6 +58,22 @@ def ping(site, *args):
                 retrans=int(kcp.group(2)) if kcp else None)
 
 
+def test_the_relay_itself_delays_and_drops(site):
+    """tests/impair.py on its own, measured with the kernel's ping(8)."""
+    impair(site, delay_ms=40)
+    r = site.lab.run(site.topo.client, "ping", "-c", "3", "-i", "0.2", "-W", "2",
+                     site.topo.server_ip4, check=False)
+    times = [float(t) for t in re.findall(r"time=([\d.]+) ms", r.stdout)]
+    assert len(times) == 3 and min(times) >= 80, r.stdout
+    counters = impair(site, loss=1.0)
+    assert "dropped=0" in counters and "overflow=0" in counters, counters
+    r = site.lab.run(site.topo.client, "ping", "-c", "2", "-i", "0.2", "-W", "1",
+                     site.topo.server_ip4, check=False)
+    assert r.returncode != 0 and " 0 received" in r.stdout, r.stdout
+    counters = impair(site)
+    assert re.search(r"dropped=[1-9]", counters) and "relayed=0" in counters, counters
+
+
 def test_rtt_grows_with_added_delay(site):
     base = ping(site, "-n", "8", "-i", "0.1")
     assert base["rc"] == 0 and base["received"] == 8 and base["loss"] == 0, base["out"]
