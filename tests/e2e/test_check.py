@@ -4,6 +4,7 @@ and missing manual firewall rules each fail with a `fix:` line and exit 1."""
 
 import os
 import re
+import subprocess
 
 import pytest
 
@@ -117,3 +118,35 @@ def test_non_root_with_the_units_capabilities_passes(site):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "[ OK ] privileges: not root, with CAP_NET_ADMIN and CAP_NET_RAW" in r.stdout
     assert "[ OK ] tunnel: 2/2 PPONG" in r.stdout
+
+
+def test_ports_taken_by_other_programs(site):
+    """A program already on the client's SOCKS5 port, and one listening on the server's
+    paqet port (paqet's rules would break its connections): each is named, with a fix."""
+    t = site.lab
+    topo = site.topo
+    listener = ("import socket,sys,time\ns=socket.socket()\n"
+                "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                "s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1); print('up', flush=True)\n"
+                "time.sleep(60)\n")
+    procs = [t.popen(topo.client, [PY, "-c", listener, "127.0.0.1", "1081"],
+                     stdout=subprocess.PIPE, text=True),
+             t.popen(topo.server, [PY, "-c", listener, "0.0.0.0", "9997"],
+                     stdout=subprocess.PIPE, text=True)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "up"
+        r = check(site, topo.client, client_config(topo, socks_port=1081), "busy")
+        assert r.returncode == 1, r.stdout
+        line = next(ln for ln in r.stdout.splitlines() if ln.startswith("[FAIL] ports:"))
+        assert "127.0.0.1:1081" in line, line  # `ip netns exec` execs: its PID is python's
+        assert re.search(rf"in use by python[\d.]* \(pid {procs[0].pid}\)", line), line
+        assert "[ OK ] tunnel:" in r.stdout  # the rest still checked
+        r = check(site, topo.server, server_config(topo, port=9997), "busy-server")
+        assert r.returncode == 1, r.stdout
+        assert re.search(r"\[FAIL\] ports: TCP port 9997 is also a listening port of python",
+                         r.stdout), r.stdout
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(5)

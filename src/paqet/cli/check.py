@@ -3,8 +3,9 @@
 Checks, in order: the configuration (the loader's one-line errors), the network (interface,
 local addresses, next hop and its MAC, as `paqet run` would detect them), privileges (root,
 or CAP_NET_RAW + CAP_NET_ADMIN), a raw packet socket on the interface, the firewall (tools,
-paqet's managed tables, or for `firewall: manual` whether the needed rules are in place)
-and, for a client, PPING/PPONG round trips to the server through a real tunnel session
+paqet's managed tables, or for `firewall: manual` whether the needed rules are in place),
+the ports (a client's listen addresses free; no program on a server's paqet port) and, for
+a client, PPING/PPONG round trips to the server through a real tunnel session
 (cli/ping's code path, bounded in time). One line per check; each problem gets one `fix:`
 line saying what to do. Exit 0 when every check passes, 1 otherwise.
 
@@ -124,6 +125,35 @@ class Probes:
         except (OSError, subprocess.TimeoutExpired) as exc:
             return 127, str(exc)
         return r.returncode, r.stdout if r.returncode == 0 else r.stderr
+
+    def bind(self, proto: str, host: str, port: int) -> OSError | None:
+        """None when a `proto` ("tcp"/"udp") socket can be bound (and listen) on host:port,
+        as the client's listeners will, else the error."""
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+        try:
+            with socket.socket(fam, kind) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does
+                s.bind((host, port))
+                if proto == "tcp":
+                    s.listen(1)
+        except OSError as exc:
+            return exc
+        return None
+
+    def port_holders(self, proto: str, port: int) -> list[tuple[int, str]]:
+        """(pid, command line) of the processes with a kernel socket listening on `port`."""
+        flag = "-ltnpH" if proto == "tcp" else "-lunpH"
+        rc, out = self.command("ss", flag, f"sport = :{port}")
+        holders = []
+        for pid in sorted({int(p) for p in re.findall(r"pid=(\d+)", out if rc == 0 else "")}):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                cmd = "?"
+            holders.append((pid, cmd[:120]))
+        return holders
 
     def paqet_tables(self) -> list[tuple[str, bool]]:
         """Our managed nftables tables and whether their owner is gone."""
@@ -288,8 +318,8 @@ class Checker:
                 return
             if ok is True:
                 steps = [self.check_network, self.check_privileges, self.check_raw_socket,
-                         self.check_firewall] + ([self.check_tunnel]
-                                                 if self.cfg.role == "client" else [])
+                         self.check_firewall, self.check_ports] + ([self.check_tunnel]
+                                                                   if self.cfg.role == "client" else [])
 
     @property
     def failed(self) -> bool:
@@ -521,6 +551,69 @@ class Checker:
         else:
             self.add("firewall", "ok", f"manual: notrack and RST-drop rules for TCP port {port} "
                      "are in place")
+
+    def _holders(self, proto: str, port: int) -> str:
+        return ", ".join(f"{os.path.basename(cmd.split()[0]).rstrip(':') if cmd.split() else '?'} "
+                         f"(pid {pid})" for pid, cmd in self.p.port_holders(proto, port))
+
+    def check_ports(self) -> None:
+        """Client: the SOCKS5 and forward listen addresses can be taken. Server: no kernel
+        socket listens on the paqet port (the firewall rules would break its connections)."""
+        from paqet.config.values import split_host_port
+        cfg = self.cfg
+        if cfg.role == "server":
+            port = self._port()
+            if not port or self._driver() == "udp":
+                return
+            holders = self.p.port_holders("tcp", port)
+            if holders:
+                who = self._holders("tcp", port)
+                self.add("ports", "fail", f"TCP port {port} is also a listening port of {who} "
+                         "here: paqet's rules (notrack, kernel RSTs dropped) would break its "
+                         "connections", "choose another port for listen.addr (and "
+                         "network.ipv4.addr), or move that program")
+            else:
+                self.add("ports", "ok", f"no program of this host listens on TCP port {port}")
+            return
+        wanted = [(f"socks5[{i}]", "tcp", s.listen) for i, s in enumerate(cfg.socks5)]
+        wanted += [(f"forward[{i}]", f.protocol or "tcp", f.listen) for i, f in enumerate(cfg.forward)]
+        if not wanted:
+            return
+        problems, busy_paqet = [], []
+        for key, proto, listen in wanted:
+            host, port = split_host_port(listen)
+            host = host or "0.0.0.0"
+            err = self.p.bind(proto, host, port)
+            if err is None:
+                continue
+            where = f"{key}.listen {listen} ({proto})"
+            if err.errno == errno.EADDRINUSE:
+                holders = self.p.port_holders(proto, port)
+                if holders and all("paqet" in cmd for _, cmd in holders):
+                    busy_paqet.append(f"{where}: held by a running paqet "
+                                      f"({', '.join('pid %d' % p for p, _ in holders)})")
+                    continue
+                who = self._holders(proto, port) or "another program"
+                problems.append((f"{where} is in use by {who}",
+                                 f"stop that program or change {key}.listen to a free port"))
+            elif err.errno == errno.EADDRNOTAVAIL:
+                problems.append((f"{where}: {host} is not an address of this host",
+                                 f"set {key}.listen to 127.0.0.1:{port} or an address of "
+                                 "this host (`ip addr`)"))
+            elif err.errno == errno.EACCES:
+                problems.append((f"{where}: ports below 1024 need root or CAP_NET_BIND_SERVICE",
+                                 f"run as root or use a port above 1023 in {key}.listen"))
+            else:
+                problems.append((f"{where}: {err.strerror or err}",
+                                 f"change {key}.listen"))
+        for detail, fix in problems:
+            self.add("ports", "fail", detail, fix)
+        for detail in busy_paqet:
+            self.add("ports", "warn", detail, "nothing to do if it runs this configuration; "
+                     "otherwise stop it first (one client per listen address)")
+        if not problems and not busy_paqet:
+            self.add("ports", "ok", "listen addresses free: " +
+                     ", ".join(f"{listen} ({proto})" for _, proto, listen in wanted))
 
     def check_tunnel(self) -> None:
         if self.net is None or self.server is None:

@@ -39,6 +39,8 @@ class Stub(Probes):
         self.ruleset = ""
         self.tables = []
         self.pinged = 0
+        self.bind_errors = {}   # port -> OSError
+        self.holders = {}       # port -> [(pid, cmdline)]
         self.__dict__.update(kw)
 
     def euid(self):
@@ -80,6 +82,12 @@ class Stub(Probes):
     def paqet_tables(self):
         return self.tables
 
+    def bind(self, proto, host, port):
+        return self.bind_errors.get(port)
+
+    def port_holders(self, proto, port):
+        return self.holders.get(port, [])
+
     def ping(self, cfg, server, net, count, interval, timeout):
         self.pinged += 1
         return self.outcome
@@ -96,7 +104,7 @@ def run(tmp_path, probes, text=CLIENT, fw="managed"):
 def test_all_good_client(tmp_path):
     c, r = run(tmp_path, Stub())
     assert [x.name for x in c.results] == ["config", "network", "privileges", "raw socket",
-                                           "firewall", "tunnel"]
+                                           "firewall", "ports", "tunnel"]
     assert all(x.status == "ok" and not x.fix for x in c.results) and not c.failed
     assert "next hop 198.18.0.254 at 02:02:02:02:02:02" in r["network"].detail
     assert "3/3 PPONG" in r["tunnel"].detail and "1.000/2.000/3.000" in r["tunnel"].detail
@@ -286,9 +294,38 @@ def test_cli_exit_status_and_output(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(check, "Probes", Stub)
     assert main(["check", "-c", str(p)]) == 0
     out = capsys.readouterr().out
-    assert out.count("[ OK ]") == 6 and out.strip().endswith("all checks passed")
+    assert out.count("[ OK ]") == 7 and out.strip().endswith("all checks passed")
     monkeypatch.setattr(check, "Probes", lambda: Stub(uid=1000))
     assert main(["check", "-c", str(p)]) == 1
     out = capsys.readouterr().out
     assert "[FAIL] privileges:" in out and "       fix: run as root" in out
     assert "problem(s) found" in out
+
+
+def test_client_listen_address_in_use(tmp_path):
+    busy = OSError(errno.EADDRINUSE, "Address already in use")
+    c, r = run(tmp_path, Stub(bind_errors={1080: busy},
+                              holders={1080: [(4242, "/usr/sbin/danted -f x")]}))
+    assert r["ports"].status == "fail" and "danted (pid 4242)" in r["ports"].detail
+    assert "socks5[0].listen" in r["ports"].fix and c.failed
+    # held by a running paqet (this configuration's client, most likely): a warning only
+    c, _ = run(tmp_path, Stub(bind_errors={1080: busy},
+                              holders={1080: [(77, "/x/python -m paqet run -c c.yaml")]}))
+    warn = [x for x in c.results if x.name == "ports"]
+    assert len(warn) == 1 and warn[0].status == "warn" and "pid 77" in warn[0].detail
+    assert not c.failed
+
+
+@pytest.mark.parametrize("err, words", [(errno.EADDRNOTAVAIL, "127.0.0.1:1080"),
+                                        (errno.EACCES, "above 1023")])
+def test_client_listen_address_other_errors(tmp_path, err, words):
+    c, r = run(tmp_path, Stub(bind_errors={1080: OSError(err, "x")}))
+    assert r["ports"].status == "fail" and words in r["ports"].fix
+
+
+def test_server_port_shared_with_a_kernel_listener(tmp_path):
+    c, r = run(tmp_path, Stub(holders={9999: [(99, "nginx: master process")]}), SERVER)
+    assert r["ports"].status == "fail" and "nginx (pid 99)" in r["ports"].detail
+    assert "listen.addr" in r["ports"].fix
+    c, r = run(tmp_path, Stub(), SERVER)
+    assert r["ports"].status == "ok" and not c.failed
