@@ -104,20 +104,53 @@ def test_manual_firewall_rules_missing_then_added(site):
 
 def test_non_root_with_the_units_capabilities_passes(site):
     """What packaging/paqet.service grants (an unprivileged user with CAP_NET_RAW and
-    CAP_NET_ADMIN as ambient capabilities, nothing else) is enough: the raw socket, the
-    managed nftables rules (nft runs as a child process) and the tunnel all work."""
+    CAP_NET_ADMIN as ambient capabilities, nothing else, no new privileges) is enough: the
+    raw socket, the managed nftables rules (nft runs as a child process) and the tunnel all
+    work, for `paqet check` and for the unit's `paqet run` (a server, rules removed at stop)."""
     t = site.topo
     os.chmod(site.dir, 0o755)
     path = write_config(os.path.join(site.dir, "caps.yaml"), client_config(t, explicit=False))
     os.chmod(path, 0o644)
-    caps = "-all,+net_raw,+net_admin"
-    r = site.lab.run(t.client, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                     f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}",
-                     PY, "-m", "paqet", "check", "-c", path, "-n", "2", check=False, timeout=60)
+    r = site.lab.run(t.client, *AS_UNIT, PY, "-m", "paqet", "check", "-c", path, "-n", "2",
+                     check=False, timeout=60)
     print(r.stdout, r.stderr)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "[ OK ] privileges: not root, with CAP_NET_ADMIN and CAP_NET_RAW" in r.stdout
     assert "[ OK ] tunnel: 2/2 PPONG" in r.stdout
+    # the unit's ExecStart, a server on another port, as that user
+    spath = write_config(os.path.join(site.dir, "caps-server.yaml"), server_config(t, port=9996))
+    os.chmod(spath, 0o644)
+    log = open(os.path.join(site.dir, "caps-server.log"), "w")
+    srv = site.lab.popen(t.server, [*AS_UNIT, PY, "-m", "paqet", "run", "-c", spath],
+                         stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: "paqet_9996_" in nft_tables(site)), open(log.name).read()
+        r = check(site, t.client, client_config(t, port=9996), "caps-client")
+        assert r.returncode == 0 and "PPONG from 198.18.0.2:9996" in r.stdout, r.stdout
+    finally:
+        srv.terminate()
+        srv.wait(10)
+    assert srv.returncode == 0, open(log.name).read()
+    assert "paqet_9996_" not in nft_tables(site), "the rules outlived the server"
+
+
+CAPS = "-all,+net_raw,+net_admin"
+AS_UNIT = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--no-new-privs",
+           f"--inh-caps={CAPS}", f"--ambient-caps={CAPS}", f"--bounding-set={CAPS}"]
+
+
+def nft_tables(site) -> str:
+    return site.lab.run(site.topo.server, "nft", "list", "tables").stdout
+
+
+def wait_for(cond, timeout=15.0) -> bool:
+    import time
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def test_ports_taken_by_other_programs(site):
