@@ -260,6 +260,19 @@ class Runtime:
             self.backend.close()
 
 
+def _tune_gc() -> None:
+    """Once started: move everything allocated so far (modules, config, tables) out of the
+    cyclic collector's reach, and let the youngest generation grow larger before a pass.
+    The per-packet path frees its objects by reference counting; what the collector finds
+    is rare, but its passes over KCP's segment objects stalled the loop for up to 20 ms at
+    a time under loss (docs/decisions.md)."""
+    import gc
+    gc.collect()
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, 20000), gen1, gen2)
+
+
 async def serve(cfg: Config) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -273,6 +286,7 @@ async def serve(cfg: Config) -> int:
         except StartupError as exc:
             print(f"paqet: {exc}", file=sys.stderr, flush=True)
             return 1
+        _tune_gc()
         await stop.wait()
         print("shutdown signal received, shutting down...", file=sys.stderr, flush=True)
     finally:
