@@ -59,9 +59,10 @@ def _driver(cfg: Config) -> str:
 class _FirewalledBackend:
     """A packet backend whose firewall rules live exactly as long as it does."""
 
-    def __init__(self, backend, firewall) -> None:
+    def __init__(self, backend, firewall, hold=None) -> None:
         self._b = backend
         self._fw = firewall
+        self._hold = hold  # the TCP socket keeping the port ours (net.backend.reserve_port)
 
     def __getattr__(self, name):
         return getattr(self._b, name)
@@ -73,6 +74,9 @@ class _FirewalledBackend:
             if self._fw is not None:
                 self._fw.remove()
                 self._fw = None
+            if self._hold is not None:
+                self._hold.close()
+                self._hold = None
 
 
 class Network:
@@ -143,8 +147,8 @@ class Network:
             from paqet.net.pcap import PcapBackend as Backend
         else:
             from paqet.net.afpacket import AfPacketBackend as Backend
-        from paqet.net.backend import random_port
-        port = port or random_port()
+        from paqet.net.backend import reserve_port
+        port, hold = reserve_port(port)
         fw = None
         if cfg.network.firewall == "managed":
             from paqet.net.firewall import Firewall, FirewallError
@@ -152,6 +156,8 @@ class Network:
             try:
                 fw.install()
             except FirewallError as exc:
+                if hold is not None:
+                    hold.close()
                 raise StartupError(str(exc)) from None
         try:
             b = Backend(
@@ -162,12 +168,16 @@ class Network:
         except PermissionError:
             if fw:
                 fw.remove()
+            if hold is not None:
+                hold.close()
             raise StartupError("raw packet sockets need root (or CAP_NET_RAW): run with sudo") from None
         except OSError as exc:
             if fw:
                 fw.remove()
+            if hold is not None:
+                hold.close()
             raise StartupError(f"cannot open a raw socket on {self.interface}: {exc}") from None
-        return _FirewalledBackend(b, fw)
+        return _FirewalledBackend(b, fw, hold)
 
 
 class Runtime:
