@@ -329,3 +329,16 @@ def test_server_port_shared_with_a_kernel_listener(tmp_path):
     assert "listen.addr" in r["ports"].fix
     c, r = run(tmp_path, Stub(), SERVER)
     assert r["ports"].status == "ok" and not c.failed
+
+
+def test_udp_driver_needs_no_privileges_raw_socket_or_firewall(tmp_path):
+    class Udp(Stub):
+        def network(self, cfg, server_ip):
+            return types.SimpleNamespace(driver="udp", interface=None, ip4=None, ip6=None,
+                                         router_mac4=None, router_mac6=None, choice=None)
+    text = CLIENT.replace("network: {", "network: {driver: udp, ")
+    probes = Udp(uid=1000, sock_err=PermissionError(errno.EPERM, "x"), tools=set())
+    c, r = run(tmp_path, probes, text)
+    assert not c.failed and probes.pinged == 1
+    for name in ("privileges", "raw socket", "firewall"):
+        assert r[name].status == "ok" and "not needed" in r[name].detail
