@@ -50,6 +50,7 @@ class TcpForward:
                 writer.close()
                 return
             log.info("accepted TCP connection %s:%s -> %s", peer[0], peer[1], self.target)
+            st.conn.defer_pump()
             await relay_tcp(st, reader, writer, f"{peer[0]}:{peer[1]} -> {self.target}")
         finally:
             self._tasks.discard(task)

@@ -228,6 +228,20 @@ class TunnelConnection:
         if self._pump_handle is None and not self.closed:
             self._pump_handle = self.loop.call_soon(self._pump)
 
+    def defer_pump(self) -> None:
+        """Let the callbacks and tasks queued after this call run before the next pump: a
+        forward opening a stream calls it so the stream's SYN and header leave in the same
+        datagram as the first bytes its relay reads (HTTP and TLS clients have usually sent
+        them already), one datagram and one peer wake-up instead of two."""
+        h = self._pump_handle
+        if h is not None and not self.closed:
+            h.cancel()
+            self._pump_handle = self.loop.call_soon(self._pump_deferred)
+
+    def _pump_deferred(self) -> None:
+        self._pump_handle = None
+        self._schedule_pump()
+
     def pump_now(self) -> None:
         """Run a scheduled pump at once instead of on the loop's next iteration: the reader
         calls this after a batch of datagrams, so what they carry (ACKs, data for streams,
