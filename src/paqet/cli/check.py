@@ -327,7 +327,12 @@ class Checker:
 
     # each check ---------------------------------------------------------------------------
     def check_config(self) -> bool:
+        import logging
+
         from paqet.config import ConfigError, load_config
+        quiet = logging.getLogger("paqet.config")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # its warnings become [WARN] lines below, not log lines
         try:
             self.cfg = cfg = load_config(self.path)
         except ConfigError as exc:
@@ -339,6 +344,8 @@ class Checker:
                 fix = f"correct the YAML syntax of {self.path} at the place named"
             self.add("config", "fail", str(exc), fix)
             return False
+        finally:
+            quiet.setLevel(level)
         what = f"{self.path}: valid {cfg.role} configuration"
         if cfg.role == "client":
             what += f" (server {cfg.server.addr}, block {cfg.transport.kcp.block})"

@@ -342,3 +342,14 @@ def test_udp_driver_needs_no_privileges_raw_socket_or_firewall(tmp_path):
     assert not c.failed and probes.pinged == 1
     for name in ("privileges", "raw socket", "firewall"):
         assert r[name].status == "ok" and "not needed" in r[name].detail
+
+
+def test_loader_warnings_are_check_lines_not_log_lines(tmp_path, caplog):
+    import logging
+    caplog.set_level(logging.INFO, logger="paqet.config")
+    text = CLIENT.replace("kcp: {key: k}", "kcp: {key: k, mod: fast}")
+    c, _ = run(tmp_path, Stub(), text)
+    warn = [x for x in c.results if x.status == "warn"]
+    assert len(warn) == 1 and "transport.kcp.mod" in warn[0].detail and not c.failed
+    assert not [r for r in caplog.records if r.name == "paqet.config"], caplog.records
+    assert logging.getLogger("paqet.config").level == logging.INFO  # restored
