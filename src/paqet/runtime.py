@@ -84,6 +84,7 @@ class Network:
 
     def __init__(self, cfg: Config, server_ip: str | None) -> None:
         self.cfg = cfg
+        self.dst_macs: dict[str, bytes] = {}  # per-destination next hops (backup servers)
         net = cfg.network
         fam4, fam6 = net.ipv4, net.ipv6
         self.ip4 = split_host_port(fam4.addr)[0] if fam4 and fam4.addr else None
@@ -137,6 +138,27 @@ class Network:
             return None
         return None
 
+    def add_destination(self, ip: str) -> None:
+        """Failover (beyond upstream): another server may be reached through another next
+        hop than the first one (on the link vs. through the gateway): look its MAC up once,
+        on the same interface; without an answer the configured/detected router MAC is used."""
+        if self.driver == "udp":
+            return
+        fam = self.cfg.network.ipv6 if ":" in ip else self.cfg.network.ipv4
+        if fam is not None and fam.router_mac:
+            return  # configured: one next hop for the family
+        from paqet.net.autodetect import AutodetectError, detect
+        try:
+            choice = detect(ip, interface=self.interface,
+                            local_ip=self.ip6 if ":" in ip else self.ip4, neighbour_wait=1.0)
+        except (AutodetectError, OSError, ImportError) as exc:
+            log.warning("backup server %s: next hop not found (%s); using the default one",
+                        ip, exc)
+            return
+        if choice.next_hop_mac:
+            self.dst_macs[ip] = choice.next_hop_mac
+            log.info("backup server %s: %s", ip, choice.reason)
+
     def open_backend(self, port: int):
         cfg = self.cfg
         if self.driver == "udp":
@@ -177,6 +199,10 @@ class Network:
             if hold is not None:
                 hold.close()
             raise StartupError(f"cannot open a raw socket on {self.interface}: {exc}") from None
+        builder = getattr(b, "builder", None)
+        for ip, mac in self.dst_macs.items():
+            if builder is not None:
+                builder.set_dst_mac(ip, mac)
         return _FirewalledBackend(b, fw, hold)
 
 
@@ -208,17 +234,24 @@ class Runtime:
         from paqet.client.udpflows import UdpFlows
         host, port = split_host_port(cfg.server.addr)
         server = resolve(host, port)
+        backups = [resolve(*split_host_port(b)) for b in cfg.server.backup]
         net = await asyncio.to_thread(Network, cfg, server[0])
+        for b in backups:
+            await asyncio.to_thread(net.add_destination, b[0])
         local_port = cfg.local_port
         self.pool = ClientPool(params, server, lambda: net.open_backend(local_port),
                                conns=cfg.transport.conn, remote_flags=cfg.remote_flags,
-                               dialect=cfg.transport.dialect)
+                               dialect=cfg.transport.dialect, backups=backups,
+                               failback_interval=cfg.server.failback)
         try:
             await self.pool.start()
         except StartupError:
             raise
         log.info("client IPv4:%s IPv6:%s -> %s:%s (%d connections)", net.ip4, net.ip6,
                  server[0], server[1], cfg.transport.conn)
+        if backups:
+            log.info("failover to %s when %s:%s fails", ", ".join(f"{b[0]}:{b[1]}" for b in backups),
+                     server[0], server[1])
         flows = UdpFlows(self.pool)
         flows.start()
         self.parts.append(flows)
@@ -231,6 +264,16 @@ class Runtime:
             except OSError as exc:
                 raise StartupError(f"socks5[{i}]: cannot listen on {s.listen}: {exc.strerror or exc}") from None
             self.parts.append(sl)
+        for i, h in enumerate(cfg.http):
+            from paqet.client.httpproxy import HttpProxyListener
+            lh, lp = shp(h.listen)
+            hl = HttpProxyListener(self.pool, (lh or "0.0.0.0", lp), username=h.username,
+                                   password=h.password)
+            try:
+                await hl.start()
+            except OSError as exc:
+                raise StartupError(f"http[{i}]: cannot listen on {h.listen}: {exc.strerror or exc}") from None
+            self.parts.append(hl)
         for i, f in enumerate(cfg.forward):
             lh, lp = shp(f.listen)
             fw = (TcpForward(self.pool, (lh or "0.0.0.0", lp), f.target) if f.protocol == "tcp"

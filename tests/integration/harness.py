@@ -18,8 +18,9 @@ from paqet.tunnel.params import TunnelParams
 class Tunnel:
     def __init__(self, params: TunnelParams, *, conns: int = 1, dialect: str = "alpha21",
                  username: str = "", password: str = "", health_interval: float = 0,
-                 server_dialect: str = "auto") -> None:
+                 server_dialect: str = "auto", http: bool = False) -> None:
         self.server_dialect = server_dialect
+        self.http = http
         self.params = params
         self.conns = conns
         self.dialect = dialect
@@ -40,9 +41,17 @@ class Tunnel:
         self.socks = Socks5Listener(self.pool, self.flows, ("127.0.0.1", 0),
                                     username=self.username, password=self.password)
         await self.socks.start()
+        self.httpproxy = None
+        if self.http:
+            from paqet.client.httpproxy import HttpProxyListener
+            self.httpproxy = HttpProxyListener(self.pool, ("127.0.0.1", 0),
+                                               username=self.username, password=self.password)
+            await self.httpproxy.start()
         return self
 
     async def __aexit__(self, *exc) -> None:
+        if self.httpproxy is not None:
+            await self.httpproxy.stop()
         await self.socks.stop()
         await self.flows.close()
         await self.pool.close()

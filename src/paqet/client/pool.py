@@ -5,6 +5,14 @@ detection, and reconnection with backoff.
 Upstream opens three smux streams per application connection (an empty probe, a PTCPF
 stream and the data stream) and has no health check; here a session announces its flags
 once and is checked every `health_interval` seconds instead.
+
+Failover (beyond upstream): with backup servers, a session that fails (smux keepalive
+timeout, failed health check, a backend that cannot be opened) reconnects to the next
+server in the list, wrapping around. Its streams end with it; new streams go to the new
+session. While any session is on a backup, the first server is probed every
+`failback_interval` seconds with a separate session; once it answers, sessions move back to
+it: new streams use the first server at once, and the backup session is closed when its
+last stream ends.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ class _Slot:
         self.dialect: str | None = None
         self.caps = 0                 # extensions the server offered (PHELLO)
         self.detected = asyncio.Event()  # dialect known (set at once unless "auto")
+        self.server_index = 0         # which of the pool's servers this slot talks to
 
     @property
     def conn(self) -> TunnelConnection | None:
@@ -54,10 +63,16 @@ class ClientPool:
     def __init__(self, params: TunnelParams, server: tuple, backend_factory: BackendFactory, *,
                  conns: int = 1, remote_flags: list[int] | None = None, dialect: str = "alpha21",
                  health_interval: float = 10.0, health_timeout: float = 5.0,
-                 open_timeout: float = 15.0, extensions: bool = True) -> None:
+                 open_timeout: float = 15.0, extensions: bool = True,
+                 backups: list[tuple] | None = None, failback_interval: float = 30.0) -> None:
         self.extensions = extensions
         self.params = params
-        self.server = server
+        self.server = server   # the first (primary) server
+        self.servers = [server] + list(backups or [])
+        self.failback_interval = failback_interval
+        self.failovers = 0     # times a session moved to another server
+        self.failbacks = 0     # times sessions moved back to the first server
+        self._retiring: set[ClientTunnel] = set()
         self.backend_factory = backend_factory
         self.slots = [_Slot(i) for i in range(max(1, conns))]
         self.remote_flags = list(remote_flags or [])
@@ -77,16 +92,22 @@ class ClientPool:
             self._connect(slot)
         if self.health_interval > 0:
             self._spawn(self._health_loop())
+        if len(self.servers) > 1 and self.failback_interval > 0:
+            self._spawn(self._failback_loop())
+
+    def server_of(self, slot: _Slot) -> tuple:
+        return self.servers[slot.server_index % len(self.servers)]
 
     def _connect(self, slot: _Slot) -> None:
         backend = self.backend_factory()
-        tunnel = ClientTunnel(backend, self.server, self.params,
+        server = self.server_of(slot)
+        tunnel = ClientTunnel(backend, server, self.params,
                               on_closed=lambda conn, reason, s=slot: self._on_closed(s, conn, reason))
         slot.tunnel = tunnel
         slot.ready.set()
         port = getattr(backend, "local_port", "?")
         log.info("connection %d to %s:%s up (local port %s, conv %#010x)", slot.index + 1,
-                 self.server[0], self.server[1], port, tunnel.conv)
+                 server[0], server[1], port, tunnel.conv)
         self._announce_flags(tunnel.conn, slot)
         slot.caps = 0
         if self.configured_dialect == "auto":
@@ -121,9 +142,16 @@ class ClientPool:
             return
         if slot.tunnel is None or slot.tunnel.conn is not conn:
             return
-        log.info("connection %d to %s:%s lost (%s), reconnecting", slot.index + 1,
-                 self.server[0], self.server[1], reason)
+        server = self.server_of(slot)
         slot.ready.clear()
+        if len(self.servers) > 1:
+            self._fail_over(slot)
+            nxt = self.server_of(slot)
+            log.warning("connection %d to %s:%s lost (%s), failing over to %s:%s",
+                        slot.index + 1, server[0], server[1], reason, nxt[0], nxt[1])
+        else:
+            log.info("connection %d to %s:%s lost (%s), reconnecting", slot.index + 1,
+                     server[0], server[1], reason)
         try:
             slot.tunnel.backend.close()
         except Exception:
@@ -144,11 +172,90 @@ class ClientPool:
                 delay = min(10.0, max(0.5, delay * 2))
                 log.error("reconnecting connection %d failed: %s (retry in %.1fs)",
                           slot.index + 1, exc, delay)
+                if len(self.servers) > 1:
+                    self._fail_over(slot)
                 await asyncio.sleep(delay)
+
+    def _fail_over(self, slot: _Slot) -> None:
+        slot.server_index = (slot.server_index + 1) % len(self.servers)
+        self.failovers += 1
+
+    async def _failback_loop(self) -> None:
+        """While a slot is on a backup, probe the first server; move slots back when it
+        answers."""
+        while not self._closing:
+            await asyncio.sleep(self.failback_interval)
+            away = [s for s in self.slots if s.server_index != 0]
+            if not away:
+                continue
+            if not await self.probe(self.servers[0], self.health_timeout):
+                log.debug("first server %s:%s still unreachable", *self.servers[0][:2])
+                continue
+            if self._closing:
+                return
+            log.warning("first server %s:%s answers again: moving %d connection(s) back",
+                        self.servers[0][0], self.servers[0][1], len(away))
+            self.failbacks += 1
+            for slot in away:
+                if slot.server_index == 0:
+                    continue
+                old = slot.tunnel
+                slot.server_index = 0
+                slot.failures = 0
+                if slot.reconnecting is not None and not slot.reconnecting.done():
+                    slot.reconnecting.cancel()
+                if old is not None and not old.conn.closed:
+                    self._retire(old)
+                try:
+                    self._connect(slot)
+                except OSError as exc:
+                    log.error("connection %d: cannot reconnect to the first server: %s",
+                              slot.index + 1, exc)
+                    slot.ready.clear()
+                    self._fail_over(slot)
+                    slot.reconnecting = self._spawn(self._reconnect(slot))
+
+    def _retire(self, tunnel: ClientTunnel) -> None:
+        """Let a session's existing streams finish, then close it (at most an hour)."""
+        self._retiring.add(tunnel)
+
+        async def wait_idle() -> None:
+            try:
+                for _ in range(3600):
+                    if tunnel.conn.closed or not tunnel.conn.streams:
+                        break
+                    await asyncio.sleep(1.0)
+                await tunnel.aclose("moved back to the first server")
+            finally:
+                self._retiring.discard(tunnel)
+        self._spawn(wait_idle())
+
+    async def probe(self, server: tuple, timeout: float) -> bool:
+        """Whether `server` answers a PPING on a short-lived session of its own. Any
+        datagram back counts (a gob-era server acknowledges but does not answer PPING)."""
+        try:
+            backend = self.backend_factory()
+        except OSError as exc:
+            log.debug("probe of %s:%s: %s", server[0], server[1], exc)
+            return False
+        tunnel = ClientTunnel(backend, server, self.params)
+        conn = tunnel.conn
+        try:
+            rtt = await self.ping(conn, "alpha21", timeout)
+            return rtt is not None or conn.last_rx_ms != conn.created_ms
+        except (ConnectionError, OSError):
+            return False
+        finally:
+            try:
+                await asyncio.wait_for(tunnel.aclose("probe done"), 1.0)
+            except (asyncio.TimeoutError, Exception):
+                tunnel.close("probe done")
 
     async def close(self) -> None:
         self._closing = True
         await self._tasks.cancel_all(0)
+        for tunnel in list(self._retiring):
+            tunnel.close("client shutting down")
         for slot in self.slots:
             if slot.tunnel is not None:
                 try:
@@ -176,8 +283,8 @@ class ClientPool:
                     return slot, conn
             remaining = deadline - loop.time()
             if remaining <= 0 or self._closing:
-                raise NoTunnel(f"no tunnel session to {self.server[0]}:{self.server[1]} "
-                               f"within {self.open_timeout:.0f}s")
+                names = ", ".join(f"{s[0]}:{s[1]}" for s in self.servers)
+                raise NoTunnel(f"no tunnel session to {names} within {self.open_timeout:.0f}s")
             waiters = [asyncio.ensure_future(s.ready.wait()) for s in self.slots]
             try:
                 await asyncio.wait(waiters, timeout=min(remaining, 1.0),

@@ -222,6 +222,11 @@ def _check(cfg: Config) -> list[tuple[str, str]]:
             values.parse_addr(s.listen)
         except values.ValueProblem as exc:
             errs.append((f"socks5[{i}].listen", f"{exc} (allowed: host:port, port 1-65535)"))
+    for i, s in enumerate(cfg.http):
+        try:
+            values.parse_addr(s.listen)
+        except values.ValueProblem as exc:
+            errs.append((f"http[{i}].listen", f"{exc} (allowed: host:port, port 1-65535)"))
     for i, f in enumerate(cfg.forward):
         for key in ("listen", "target"):
             try:
@@ -295,6 +300,11 @@ def _check(cfg: Config) -> list[tuple[str, str]]:
                 values.parse_addr(cfg.server.addr)
             except values.ValueProblem as exc:
                 errs.append(("server.addr", f"{exc} (allowed: host:port, port 1-65535)"))
+        for i, b in enumerate(cfg.server.backup):
+            try:
+                values.parse_addr(b)
+            except values.ValueProblem as exc:
+                errs.append((f"server.backup[{i}]", f"{exc} (allowed: host:port, port 1-65535)"))
         if cfg.transport.conn > 1 and cfg.local_port:
             errs.append(("transport.conn", "only one connection is allowed when a client port "
                                            "is explicitly set (use port 0 in network.*.addr)"))
@@ -361,7 +371,7 @@ def load_config_text(text: str, source: str = "<config>") -> Config:
                "4MB, 8MB, or 16MB")
         warnings.append(msg)
         log.warning(msg)
-    if role == "client" and not cfg.socks5 and not cfg.forward:
+    if role == "client" and not cfg.socks5 and not cfg.forward and not cfg.http:
         msg = "client mode enabled but no SOCKS5 or forward configurations found"
         warnings.append(msg)
         log.warning(msg)

@@ -47,6 +47,20 @@ class Socks5(_S, kw_only=True):
     password: str = ""
 
 
+class HttpProxy(_S, kw_only=True):
+    """Beyond upstream: an HTTP proxy listener (CONNECT and absolute-URI requests)."""
+    listen: str = ""
+    username: str = ""
+    password: str = ""
+
+
+class ServerAddr(Addr, kw_only=True):
+    # beyond upstream: failover servers, tried in order when the current one fails, and
+    # how often (seconds) the first server is probed while a backup is in use (0 = never)
+    backup: Annotated[list[str], Meta(max_length=64)] = msgspec.field(default_factory=list)
+    failback: Annotated[float, Meta(ge=0, le=86400)] = 30.0
+
+
 class Forward(_S, kw_only=True):
     listen: str = ""
     target: str = ""
@@ -137,12 +151,13 @@ class Config(_S, kw_only=True):
     role: Literal["client", "server"]
     log: Log = msgspec.field(default_factory=Log)
     listen: Addr = msgspec.field(default_factory=Addr)
-    server: Addr = msgspec.field(default_factory=Addr)
+    server: ServerAddr = msgspec.field(default_factory=ServerAddr)
     socks5: list[Socks5] = msgspec.field(default_factory=list)
     forward: list[Forward] = msgspec.field(default_factory=list)
     network: Network = msgspec.field(default_factory=Network)
     transport: Transport
     # beyond upstream
+    http: list[HttpProxy] = msgspec.field(default_factory=list)
     limits: Limits = msgspec.field(default_factory=Limits)
     # filled by the loader, not read from YAML
     warnings: list[str] = msgspec.field(default_factory=list)

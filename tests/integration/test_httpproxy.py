@@ -1,0 +1,185 @@
+"""The HTTP proxy listener through the whole in-process stack: CONNECT, plain requests with
+absolute URIs (what is forwarded and what is not), Basic proxy auth, and error statuses."""
+
+import asyncio
+import base64
+import socket
+
+import pytest
+
+from harness import Tunnel, echo_server
+from paqet.tunnel.params import TunnelParams
+
+pytestmark = pytest.mark.timeout(60)
+
+PARAMS = TunnelParams.for_mode("fast3", key="integration-http")
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 45))
+
+
+async def origin(received: list):
+    """An HTTP origin on loopback: records each request (head + body) and answers once."""
+    async def handle(reader, writer):
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            n = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    n = int(line.split(b":")[1])
+            body = await reader.readexactly(n) if n else b""
+            received.append((head, body))
+            payload = b"hello from origin"
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                         % len(payload) + payload)
+            await writer.drain()
+        finally:
+            writer.close()
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def exchange(port: int, data: bytes) -> bytes:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(data)
+    await w.drain()
+    out = b""
+    async with asyncio.timeout(20):
+        while chunk := await r.read(65536):
+            out += chunk
+    w.close()
+    return out
+
+
+async def wait_caps(t: Tunnel) -> None:
+    """The status extension (dial results) is negotiated just after start."""
+    for _ in range(100):
+        if t.pool.slots[0].caps:
+            return
+        await asyncio.sleep(0.05)
+
+
+def status(resp: bytes) -> int:
+    return int(resp.split(b" ", 2)[1])
+
+
+def test_connect_tunnel():
+    async def main():
+        async with Tunnel(PARAMS, http=True) as t, echo_server() as eport:
+            r, w = await asyncio.open_connection("127.0.0.1", t.httpproxy.port)
+            # bytes sent right after the head (before the 200) must not be lost
+            w.write(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\nearly"
+                    % (eport, eport))
+            await w.drain()
+            head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 20)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert await asyncio.wait_for(r.readexactly(5), 20) == b"early"
+            w.write(b"x" * 100000)
+            got = await asyncio.wait_for(r.readexactly(100000), 20)
+            assert got == b"x" * 100000
+            w.close()
+    run(main())
+
+
+def test_plain_get_strips_proxy_headers():
+    async def main():
+        received = []
+        srv = await origin(received)
+        oport = srv.sockets[0].getsockname()[1]
+        async with Tunnel(PARAMS, http=True) as t:
+            req = (b"GET http://127.0.0.1:%d/some/path?q=1 HTTP/1.1\r\n"
+                   b"Host: wrong.example\r\nUser-Agent: test\r\nProxy-Connection: keep-alive\r\n"
+                   b"Proxy-Authorization: Basic Zm9vOmJhcg==\r\nConnection: keep-alive, X-Hop\r\n"
+                   b"X-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\n\r\n" % oport)
+            resp = await exchange(t.httpproxy.port, req)
+        srv.close()
+        assert status(resp) == 200
+        assert resp.endswith(b"hello from origin")
+        head = received[0][0]
+        lines = head.split(b"\r\n")
+        assert lines[0] == b"GET /some/path?q=1 HTTP/1.1"
+        assert b"Host: 127.0.0.1:%d" % oport in lines
+        assert b"X-Kept: yes" in lines and b"User-Agent: test" in lines
+        assert b"Connection: close" in lines
+        low = head.lower()
+        for gone in (b"proxy-connection", b"proxy-authorization", b"keep-alive", b"x-hop",
+                     b"wrong.example"):
+            assert gone not in low, gone
+    run(main())
+
+
+def test_plain_post_with_body():
+    async def main():
+        received = []
+        srv = await origin(received)
+        oport = srv.sockets[0].getsockname()[1]
+        async with Tunnel(PARAMS, http=True) as t:
+            body = b"k=v&" * 5000
+            req = (b"POST http://127.0.0.1:%d/form HTTP/1.1\r\nHost: x\r\n"
+                   b"Content-Length: %d\r\n\r\n" % (oport, len(body))) + body
+            resp = await exchange(t.httpproxy.port, req)
+        srv.close()
+        assert status(resp) == 200
+        assert received[0][1] == body
+    run(main())
+
+
+def test_auth_required_refused_and_accepted():
+    async def main():
+        received = []
+        srv = await origin(received)
+        oport = srv.sockets[0].getsockname()[1]
+        async with Tunnel(PARAMS, http=True, username="alice", password="s3cret") as t:
+            base = b"GET http://127.0.0.1:%d/ HTTP/1.1\r\nHost: x\r\n" % oport
+            none = await exchange(t.httpproxy.port, base + b"\r\n")
+            assert status(none) == 407
+            assert b'Proxy-Authenticate: Basic realm="paqet"' in none
+            bad = base64.b64encode(b"alice:wrong")
+            wrong = await exchange(t.httpproxy.port,
+                                   base + b"Proxy-Authorization: Basic " + bad + b"\r\n\r\n")
+            assert status(wrong) == 407
+            assert not received  # nothing reached the origin
+            good = base64.b64encode(b"alice:s3cret")
+            ok = await exchange(t.httpproxy.port,
+                                base + b"Proxy-Authorization: Basic " + good + b"\r\n\r\n")
+            assert status(ok) == 200
+            assert b"proxy-authorization" not in received[0][0].lower()
+        srv.close()
+    run(main())
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_refused_target_is_502():
+    async def main():
+        async with Tunnel(PARAMS, http=True) as t:
+            await wait_caps(t)
+            port = closed_port()
+            resp = await exchange(t.httpproxy.port,
+                                  b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n" % port)
+            assert status(resp) == 502
+            resp = await exchange(t.httpproxy.port,
+                                  b"GET http://127.0.0.1:%d/ HTTP/1.1\r\nHost: x\r\n\r\n" % port)
+            assert status(resp) == 502
+    run(main())
+
+
+def test_malformed_requests_are_400():
+    async def main():
+        async with Tunnel(PARAMS, http=True) as t:
+            for req in (b"GET /origin-form HTTP/1.1\r\nHost: x\r\n\r\n",
+                        b"CONNECT example.org HTTP/1.1\r\nHost: x\r\n\r\n",
+                        b"GET ftp://example.org/ HTTP/1.1\r\nHost: x\r\n\r\n",
+                        b"\x00\x01garbage\r\n\r\n"):
+                resp = await exchange(t.httpproxy.port, req)
+                assert status(resp) == 400, (req, resp)
+            big = b"GET http://a/ HTTP/1.1\r\n" + b"X-Pad: " + b"p" * 20000 + b"\r\n\r\n"
+            resp = await exchange(t.httpproxy.port, big)
+            assert status(resp) == 431
+    run(main())
