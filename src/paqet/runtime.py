@@ -295,6 +295,8 @@ class Runtime:
         """SIGUSR1: one line of statistics per tunnel session."""
         for conn in self.connections():
             log.info("stats %s", conn.stats())
+        if self.server is not None and self.server.listener is not None:
+            log.info("stats drops %s", self.server.listener.drops)
 
     async def stop(self) -> None:
         for p in reversed(self.parts):

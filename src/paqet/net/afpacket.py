@@ -242,6 +242,13 @@ class AfPacketBackend(PacketBackend):
     def set_peer_flags(self, addr: Addr, flags: list[int] | None) -> None:
         self.builder.set_peer_flags((addr[0], addr[1]), flags)
 
+    def set_guard(self, block=(), throttle=None) -> None:
+        """Tighten the kernel filter (the listener's flood guard; bpf.tcp_dst_port): drop
+        frames whose payload starts with a `block` word (replays), and from each `throttle`
+        source IPv4 address pass only its listed ports plus a random sixteenth. The new
+        program replaces the old one atomically; empty arguments restore the plain filter."""
+        bpf.attach(self.sock, bpf.tcp_dst_port(self.local_port, self.link, block, throttle))
+
     def counters(self) -> dict:
         """Our counters plus the kernel's: frames that passed the filter and frames it
         dropped because the ring / socket buffer was full (read-and-reset in the kernel,

@@ -29,6 +29,7 @@ from paqet.wire.replay import IDENT_LEN, ReplayWindow, StaleFilter
 log = logging.getLogger("paqet.tunnel")
 
 SendFn = Callable[[bytes, tuple], None]
+REPLAYS_AT = 256  # replayed datagrams that make the listener update its kernel block list
 
 
 class ConnectionClosed(ConnectionError):
@@ -39,7 +40,7 @@ class TunnelConnection:
     def __init__(self, *, conv: int, peer: tuple, send: SendFn, params: TunnelParams,
                  client: bool, codec: DatagramCodec | None = None,
                  on_closed: Callable[["TunnelConnection", str], None] | None = None,
-                 drops: dict | None = None) -> None:
+                 drops: dict | None = None, replayed: list | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.conv = conv
         self._conv_le = conv.to_bytes(4, "little")
@@ -64,6 +65,10 @@ class TunnelConnection:
         self.stale = StaleFilter() if params.replay_window else None
         self._stale_ms = max(1000, params.replay_horizon_ms // 12)  # no window: 5 s by default
         self._bad_seen = 0
+        #: identities of replayed datagrams, for the listener's kernel block list, and
+        #: what to call when REPLAYS_AT of them wait
+        self.replayed = replayed
+        self.on_replays: Callable[[], None] | None = None
         k = KCP(conv)
         k.set_nodelay(params.nodelay, params.interval, params.resend, params.nc)
         k.set_wndsize(params.sndwnd, params.rcvwnd)
@@ -112,6 +117,11 @@ class TunnelConnection:
             ident = wire[:IDENT_LEN]
             if ident in rw.cur or ident in rw.old:  # before any decryption: cheap
                 self.drops["replay"] += 1
+                rp = self.replayed
+                if rp is not None and len(rp) < 65536:
+                    rp.append(ident)
+                    if len(rp) == REPLAYS_AT and self.on_replays is not None:
+                        self.on_replays()
                 return True
         now = now_ms()
         decoded = self.codec.decode(wire)

@@ -22,6 +22,9 @@ log = logging.getLogger("paqet.tunnel")
 _conv_sn = struct.Struct("<I8xI")  # conv at 0, sn at 12 of a KCP segment header
 MAX_DATAGRAM = 1500  # kcp-go reads into 1500-byte buffers: anything longer fails its CRC
 DROP_LOG_INTERVAL = 10.0  # seconds between two "dropped datagrams" warnings
+THROTTLE_AT = 1000        # rate-limited datagrams a second that throttle a source in the kernel
+THROTTLE_QUIET_AT = 50    # ... and fewer than this for THROTTLE_QUIET seconds release it
+THROTTLE_QUIET = 10
 
 
 def _addr_key(addr: tuple) -> tuple:
@@ -160,10 +163,22 @@ class TunnelListener:
         self._session_buckets = TokenBuckets(lim.new_sessions_per_ip, lim.new_sessions_burst,
                                              lim.max_sources)
         self._drop_log = DropLog(self.drops, DROP_LOG_INTERVAL)
+        # The kernel guard (AF_PACKET's BPF filter, updated once a second): the first 4
+        # bytes (nonce prefix) of datagrams the sessions dropped as replays are blocked, so
+        # a replay flood stops costing Python anything (bounded by bpf.MAX_BLOCKED); a
+        # source IP that keeps hitting its datagram bucket is throttled: only the ports of
+        # its established sessions and a random sixteenth of the rest reach us.
+        self._replayed: list = []
+        self.blocklist: dict[int, None] = {}
+        self._limited: dict[str, int] = {}     # rate-limited datagrams per IP, this second
+        self.throttled: dict[str, int] = {}    # IP -> quiet seconds
+        self._guard_state: tuple = ((), ())
+        self._set_guard = getattr(backend, "set_guard", None)
         self._dirty: set[TunnelConnection] = set()  # sessions fed in the current batch
         self._reader = _Reader(backend, self._on_datagram, self._batch_end)
         self.closed = False
-        self._sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep)
+        self._loop = asyncio.get_running_loop()
+        self._sweeper = self._loop.call_later(1.0, self._sweep)
 
     def _on_datagram(self, payload: bytes, addr: tuple) -> None:
         ip, port = addr[0], addr[1]
@@ -180,6 +195,10 @@ class TunnelListener:
         now = now_ms()
         if not self._dgram_buckets.take(ip, now):
             self.drops["rate_limited"] += 1
+            lim = self._limited
+            n = lim[ip] = lim.get(ip, 0) + 1
+            if n == THROTTLE_AT and self._set_guard is not None and ip not in self.throttled:
+                self._loop.call_soon(self._update_guard, False)  # now, not at the next sweep
             return
         if conn is not None:
             if conn.datagram_received(payload):
@@ -226,7 +245,10 @@ class TunnelListener:
             return
         conv, _sn = _conv_sn.unpack_from(kcp, 0)
         conn = TunnelConnection(conv=conv, peer=addr, send=self.backend.send, params=self.params,
-                                client=False, on_closed=self._closed_cb, drops=drops)
+                                client=False, on_closed=self._closed_cb, drops=drops,
+                                replayed=self._replayed if self._set_guard else None)
+        if self._set_guard is not None:
+            conn.on_replays = self._replays_waiting
         self.sessions[key] = conn
         conn.first_datagram(payload, kcp)
         self._dirty.add(conn)
@@ -248,10 +270,68 @@ class TunnelListener:
                      if not c.bytes_in and ((now - c.created_ms) & 0xFFFFFFFF) >= limit]:
             self.drops["expired"] += 1
             conn.close("no smux data from the peer within the handshake timeout")
+        if self._set_guard is not None:
+            self._update_guard(True)
         line = self._drop_log.line(time.monotonic())
         if line:
             log.warning("server: %s", line)
         self._sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep)
+
+    def _replays_waiting(self) -> None:
+        self._loop.call_soon(self._update_guard, False)
+
+    def _update_guard(self, tick: bool) -> None:
+        """Recompute the kernel filter's block list and throttled sources and install it if
+        it changed; `tick` (once a second) also counts down quiet throttled sources. Runs
+        early too, as soon as a source crosses THROTTLE_AT or REPLAYS_AT replays wait."""
+        if self.closed or self._set_guard is None:
+            return
+        from paqet.net.bpf import MAX_BLOCKED, MAX_PORTS, MAX_THROTTLED
+        bl = self.blocklist
+        for ident in self._replayed:
+            bl[int.from_bytes(ident[:4], "big")] = None
+        self._replayed.clear()
+        while len(bl) > MAX_BLOCKED:  # the oldest go first
+            del bl[next(iter(bl))]
+        # throttle IPv4 sources over THROTTLE_AT rate-limited datagrams a second; release
+        # them after THROTTLE_QUIET seconds under THROTTLE_QUIET_AT (what still reaches us
+        # of their flood is the random sample)
+        thr = self.throttled
+        for ip, n in self._limited.items():
+            if n >= THROTTLE_AT and ":" not in ip:
+                thr[ip] = 0
+        if tick:
+            for ip in list(thr):
+                if self._limited.get(ip, 0) >= THROTTLE_QUIET_AT:
+                    thr[ip] = 0
+                else:
+                    thr[ip] += 1
+                    if thr[ip] >= THROTTLE_QUIET:
+                        del thr[ip]
+            self._limited.clear()
+        while len(thr) > MAX_THROTTLED:
+            del thr[next(iter(thr))]
+        throttle = {ip: [] for ip in thr}
+        for (ip, port), conn in self.sessions.items():
+            if ip in throttle and conn.bytes_in and len(throttle[ip]) < MAX_PORTS:
+                throttle[ip].append(port)
+        state = (tuple(bl), tuple((ip, tuple(sorted(p))) for ip, p in sorted(throttle.items())))
+        if state == self._guard_state:
+            return
+        try:
+            self._set_guard(list(bl), throttle)
+        except (OSError, ValueError) as exc:
+            log.warning("server: cannot update the kernel filter: %s", exc)
+            self._set_guard = None
+            return
+        old_bl, old_thr = self._guard_state
+        self._guard_state = state
+        if bl and not old_bl:
+            log.warning("server: replayed datagrams: the kernel filter drops them from now on")
+        new = set(thr) - {ip for ip, _ in old_thr}
+        if new:
+            log.warning("server: datagram flood from %s: the kernel filter passes only their "
+                        "sessions' ports and a random sixteenth of the rest", ", ".join(sorted(new)))
 
     def _closed_cb(self, conn: TunnelConnection, reason: str) -> None:
         key = _addr_key(conn.peer)
