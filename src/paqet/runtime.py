@@ -242,7 +242,7 @@ class Runtime:
         self.pool = ClientPool(params, server, lambda: net.open_backend(local_port),
                                conns=cfg.transport.conn, remote_flags=cfg.remote_flags,
                                dialect=cfg.transport.dialect, backups=backups,
-                               failback_interval=cfg.server.failback)
+                               failback_interval=cfg.server.failback if not local_port else 0)
         try:
             await self.pool.start()
         except StartupError:
@@ -252,6 +252,10 @@ class Runtime:
         if backups:
             log.info("failover to %s when %s:%s fails", ", ".join(f"{b[0]}:{b[1]}" for b in backups),
                      server[0], server[1])
+            if local_port and cfg.server.failback:
+                log.warning("server.failback needs a random client port (port 0 in "
+                            "network.*.addr): with port %d the first server is not probed",
+                            local_port)
         flows = UdpFlows(self.pool)
         flows.start()
         self.parts.append(flows)

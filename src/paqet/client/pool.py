@@ -168,7 +168,7 @@ class ClientPool:
             try:
                 self._connect(slot)
                 return
-            except OSError as exc:
+            except Exception as exc:  # OSError, or the runtime's StartupError
                 delay = min(10.0, max(0.5, delay * 2))
                 log.error("reconnecting connection %d failed: %s (retry in %.1fs)",
                           slot.index + 1, exc, delay)
@@ -208,7 +208,7 @@ class ClientPool:
                     self._retire(old)
                 try:
                     self._connect(slot)
-                except OSError as exc:
+                except Exception as exc:
                     log.error("connection %d: cannot reconnect to the first server: %s",
                               slot.index + 1, exc)
                     slot.ready.clear()
@@ -235,7 +235,7 @@ class ClientPool:
         datagram back counts (a gob-era server acknowledges but does not answer PPING)."""
         try:
             backend = self.backend_factory()
-        except OSError as exc:
+        except Exception as exc:  # OSError, or the runtime's StartupError (firewall, socket)
             log.debug("probe of %s:%s: %s", server[0], server[1], exc)
             return False
         tunnel = ClientTunnel(backend, server, self.params)
