@@ -21,6 +21,12 @@ def summary(cfg) -> str:
     if cfg.role == "client":
         lines.append(f"  server {cfg.server.addr}; socks5 {[s.listen for s in cfg.socks5]}; "
                      f"forward {[f'{f.listen}->{f.target}/{f.protocol}' for f in cfg.forward]}")
+        if cfg.server.backup:
+            lines.append(f"  backup servers {cfg.server.backup}, failback every "
+                         f"{cfg.server.failback:g} s" if cfg.server.failback else
+                         f"  backup servers {cfg.server.backup}, no failback")
+        if cfg.http:
+            lines.append(f"  http proxy {[h.listen for h in cfg.http]}")
     else:
         lines.append(f"  listen {cfg.listen.addr}")
     for w in cfg.warnings:

@@ -209,6 +209,9 @@ class RequestParser:
         host, port, path = parse_target(method, target)
         headers = [(bytes(k), bytes(v)) for k, v in ev.headers.raw_items()]
         chunked = any(k.lower() == b"transfer-encoding" and b"chunked" in v.lower() for k, v in headers)
+        if chunked and any(k.lower() == b"content-length" for k, _ in headers):
+            # both framings: the classic request-smuggling shape; refuse rather than guess
+            raise HttpProxyError(400, "both Transfer-Encoding and Content-Length")
         self.request = Request(method=method, target=target, host=host, port=port, path=path,
                                http_version=ev.http_version.decode("ascii", "replace"),
                                headers=headers, chunked=chunked)

@@ -120,6 +120,11 @@ def test_eof_mid_head_and_bad_syntax():
         p.next_event()
     assert parse(b"GET http://h/ HTTP/1.1\r\nbad header line\r\n\r\n")[1] == 400
     assert parse(b"GET http://h/ HTTP/1.1\r\n\r\n")[1] == 400  # HTTP/1.1 needs Host
+    # ambiguous body framing (request smuggling) is refused, whichever way it is set
+    assert parse(b"POST http://h/ HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")[1] == 400
+    assert parse(b"POST http://h/ HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
+                 b"Content-Length: 4\r\n\r\nabcd")[1] == 400
 
 
 def _auth(value: bytes | None):
