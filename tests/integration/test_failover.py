@@ -96,6 +96,10 @@ def test_failover_and_failback():
                 assert all(s.server_index == 1 for s in pool.slots if s.conn is not None)
                 assert pool.failovers >= 2
 
+                # a connection open through the backup while the first server comes back
+                r2, w2, rep = await socks_connect(socks.port, "127.0.0.1", eport)
+                assert rep == 0
+
                 # the first server comes back on the same port: sessions move back to it
                 a2, a2_backend = await start_server(a_port)
                 try:
@@ -109,6 +113,17 @@ def test_failover_and_failback():
                     assert await until(lambda: echo_once(socks.port, eport, b"via a again"), 10) \
                         is not None
                     assert a2.listener.sessions
+                    # ... and the connection through the backup was not cut by the failback
+                    assert pool._retiring
+                    w2.write(b"still here")
+                    await w2.drain()
+                    assert await asyncio.wait_for(r2.readexactly(10), 5) == b"still here"
+                    w2.close()
+                    # its session is closed once its last stream has ended
+
+                    async def retired() -> bool:
+                        return not pool._retiring
+                    assert await until(retired, 10) is not None
                 finally:
                     await kill(a2, a2_backend)
         finally:

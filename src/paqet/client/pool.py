@@ -253,8 +253,9 @@ class ClientPool:
 
     async def close(self) -> None:
         self._closing = True
+        retiring = list(self._retiring)  # their waiters leave the set when cancelled
         await self._tasks.cancel_all(0)
-        for tunnel in list(self._retiring):
+        for tunnel in retiring:
             tunnel.close("client shutting down")
         for slot in self.slots:
             if slot.tunnel is not None:
