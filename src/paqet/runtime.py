@@ -35,7 +35,12 @@ def tunnel_params(cfg: Config) -> TunnelParams:
                         streambuf=k.streambuf, keepalive_ms=k.smuxkalive * 1000,
                         keepalive_timeout_ms=k.smuxktimeout * 1000,
                         replay_window=cfg.limits.replay_window,
-                        replay_horizon_ms=int(cfg.limits.replay_horizon * 1000))
+                        replay_horizon_ms=int(cfg.limits.replay_horizon * 1000),
+                        max_streams=cfg.limits.max_streams,
+                        send_buffer=cfg.limits.session_send_buffer,
+                        request_timeout=cfg.limits.request_timeout,
+                        idle_timeout=cfg.limits.idle_timeout,
+                        udp_idle_timeout=cfg.limits.udp_idle_timeout)
 
 
 def resolve(host: str, port: int) -> tuple[str, int]:

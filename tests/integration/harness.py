@@ -18,9 +18,11 @@ from paqet.tunnel.params import TunnelParams
 class Tunnel:
     def __init__(self, params: TunnelParams, *, conns: int = 1, dialect: str = "alpha21",
                  username: str = "", password: str = "", health_interval: float = 0,
-                 server_dialect: str = "auto", http: bool = False) -> None:
+                 server_dialect: str = "auto", http: bool = False,
+                 server_params: TunnelParams | None = None) -> None:
         self.server_dialect = server_dialect
         self.http = http
+        self.server_params = server_params or params
         self.params = params
         self.conns = conns
         self.dialect = dialect
@@ -29,7 +31,7 @@ class Tunnel:
 
     async def __aenter__(self) -> "Tunnel":
         self.server_backend = UdpBackend("127.0.0.1", 0)
-        self.server = Server(self.params, self.server_backend, dialect=self.server_dialect)
+        self.server = Server(self.server_params, self.server_backend, dialect=self.server_dialect)
         await self.server.start()
         addr = ("127.0.0.1", self.server_backend.local_port)
         self.pool = ClientPool(self.params, addr, lambda: UdpBackend("127.0.0.1", 0),

@@ -14,7 +14,6 @@ from paqet.tunnel.relay import relay_tcp, set_nodelay
 
 log = logging.getLogger("paqet.socks5")
 
-HANDSHAKE_TIMEOUT = 8.0
 UDP_MAX = 4096
 
 
@@ -91,13 +90,15 @@ class _Association:
 class Socks5Listener:
     def __init__(self, pool: ClientPool, flows: UdpFlows, listen: tuple[str, int], *,
                  username: str = "", password: str = "",
-                 handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
+                 handshake_timeout: float | None = None) -> None:
         self.pool = pool
         self.flows = flows
         self.listen = listen
         self.username = username
         self.password = password
-        self.handshake_timeout = handshake_timeout
+        #: seconds to finish the handshake and request (limits.request_timeout by default)
+        self.handshake_timeout = (pool.params.request_timeout if handshake_timeout is None
+                                  else handshake_timeout)
         self.server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
 

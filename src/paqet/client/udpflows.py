@@ -1,6 +1,6 @@
 """UDP flows mapped to streams, as upstream does: one stream per (local address, target)
 pair, shared by every SOCKS5 association and UDP forward; a queue of 64 datagrams per flow
-while its stream opens; idle flows closed after 60 s."""
+while its stream opens; idle flows closed after limits.udp_idle_timeout (60 s)."""
 
 from __future__ import annotations
 
@@ -32,9 +32,12 @@ class _Flow:
 
 
 class UdpFlows:
-    def __init__(self, pool: ClientPool, *, idle_timeout: float = 60.0, queue_len: int = 64) -> None:
+    def __init__(self, pool: ClientPool, *, idle_timeout: float | None = None,
+                 queue_len: int = 64) -> None:
         self.pool = pool
-        self.idle_timeout = idle_timeout
+        #: seconds without a datagram either way (limits.udp_idle_timeout by default)
+        self.idle_timeout = (pool.params.udp_idle_timeout if idle_timeout is None
+                             else idle_timeout)
         self.queue_len = queue_len
         self.flows: dict[tuple[str, str], _Flow] = {}
         self._sweeper: asyncio.Task | None = None

@@ -145,6 +145,17 @@ class Limits(_S, kw_only=True):
     replay_horizon: Annotated[float, Meta(ge=1, le=3600)] = 60.0  # seconds
 
     # -- streams and buffers (both sides): resource bounds --
+    max_streams: Annotated[int, Meta(ge=1, le=65536)] = 1024  # per session; more: refused
+    # bytes read from local sockets / targets and queued for one session but not yet
+    # acknowledged by the peer (smux + KCP queues); readers wait while it is reached
+    session_send_buffer: Annotated[int, Meta(ge=65536, le=1 << 31)] = 8 << 20
+    # seconds to finish a request: a SOCKS5 handshake or HTTP request head (client), the
+    # app message at the start of a stream (server)
+    request_timeout: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    # seconds without a byte either way before a TCP stream is closed (0 = never)
+    idle_timeout: Annotated[float, Meta(ge=0, le=1 << 22)] = 7200.0
+    # seconds without a datagram either way before a UDP flow / association stream closes
+    udp_idle_timeout: Annotated[float, Meta(gt=0, le=86400)] = 60.0
 
 
 class Config(_S, kw_only=True):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 
 from paqet.proto import appmsg, socks5
@@ -18,8 +19,8 @@ from paqet.tunnel.tasks import TaskSet
 log = logging.getLogger("paqet.server")
 
 DIAL_TIMEOUT = 8.0
-HEADER_TIMEOUT = 30.0
 UDP_MAX = 4096
+UDP_QUEUE = 64  # datagrams from a target waiting for the stream's window; more are dropped
 
 
 def join_host_port(host: str, port: int) -> str:
@@ -27,23 +28,38 @@ def join_host_port(host: str, port: int) -> str:
 
 
 class _UdpTarget(asyncio.DatagramProtocol):
+    """A target's datagrams go into a bounded queue that one task sends down the stream
+    (UDP semantics: when the stream's window is shut, the newest datagrams are dropped)."""
+
     def __init__(self, st: TunnelStream) -> None:
         self.st = st
         self.transport: asyncio.DatagramTransport | None = None
         self.error: Exception | None = None
-        self.done = asyncio.get_running_loop().create_future()
+        self.loop = loop = asyncio.get_running_loop()
+        self.done = loop.create_future()
+        self.queue: collections.deque[bytes] = collections.deque()
+        self.wake = asyncio.Event()
+        self.drops = 0
+        self.last = loop.time()
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
-        if len(data) > UDP_MAX:
+        if len(data) > UDP_MAX or len(self.queue) >= UDP_QUEUE:
+            self.drops += 1
             return
-        asyncio.ensure_future(self._forward(data))
+        self.last = self.loop.time()
+        self.queue.append(data)
+        self.wake.set()
 
-    async def _forward(self, data: bytes) -> None:
+    async def forward(self) -> None:
         try:
-            await self.st.send_datagram(data)
+            while True:
+                while self.queue:
+                    await self.st.send_datagram(self.queue.popleft())
+                self.wake.clear()
+                await self.wake.wait()
         except StreamClosed:
             self._finish(None)
 
@@ -111,7 +127,7 @@ class Server:
 
     async def _read_message(self, st: TunnelStream):
         reader = appmsg.MessageReader(self.dialect)
-        async with asyncio.timeout(HEADER_TIMEOUT):
+        async with asyncio.timeout(self.params.request_timeout):
             while True:
                 data = await st.read(65536)
                 if not data:
@@ -190,21 +206,33 @@ class Server:
         try:
             if rest:
                 transport.sendto(rest)
-            reader_task = asyncio.ensure_future(self._udp_up(st, transport))
-            done, _ = await asyncio.wait({reader_task, proto.done},
-                                         return_when=asyncio.FIRST_COMPLETED)
+            reader_task = asyncio.ensure_future(self._udp_up(st, transport, proto))
+            down_task = asyncio.ensure_future(proto.forward())
+            idle = self.params.udp_idle_timeout
+            while True:
+                wait = proto.last + idle - loop.time()
+                if wait <= 0:
+                    log.debug("UDP stream %d to %s idle for %.0fs, closing", st.sid, target, idle)
+                    break
+                done, _ = await asyncio.wait({reader_task, proto.done}, timeout=wait,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if done:
+                    break
             if proto.done.done() and proto.done.result() is not None:
                 log.error("UDP stream %d failed for %s: %s", st.sid, target, proto.done.result())
             reader_task.cancel()
+            down_task.cancel()
         finally:
             transport.close()
             log.debug("closed UDP connection %s for stream %d", target, st.sid)
 
-    async def _udp_up(self, st: TunnelStream, transport) -> None:
+    async def _udp_up(self, st: TunnelStream, transport, proto: _UdpTarget) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             data = await st.read_datagram()
             if not data:
                 return
+            proto.last = loop.time()
             if len(data) <= UDP_MAX:
                 transport.sendto(data)
 

@@ -80,7 +80,8 @@ class SmuxSession:
         self._next_nop = None if now_ms is None else now_ms + keepalive_interval_ms
         self._next_check = None if now_ms is None else now_ms + keepalive_timeout_ms
         self.dropped_frames = 0               # PSH for unknown/closed streams
-        self.refused_streams = 0              # SYN beyond max_streams
+        self.refused_streams = 0              # SYN beyond max_streams (answered with FIN)
+        self.queued_bytes = 0                 # payload bytes queued since data_to_send
         self.ignored_syns = 0                 # SYN for an id already in use
 
     # -- receiving ---------------------------------------------------------------------------
@@ -143,7 +144,10 @@ class SmuxSession:
                 if sid in streams:
                     self.ignored_syns += 1
                 elif len(streams) >= self.max_streams:
+                    # Refused cleanly: the peer's stream reads EOF at once instead of
+                    # waiting for an answer that never comes.
                     self.refused_streams += 1
+                    self._ctrl.append(HEADER.pack(version, FIN, 0, sid))
                 else:
                     streams[sid] = _Stream(sid)
                     push(ev.StreamOpened(sid))
@@ -233,6 +237,7 @@ class SmuxSession:
                 q.append(pack(ver, PSH, end - off, sid))
                 q.append(mv[off:end] if keep else bytes(mv[off:end]))
         st.written = (st.written + n) & M32
+        self.queued_bytes += n
         return n
 
     def send_datagram(self, sid: int, data) -> bool:
@@ -288,6 +293,7 @@ class SmuxSession:
         """All queued frames: control frames first, then data frames round-robin between
         streams (one frame per stream per turn; a stream's own frames keep their order)."""
         ctrl, data = self._ctrl, self._data
+        self.queued_bytes = 0
         if not data:
             if not ctrl:
                 return b""

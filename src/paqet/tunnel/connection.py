@@ -38,6 +38,10 @@ class ConnectionClosed(ConnectionError):
     pass
 
 
+class StreamLimit(ConnectionClosed):
+    """The session already has its maximum number of open streams (limits.max_streams)."""
+
+
 class TunnelConnection:
     def __init__(self, *, conv: int, peer: tuple, send: SendFn, params: TunnelParams,
                  client: bool, codec: DatagramCodec | None = None,
@@ -84,7 +88,7 @@ class TunnelConnection:
             client=client, version=params.smux_version, max_frame_size=params.max_frame_size,
             max_receive_buffer=params.smuxbuf, max_stream_buffer=params.streambuf,
             keepalive_interval_ms=params.keepalive_ms,
-            keepalive_timeout_ms=params.keepalive_timeout_ms)
+            keepalive_timeout_ms=params.keepalive_timeout_ms, max_streams=params.max_streams)
         self.streams: dict[int, TunnelStream] = {}
         self._accept_q: asyncio.Queue[TunnelStream | None] = asyncio.Queue()
         self._on_stream: Callable[[TunnelStream], None] | None = None
@@ -100,6 +104,12 @@ class TunnelConnection:
         self.bytes_in = 0
         self.bytes_out = 0
         self._backlog_limit = max(2 * params.sndwnd, 64)
+        # Bytes read from local sockets/targets for this session and not yet acknowledged
+        # by the peer (reserved by relays + smux queue + KCP queue and window) stay below
+        # this; relays wait for room before they read (reserve_send).
+        self.send_budget = params.send_buffer
+        self._reserved = 0
+        self.pending_out = 0  # bytes in the streams' pending queues (beyond smux windows)
         self._schedule_timer(0)
 
     now_ms = staticmethod(now_ms)
@@ -185,6 +195,9 @@ class TunnelConnection:
     def open_stream(self) -> TunnelStream:
         if self.closed:
             raise ConnectionClosed(self.close_reason or "connection closed")
+        if len(self.streams) >= self.params.max_streams:
+            raise StreamLimit(f"session to {self.peer[0]}:{self.peer[1]} has "
+                              f"{len(self.streams)} streams open (limits.max_streams)")
         sid = self.smux.open_stream()
         st = TunnelStream(self, sid)
         self.streams[sid] = st
@@ -223,8 +236,33 @@ class TunnelConnection:
             self._schedule_pump()
 
     @property
+    def queued_out(self) -> int:
+        """Bytes charged to the send budget: reserved, in smux's queue, in KCP's."""
+        k = self.kcp
+        return self._reserved + self.pending_out + self.smux.queued_bytes + k.wait_snd * k.mss
+
+    @property
     def send_backlogged(self) -> bool:
-        return self.kcp.wait_snd >= self._backlog_limit
+        return self.kcp.wait_snd >= self._backlog_limit or self.queued_out >= self.send_budget
+
+    async def reserve_send(self, n: int) -> int:
+        """Wait until the session's send budget has room, then reserve up to n bytes of it
+        (at least 1) for data about to be read; give it back with release_send()."""
+        while True:
+            if self.closed:
+                raise StreamClosed(self.close_reason or "connection closed")
+            room = self.send_budget - self.queued_out
+            if room > 0:
+                got = n if n < room else room
+                self._reserved += got
+                return got
+            self._send_room.clear()
+            await self._send_room.wait()
+
+    def release_send(self, n: int) -> None:
+        self._reserved -= n
+        if not self.send_backlogged:
+            self._send_room.set()
 
     async def wait_send_room(self) -> None:
         if self.closed:

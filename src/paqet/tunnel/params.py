@@ -35,6 +35,12 @@ class TunnelParams:
     max_frame_size: int = 65535
     replay_window: int = 65536      # datagram identities remembered per session (0 = off)
     replay_horizon_ms: int = 60000  # how long the window aims to remember them
+    max_streams: int = 1024         # open streams per session; SYNs beyond it get a FIN
+    send_buffer: int = 8 << 20      # bytes queued for the peer per session (limits: docs)
+    # per-stream policy, read by the client and server shells (config: limits)
+    request_timeout: float = 10.0   # s: SOCKS5 handshake / a stream's first app message
+    idle_timeout: float = 7200.0    # s without a byte either way: TCP relay closed (0 = off)
+    udp_idle_timeout: float = 60.0  # s without a datagram: UDP flow / stream closed
 
     @classmethod
     def for_mode(cls, mode: str = "fast", **kw) -> "TunnelParams":
@@ -57,4 +63,7 @@ class TunnelParams:
             keepalive_ms=k.smuxkalive * 1000, keepalive_timeout_ms=k.smuxktimeout * 1000,
             replay_window=cfg.limits.replay_window,
             replay_horizon_ms=int(cfg.limits.replay_horizon * 1000),
+            max_streams=cfg.limits.max_streams, send_buffer=cfg.limits.session_send_buffer,
+            request_timeout=cfg.limits.request_timeout, idle_timeout=cfg.limits.idle_timeout,
+            udp_idle_timeout=cfg.limits.udp_idle_timeout,
         )

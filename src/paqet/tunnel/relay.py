@@ -30,38 +30,79 @@ def set_nodelay(writer: asyncio.StreamWriter) -> None:
 BENIGN = (ConnectionError, StreamClosed, asyncio.IncompleteReadError, TimeoutError, EOFError)
 
 
-async def _stream_to_socket(st: TunnelStream, writer: asyncio.StreamWriter) -> int:
+class _Activity:
+    """When bytes last moved either way (loop time), for the idle-stream timeout."""
+    __slots__ = ("last",)
+
+    def __init__(self, now: float) -> None:
+        self.last = now
+
+
+async def _stream_to_socket(st: TunnelStream, writer: asyncio.StreamWriter,
+                            act: _Activity) -> int:
     n = 0
+    loop = asyncio.get_running_loop()
     while True:
         data = await st.read(CHUNK)
         if not data:
             break
         writer.write(data)
         n += len(data)
+        act.last = loop.time()
         await writer.drain()
     return n
 
 
-async def _socket_to_stream(reader: asyncio.StreamReader, st: TunnelStream) -> int:
+async def _socket_to_stream(reader: asyncio.StreamReader, st: TunnelStream,
+                            act: _Activity) -> int:
+    """Reads only what the session's send budget has room for (reserved before the read),
+    so bytes from local sockets and targets never pile up beyond limits.session_send_buffer
+    (plus what the kernel's socket buffers hold)."""
     n = 0
+    conn = st.conn
+    loop = asyncio.get_running_loop()
     while True:
-        data = await reader.read(CHUNK)
+        room = await conn.reserve_send(CHUNK)
+        try:
+            data = await reader.read(room)
+            if data:
+                st.write(data)  # now counted as pending or queued
+        finally:
+            conn.release_send(room)
         if not data:
             break
-        st.write(data)
         n += len(data)
+        act.last = loop.time()
         await st.drain()
     return n
 
 
 async def relay_tcp(st: TunnelStream, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter, label: str = "") -> tuple[int, int]:
-    """Copy both ways until either side ends; returns (bytes to socket, bytes to stream)."""
-    up = asyncio.ensure_future(_stream_to_socket(st, writer))
-    down = asyncio.ensure_future(_socket_to_stream(reader, st))
+                    writer: asyncio.StreamWriter, label: str = "",
+                    idle_timeout: float | None = None) -> tuple[int, int]:
+    """Copy both ways until either side ends, or until no byte moved either way for
+    idle_timeout seconds (0: no limit; None: the session's limits.idle_timeout); returns
+    (bytes to socket, bytes to stream)."""
+    if idle_timeout is None:
+        idle_timeout = st.conn.params.idle_timeout
+    loop = asyncio.get_running_loop()
+    act = _Activity(loop.time())
+    up = asyncio.ensure_future(_stream_to_socket(st, writer, act))
+    down = asyncio.ensure_future(_socket_to_stream(reader, st, act))
     sent = recv = 0
+    done: set = set()
     try:
-        done, _ = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+        while True:
+            wait = None
+            if idle_timeout > 0:
+                wait = act.last + idle_timeout - loop.time()
+                if wait <= 0:
+                    log.info("relay %s idle for %.0fs, closing", label, idle_timeout)
+                    break
+            done, _ = await asyncio.wait({up, down}, timeout=wait,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if done:
+                break
         for task in (up, down):
             if task in done and task.exception() is not None:
                 exc = task.exception()

@@ -68,10 +68,14 @@ class TunnelStream:
             self._error = exc
         self._eof = True
         self._closed = True
-        self._pending.clear()
-        self._pending_bytes = 0
+        self._drop_pending()
         self._readable.set()
         self._writable.set()
+
+    def _drop_pending(self) -> None:
+        self.conn.pending_out -= self._pending_bytes
+        self._pending.clear()
+        self._pending_bytes = 0
 
     def _push_pending(self) -> None:
         """Hand pending bytes to smux as far as its window allows."""
@@ -83,6 +87,7 @@ class TunnelStream:
             if n <= 0:
                 break
             self._pending_bytes -= n
+            self.conn.pending_out -= n
             if n < len(chunk):
                 pend[0] = chunk[n:]
                 break
@@ -176,6 +181,7 @@ class TunnelStream:
             data = memoryview(data)
         self._pending.append(data)
         self._pending_bytes += len(data)
+        self.conn.pending_out += len(data)
         self._writable.clear()
 
     async def drain(self) -> None:
@@ -209,6 +215,7 @@ class TunnelStream:
         self._closed = True
         self._local_closed = True
         self._chunks.clear()
+        self._drop_pending()  # not sent: a stream's queued bytes go only while it is open
         self.conn._close_stream(self)
         self._readable.set()
         self._writable.set()

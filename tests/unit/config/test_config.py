@@ -292,3 +292,22 @@ def test_unknown_key_warns_with_its_path():
     assert any("transport.kcp.mtuu" in w for w in c.warnings)
 
 
+
+
+def test_stream_limits_defaults_ranges_and_params():
+    from paqet.runtime import tunnel_params
+    from paqet.tunnel.params import TunnelParams
+    lim = load(SERVER).limits
+    assert (lim.max_streams, lim.session_send_buffer, lim.request_timeout, lim.idle_timeout,
+            lim.udp_idle_timeout) == (1024, 8 << 20, 10.0, 7200.0, 60.0)
+    cfg = load(with_(SERVER, "limits", {"max_streams": 3, "session_send_buffer": 1 << 20,
+                                        "request_timeout": 2.5, "idle_timeout": 0,
+                                        "udp_idle_timeout": 5}))
+    for p in (tunnel_params(cfg), TunnelParams.from_config(cfg)):
+        assert (p.max_streams, p.send_buffer, p.request_timeout, p.idle_timeout,
+                p.udp_idle_timeout) == (3, 1 << 20, 2.5, 0, 5)
+    for key, bad in (("max_streams", 0), ("session_send_buffer", 1000), ("request_timeout", 0),
+                     ("idle_timeout", -1), ("udp_idle_timeout", 0)):
+        with pytest.raises(ConfigError) as exc:
+            load(with_(SERVER, f"limits.{key}", bad))
+        assert f"limits.{key}" in str(exc.value)

@@ -411,3 +411,26 @@ def test_corrupted_streams_end_as_protocol_error_or_events(version, flips, piece
     for sid in list(s.streams):
         s.close_stream(sid)
     assert s.bucket == s.max_receive_buffer
+
+
+def test_syn_beyond_max_streams_is_refused_with_fin():
+    s = SmuxSession(client=False, max_streams=2)
+    s.receive_data(encode_frame(2, SYN, 3) + encode_frame(2, SYN, 5) + encode_frame(2, SYN, 7), 0)
+    assert drain_events(s) == [ev.StreamOpened(3), ev.StreamOpened(5)]
+    assert s.refused_streams == 1 and 7 not in s.streams
+    frames = parse_frames(s.data_to_send())
+    assert [(cmd, sid) for _v, cmd, sid, _p in frames] == [(FIN, 7)]
+    s.receive_data(encode_frame(2, PSH, 7, b"late data"), 0)  # dropped, not charged
+    assert s.bucket == s.max_receive_buffer and s.dropped_frames == 1
+    s.close_stream(3)
+    s.receive_data(encode_frame(2, SYN, 9), 0)  # room again
+    assert drain_events(s) == [ev.StreamOpened(9)]
+
+
+def test_queued_bytes_count_payload_until_taken():
+    s = SmuxSession(client=True)
+    sid = s.open_stream()
+    assert s.send_data(sid, b"x" * 70000) == 70000
+    assert s.queued_bytes == 70000
+    s.data_to_send()
+    assert s.queued_bytes == 0
