@@ -18,19 +18,19 @@ from paqet.tunnel.stream import StreamClosed
 
 log = logging.getLogger("paqet.http")
 
-HEAD_TIMEOUT = 15.0    # seconds for the client to send its request head
 DIAL_TIMEOUT = 12.0    # seconds for the server to connect to the target
 
 
 class HttpProxyListener:
     def __init__(self, pool: ClientPool, listen: tuple[str, int], *, username: str = "",
-                 password: str = "", head_timeout: float = HEAD_TIMEOUT,
+                 password: str = "", head_timeout: float | None = None,
                  dial_timeout: float = DIAL_TIMEOUT) -> None:
         self.pool = pool
         self.listen = listen
         self.username = username
         self.password = password
-        self.head_timeout = head_timeout
+        #: seconds for the request head (limits.request_timeout unless given)
+        self.head_timeout = pool.params.request_timeout if head_timeout is None else head_timeout
         self.dial_timeout = dial_timeout
         self.server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
