@@ -50,10 +50,18 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
                                  _construct_mapping)
 
 
-def _yaml_error(exc: yaml.YAMLError, source: str) -> ConfigError:
+def _yaml_error(exc: yaml.YAMLError, source: str, text: str = "") -> ConfigError:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    if isinstance(exc, yaml.reader.ReaderError):
+        # a character YAML does not allow: str(exc) would be two lines about "<unicode string>"
+        pos = exc.position
+        col = pos - text.rfind("\n", 0, pos)
+        where = f" at line {text.count(chr(10), 0, pos) + 1}, column {col}"
+        ch = exc.character
+        code = ord(ch) if isinstance(ch, str) else ch
+        problem = f"{exc.reason} (#x{code:04x})" if isinstance(code, int) else str(exc.reason)
     return ConfigError("", f"invalid YAML in {source}{where}: {problem}", source)
 
 
@@ -325,7 +333,7 @@ def load_config_text(text: str, source: str = "<config>") -> Config:
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise _yaml_error(exc, source) from None
+        raise _yaml_error(exc, source, text) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

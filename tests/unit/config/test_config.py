@@ -292,8 +292,6 @@ def test_unknown_key_warns_with_its_path():
     assert any("transport.kcp.mtuu" in w for w in c.warnings)
 
 
-
-
 def test_stream_limits_defaults_ranges_and_params():
     from paqet.runtime import tunnel_params
     from paqet.tunnel.params import TunnelParams
@@ -311,3 +309,15 @@ def test_stream_limits_defaults_ranges_and_params():
         with pytest.raises(ConfigError) as exc:
             load(with_(SERVER, f"limits.{key}", bad))
         assert f"limits.{key}" in str(exc.value)
+
+
+@pytest.mark.parametrize("text,want", [("role: client\nlog:\n  level: \x0c\n", "line 3, column 10"),
+                                       ("a: \x00b", "line 1, column 4"), ("\ufffe", "#xfffe")])
+def test_disallowed_character_is_one_line_with_its_place(text, want):
+    """Found by tests/fuzz/fuzz_config.py: PyYAML's reader error was two lines naming
+    "<unicode string>"."""
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(text)
+    msg = str(exc.value)
+    assert "\n" not in msg and "unicode string" not in msg
+    assert want in msg and "control characters are not allowed" in msg
