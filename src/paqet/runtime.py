@@ -218,6 +218,28 @@ class Runtime:
         self.pool = None
         self.server = None
         self.backend = None
+        self.stats = None  # control.StatsService once started
+
+    async def _start_stats(self) -> None:
+        """The stats service (control socket, Prometheus, periodic log line): control.py."""
+        from paqet.control import StatsService, socket_path
+        st = self.cfg.stats
+        listener = self.server.listener if self.server is not None else None
+        svc = StatsService(self.cfg.role, self.connections, socket_path=socket_path(self.cfg),
+                           prometheus=st.prometheus, log_interval=st.log_interval,
+                           drop_sources=[listener.drops] if listener is not None else None)
+        if listener is not None:
+            prev = listener.on_session_closed
+
+            def closed(conn, reason, prev=prev) -> None:
+                svc.session_closed(conn)
+                if prev is not None:
+                    prev(conn, reason)
+            listener.on_session_closed = closed
+        if self.pool is not None:
+            self.pool.on_session_closed = svc.session_closed
+        self.stats = svc
+        await svc.start()
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -232,6 +254,7 @@ class Runtime:
             await self.server.start()
             log.info("server listening for packets on :%d (interface %s)",
                      self.backend.local_port, net.interface or "udp")
+            await self._start_stats()
             return
         from paqet.client.forward import TcpForward, UdpForward, split_host_port as shp
         from paqet.client.pool import ClientPool
@@ -292,6 +315,7 @@ class Runtime:
             except OSError as exc:
                 raise StartupError(f"forward[{i}]: cannot listen on {f.listen}: {exc.strerror or exc}") from None
             self.parts.append(fw)
+        await self._start_stats()
 
     def connections(self) -> list:
         if self.server is not None and self.server.listener is not None:
@@ -308,6 +332,8 @@ class Runtime:
             log.info("stats drops %s", self.server.listener.drops)
 
     async def stop(self) -> None:
+        if self.stats is not None:
+            await self.stats.stop()
         for p in reversed(self.parts):
             try:
                 if hasattr(p, "stop"):

@@ -1,5 +1,5 @@
 """`paqet` command line: run, secret, version, ping, dump (upstream's commands and flags),
-and check (ours)."""
+check and stats (ours)."""
 
 from __future__ import annotations
 
@@ -76,6 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="PPING round trips for the tunnel check (default 3)")
     ck.add_argument("-W", "--timeout", type=float, default=2.0,
                     help="seconds to wait per reply (default 2)")
+    sa = sub.add_parser("stats", help="Shows live statistics of a running instance (ours)",
+                        description="Reads the statistics of the `paqet run` started with the "
+                                    "same configuration from its control socket (stats.socket; "
+                                    "root only) and prints them: per session RTT, "
+                                    "retransmissions, loss estimate, FEC recoveries, throughput, "
+                                    "streams and drops, and process totals. Exit status 1 when "
+                                    "no instance answers.")
+    sa.add_argument("-c", "--config", default="config.yaml", help=CONFIG_HELP)
+    sa.add_argument("--socket", default="", metavar="PATH",
+                    help="the control socket to read (default: derived from the config)")
+    sa.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    sa.add_argument("--top", type=int, default=None, metavar="N",
+                    help="list the N busiest sessions (default 50; with --json all)")
+    sa.add_argument("-W", "--timeout", type=float, default=5.0,
+                    help="seconds to wait for the answer (default 5)")
     h = sub.add_parser("help", help="Help about any command",
                        description="Help provides help for any command in the application.")
     h.add_argument("topic", nargs="?", metavar="command", help="the command to describe")
@@ -115,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             return run(args)
         if args.command == "check":
             from paqet.cli.check import run
+            return run(args)
+        if args.command == "stats":
+            from paqet.cli.stats import run
             return run(args)
     except KeyboardInterrupt:
         return EXIT_OK

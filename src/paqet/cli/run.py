@@ -29,6 +29,11 @@ def summary(cfg) -> str:
             lines.append(f"  http proxy {[h.listen for h in cfg.http]}")
     else:
         lines.append(f"  listen {cfg.listen.addr}")
+    from paqet.control import socket_path
+    st = cfg.stats
+    lines.append(f"  stats: control socket {socket_path(cfg) or 'off'}, prometheus "
+                 f"{st.prometheus or 'off'}, log line every "
+                 f"{f'{st.log_interval:g} s' if st.log_interval else 'never (off)'}")
     for w in cfg.warnings:
         lines.append(f"  warning: {w}")
     return "\n".join(lines)

@@ -84,6 +84,8 @@ class ClientPool:
         self._tasks = TaskSet()
         self._spawn = self._tasks.spawn
         self._closing = False
+        #: called with (conn, reason) whenever a session ends (the runtime's stats)
+        self.on_session_closed: Callable[[TunnelConnection, str], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -138,6 +140,8 @@ class ClientPool:
             self._spawn(announce())
 
     def _on_closed(self, slot: _Slot, conn: TunnelConnection, reason: str) -> None:
+        if self.on_session_closed is not None:
+            self.on_session_closed(conn, reason)
         if self._closing:
             return
         if slot.tunnel is None or slot.tunnel.conn is not conn:

@@ -5,6 +5,7 @@ value parsers, and report the first problem as one line naming its YAML path."""
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import re
 import typing
@@ -316,7 +317,26 @@ def _check(cfg: Config) -> list[tuple[str, str]]:
         if cfg.transport.conn > 1 and cfg.local_port:
             errs.append(("transport.conn", "only one connection is allowed when a client port "
                                            "is explicitly set (use port 0 in network.*.addr)"))
+    if cfg.stats.prometheus:
+        try:
+            host, _ = values.parse_addr(cfg.stats.prometheus, need_port=False)
+            if host and host != "localhost":
+                ipaddress.ip_address(host)
+        except (values.ValueProblem, ValueError) as exc:
+            errs.append(("stats.prometheus", f"{exc} (allowed: ip:port or localhost:port, "
+                                             "empty = off)"))
     return errs
+
+
+def _stats_exposed(cfg: Config) -> str:
+    """A warning when the Prometheus endpoint listens beyond loopback."""
+    if not cfg.stats.prometheus:
+        return ""
+    host = values.split_host_port(cfg.stats.prometheus)[0]
+    if not host or host == "localhost" or ipaddress.ip_address(host).is_loopback:
+        return ""
+    return (f"stats.prometheus listens on {host}: the metrics (peer addresses, traffic) are "
+            "reachable from other hosts")
 
 
 def _listen_port_mismatch(cfg: Config) -> str:
@@ -384,6 +404,10 @@ def load_config_text(text: str, source: str = "<config>") -> Config:
         warnings.append(msg)
         log.warning(msg)
     errs = _check(cfg)
+    if not errs and _stats_exposed(cfg):
+        msg = _stats_exposed(cfg)
+        warnings.append(msg)
+        log.warning(msg)
     if not errs and role == "server":
         msg = _listen_port_mismatch(cfg)
         if msg:

@@ -158,6 +158,16 @@ class Limits(_S, kw_only=True):
     udp_idle_timeout: Annotated[float, Meta(gt=0, le=86400)] = 60.0
 
 
+class Stats(_S, kw_only=True):
+    """Beyond upstream: live statistics (issue 10). Every key optional."""
+    # control socket for `paqet stats`: "" = /run/paqet/paqet-<role>-<port>.sock, "off" = none
+    socket: Annotated[str, Meta(max_length=107)] = ""
+    # Prometheus text endpoint, host:port ("" = off; a bare ":port" means 127.0.0.1)
+    prometheus: str = ""
+    # seconds between two one-line stats log lines at info (0 = off)
+    log_interval: Annotated[float, Meta(ge=0, le=86400)] = 60.0
+
+
 class Config(_S, kw_only=True):
     role: Literal["client", "server"]
     log: Log = msgspec.field(default_factory=Log)
@@ -170,6 +180,7 @@ class Config(_S, kw_only=True):
     # beyond upstream
     http: list[HttpProxy] = msgspec.field(default_factory=list)
     limits: Limits = msgspec.field(default_factory=Limits)
+    stats: Stats = msgspec.field(default_factory=Stats)
     # filled by the loader, not read from YAML
     warnings: list[str] = msgspec.field(default_factory=list)
     source: str = ""

@@ -103,6 +103,7 @@ class TunnelConnection:
         self.last_rx_ms = self.created_ms
         self.bytes_in = 0
         self.bytes_out = 0
+        self.streams_opened = 0  # both directions, for stats
         self._backlog_limit = max(2 * params.sndwnd, 64)
         # Bytes read from local sockets/targets for this session and not yet acknowledged
         # by the peer (reserved by relays + smux queue + KCP queue and window) stay below
@@ -201,6 +202,7 @@ class TunnelConnection:
         sid = self.smux.open_stream()
         st = TunnelStream(self, sid)
         self.streams[sid] = st
+        self.streams_opened += 1
         self._schedule_pump()
         return st
 
@@ -374,6 +376,7 @@ class TunnelConnection:
             elif t is sev.StreamOpened:
                 st = TunnelStream(self, ev.sid)
                 streams[ev.sid] = st
+                self.streams_opened += 1
                 if self._on_stream is not None:
                     self._on_stream(st)
                 else:

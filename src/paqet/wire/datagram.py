@@ -119,6 +119,8 @@ class DatagramCodec:
             return [out]
         out = [self.seal(p) for p in self.encoder.encode(kcp, now_ms)]
         st.datagrams_out += len(out)
+        for d in out:
+            st.bytes_out += len(d)
         return out
 
     def _fec_decode(self, plain) -> list[bytes]:

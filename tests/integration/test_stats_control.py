@@ -1,0 +1,128 @@
+"""Live stats from real Runtimes (client and server, UDP driver, one event loop, no root):
+the control socket after a transfer, the Prometheus endpoint, the socket's lifetime."""
+
+import asyncio
+import os
+import socket
+import stat
+
+import pytest
+
+from harness import echo_server, socks_connect
+from paqet.config import load_config_text
+from paqet.control import query
+from paqet.runtime import Runtime
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _free_port(kind=socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def configs(tmp, *, prometheus=""):
+    port, socks = _free_port(), _free_port(socket.SOCK_STREAM)
+    common = ("network:\n  driver: udp\n  firewall: manual\n  ipv4:\n    addr: '127.0.0.1:{p}'\n"
+              "transport:\n  protocol: kcp\n  kcp:\n    mode: fast3\n    key: stats-test\n")
+    server = ("role: server\nlisten:\n  addr: ':%d'\n" % port + common.format(p=port)
+              + f"stats:\n  socket: {tmp}/server.sock\n  prometheus: '{prometheus}'\n")
+    client = ("role: client\nserver:\n  addr: '127.0.0.1:%d'\n" % port
+              + f"socks5:\n  - listen: '127.0.0.1:{socks}'\n" + common.format(p=0)
+              + f"stats:\n  socket: {tmp}/client.sock\n  log_interval: 0\n")
+    return load_config_text(server, "server.yaml"), load_config_text(client, "client.yaml"), socks
+
+
+def test_transfer_moves_counters_read_over_control_socket(tmp_path):
+    scfg, ccfg, socks = configs(tmp_path)
+    n = 300_000
+
+    async def main():
+        srv, cli = Runtime(scfg), Runtime(ccfg)
+        await srv.start()
+        await cli.start()
+        try:
+            mode = os.stat(tmp_path / "client.sock").st_mode
+            assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+            async with echo_server() as eport:
+                r, w, rep = await socks_connect(socks, "127.0.0.1", eport)
+                assert rep == 0
+                data = os.urandom(n)
+                w.write(data)
+                await w.drain()
+                assert await r.readexactly(n) == data
+                c = await asyncio.to_thread(query, str(tmp_path / "client.sock"))
+                s = await asyncio.to_thread(query, str(tmp_path / "server.sock"))
+                w.close()
+        finally:
+            await cli.stop()
+            await srv.stop()
+        return c, s
+
+    c, s = asyncio.run(asyncio.wait_for(main(), 50))
+    for snap, role in ((c, "client"), (s, "server")):
+        assert snap["role"] == role and snap["pid"] == os.getpid()
+        assert snap["sessions"] == 1 and snap["sessions_total"] >= 1
+        t = snap["totals"]
+        assert t["tx_bytes"] > n and t["rx_bytes"] > n, t
+        assert t["wire_tx_bytes"] > t["tx_bytes"] and t["wire_rx_bytes"] > t["rx_bytes"]
+        assert t["streams_opened"] >= 1
+        assert snap["streams"] >= 1  # the echo stream is still open
+        sess = snap["session_list"][0]
+        assert sess["streams"] >= 1 and sess["tx_bytes"] > n and sess["srtt_ms"] >= 0
+        assert "replay" in snap["drops"]
+    assert c["session_list"][0]["client"] and "drops" in c["session_list"][0]
+    assert not s["session_list"][0]["client"] and s["listener_drops"]
+    # removed on exit
+    assert not (tmp_path / "client.sock").exists() and not (tmp_path / "server.sock").exists()
+
+
+def test_prometheus_endpoint_serves_parseable_text(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+    scfg, ccfg, socks = configs(tmp_path, prometheus="127.0.0.1:0")
+
+    async def get(port, path):
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await w.drain()
+        raw = await r.read()
+        w.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        return head.split(b"\r\n")[0], body.decode()
+
+    async def main():
+        srv, cli = Runtime(scfg), Runtime(ccfg)
+        await srv.start()
+        await cli.start()
+        try:
+            async with echo_server() as eport:
+                r, w, rep = await socks_connect(socks, "127.0.0.1", eport)
+                assert rep == 0
+                w.write(b"x" * 5000)
+                await w.drain()
+                await r.readexactly(5000)
+                port = srv.stats.metrics_port
+                status, body = await get(port, "/metrics")
+                missing = await get(port, "/nope")
+                w.close()
+        finally:
+            await cli.stop()
+            await srv.stop()
+        return status, body, missing
+
+    status, body, missing = asyncio.run(asyncio.wait_for(main(), 50))
+    assert status == b"HTTP/1.1 200 OK"
+    assert missing[0].startswith(b"HTTP/1.1 404")
+    fams = {f.name: f for f in text_string_to_metric_families(body)}
+    for name in ("paqet_uptime_seconds", "paqet_sessions", "paqet_sessions_opened",
+                 "paqet_streams", "paqet_sent_bytes", "paqet_received_bytes",
+                 "paqet_wire_sent_bytes", "paqet_retransmits", "paqet_drops",
+                 "paqet_fec_recovered", "paqet_session_srtt_seconds",
+                 "paqet_session_sent_bytes", "paqet_session_loss_ratio"):
+        assert name in fams, name
+    assert fams["paqet_sessions"].samples[0].value == 1
+    assert fams["paqet_received_bytes"].samples[0].value > 5000
+    kinds = {s.labels["kind"] for s in fams["paqet_retransmits"].samples}
+    assert kinds == {"fast", "early", "timeout"}
+    assert {s.labels["reason"] for s in fams["paqet_drops"].samples} >= {"replay", "bad_crc"}
