@@ -256,3 +256,23 @@ def test_max_sessions_lists_the_busiest_but_totals_cover_all():
     assert snap["totals"]["tx_bytes"] == 10_000
     assert "(the 2 busiest of 5 sessions)" in format_table(snap)
     assert "(5 sessions not listed)" in format_table(col.snapshot(conns, 1000, max_sessions=0))
+
+
+def test_http_answer_and_peer_credentials():
+    from paqet import metrics
+    from paqet.control import _peer_uid
+    col = StatsCollector("client", start_ms=0)
+    reg = metrics.registry(lambda: col.snapshot([FakeConn()], 1000))
+    status, ctype, body = metrics.http_answer(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", reg)
+    assert status == "200 OK" and ctype.startswith("text/plain; version=0.0.4")
+    assert b"paqet_sessions 1.0" in body and b'paqet_session_srtt_seconds{conv="00000001"' in body
+    assert metrics.http_answer(b"HEAD /metrics HTTP/1.1\r\n\r\n", reg)[2] == b""
+    assert metrics.http_answer(b"POST /metrics HTTP/1.1\r\n\r\n", reg)[0].startswith("405")
+    assert metrics.http_answer(b"GET /x HTTP/1.1\r\n\r\n", reg)[0].startswith("404")
+    assert metrics.http_answer(b"garbage", reg)[0].startswith("400")
+    a, b = socket.socketpair()
+    try:
+        assert _peer_uid(a) == os.getuid()
+    finally:
+        a.close()
+        b.close()
