@@ -12,7 +12,7 @@ import pytest
 
 import netlab
 from conftest import netlab_unavailable
-from paqetlab import Paqet, client_config, http_server, make_blob, server_config, tempdir, wait_port
+from paqetlab import PY, Paqet, client_config, http_server, make_blob, server_config, tempdir, wait_port
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
@@ -55,6 +55,22 @@ def test_curl_through_http_proxy(need_netlab):
         r = http_curl(lab, topo.client, url, "http://127.0.0.1:8080", out)
         assert r.stdout == "200", (r.stdout, r.stderr, client.log()[-1500:])
         assert sha(out) == digest
+        # two URLs in one curl: it keeps the proxy connection for the second (keep-alive;
+        # needs an HTTP/1.1 origin, http.server's default is 1.0)
+        lab.popen(topo.server, [PY, "-m", "http.server", "8001", "--bind", topo.server_ip4,
+                                "--protocol", "HTTP/1.1", "--directory", d],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_port(lab, topo.server, 8001, host=topo.server_ip4)
+        url11 = f"http://{topo.server_ip4}:8001/blob"
+        out2 = os.path.join(d, "got2")
+        r = lab.run(topo.client, "curl", "-sS", "-v", "--max-time", "60", "-x",
+                    "http://127.0.0.1:8080", url11, "-o", out, url11, "-o", out2, check=False,
+                    timeout=70)
+        assert r.returncode == 0, r.stderr[-1500:]
+        assert sha(out) == digest and sha(out2) == digest
+        assert "Re-using existing connection" in r.stderr or "Reusing existing" in r.stderr, \
+            r.stderr[-1500:]
+        os.unlink(out2)
         # CONNECT (curl's --proxytunnel), bytes relayed untouched
         os.unlink(out)
         r = http_curl(lab, topo.client, url, "http://127.0.0.1:8080", out, "--proxytunnel")

@@ -1,5 +1,6 @@
 """The HTTP proxy listener through the whole in-process stack: CONNECT, plain requests with
-absolute URIs (what is forwarded and what is not), Basic proxy auth, and error statuses."""
+absolute URIs (what is forwarded and what is not), keep-alive, Basic proxy auth, and error
+statuses."""
 
 import asyncio
 import base64
@@ -100,7 +101,8 @@ def test_plain_get_strips_proxy_headers():
         assert lines[0] == b"GET /some/path?q=1 HTTP/1.1"
         assert b"Host: 127.0.0.1:%d" % oport in lines
         assert b"X-Kept: yes" in lines and b"User-Agent: test" in lines
-        assert b"Connection: close" in lines
+        # the client asked for keep-alive: the origin connection is not told to close
+        assert not any(line.lower().startswith(b"connection:") for line in lines)
         low = head.lower()
         for gone in (b"proxy-connection", b"proxy-authorization", b"keep-alive", b"x-hop",
                      b"wrong.example"):
@@ -182,4 +184,96 @@ def test_malformed_requests_are_400():
             big = b"GET http://a/ HTTP/1.1\r\n" + b"X-Pad: " + b"p" * 20000 + b"\r\n\r\n"
             resp = await exchange(t.httpproxy.port, big)
             assert status(resp) == 431
+    run(main())
+
+
+async def keepalive_origin(conns: list, heads: list):
+    """An HTTP/1.1 origin that serves many requests per connection: /chunked answers
+    chunked, HEAD answers a length and no body, anything else a Content-Length body."""
+    async def handle(reader, writer):
+        conns.append(writer)
+        try:
+            for _ in range(100):
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return
+                heads.append(head)
+                path = head.split(b" ")[1]
+                close = b"connection: close" in head.lower()
+                extra = b"Connection: close\r\n" if close else b""
+                if head.startswith(b"HEAD "):
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n" + extra +
+                                 b"\r\n")
+                elif path == b"/chunked":
+                    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n" + extra +
+                                 b"\r\n4\r\nchun\r\n3\r\nked\r\n0\r\n\r\n")
+                else:
+                    body = b"reply to " + path
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n" % len(body) +
+                                 extra + b"\r\n" + body)
+                await writer.drain()
+                if close:
+                    return
+        finally:
+            writer.close()
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def read_response(r) -> tuple[bytes, bytes]:
+    """One response with Content-Length or chunked framing (HEAD: pass the head only)."""
+    head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 20)
+    low = head.lower()
+    if b"transfer-encoding: chunked" in low:
+        body = b""
+        while True:
+            size = int((await r.readuntil(b"\r\n"))[:-2], 16)
+            body += (await r.readexactly(size + 2))[:-2]
+            if size == 0:
+                return head, body
+    n = 0
+    for line in low.split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            n = int(line.split(b":")[1])
+    return head, await asyncio.wait_for(r.readexactly(n), 20)
+
+
+def test_keep_alive_reuses_the_origin_connection():
+    async def main():
+        conns, heads = [], []
+        srv = await keepalive_origin(conns, heads)
+        srv2 = await keepalive_origin([], [])
+        oport = srv.sockets[0].getsockname()[1]
+        oport2 = srv2.sockets[0].getsockname()[1]
+        async with Tunnel(PARAMS, http=True) as t:
+            r, w = await asyncio.open_connection("127.0.0.1", t.httpproxy.port)
+            base = b"http://127.0.0.1:%d" % oport
+            # three requests on one client connection, one origin connection for all
+            w.write(b"GET " + base + b"/one HTTP/1.1\r\nHost: x\r\n\r\n")
+            await w.drain()
+            assert (await read_response(r))[1] == b"reply to /one"
+            w.write(b"GET " + base + b"/chunked HTTP/1.1\r\nHost: x\r\n\r\n")
+            await w.drain()
+            assert (await read_response(r))[1] == b"chunked"
+            w.write(b"HEAD " + base + b"/h HTTP/1.1\r\nHost: x\r\n\r\n")
+            # pipelined right behind the HEAD: its response has no body despite the length
+            w.write(b"GET " + base + b"/two HTTP/1.1\r\nHost: x\r\n\r\n")
+            await w.drain()
+            head, _ = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 20), None
+            assert b"Content-Length: 1000" in head
+            assert (await read_response(r))[1] == b"reply to /two"
+            assert len(conns) == 1 and len(heads) == 4
+            # another origin: a new tunnel stream; the client connection carries on
+            w.write(b"GET http://127.0.0.1:%d/other HTTP/1.1\r\nHost: x\r\n\r\n" % oport2)
+            await w.drain()
+            assert (await read_response(r))[1] == b"reply to /other"
+            # Connection: close from the client: forwarded, and the proxy closes after it
+            w.write(b"GET " + base + b"/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            await w.drain()
+            assert (await read_response(r))[1] == b"reply to /last"
+            assert await asyncio.wait_for(r.read(), 10) == b""
+            assert b"Connection: close" in heads[-1]
+            w.close()
+        srv.close()
+        srv2.close()
     run(main())

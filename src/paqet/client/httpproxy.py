@@ -2,8 +2,11 @@
 absolute-form URIs through the tunnel, with optional Basic proxy authentication. Parsing is
 the sans-I/O paqet.proto.httpproxy; this is the asyncio shell around it.
 
-One request per client connection: a plain request is forwarded with `Connection: close`,
-the origin's response is relayed as it comes, and the connection ends with it.
+Plain requests keep both connections for the next request when the client (HTTP/1.1, no
+`Connection: close`) and the origin (its response framed and not `close`) allow it; the
+tunnel stream to the origin is reused while requests go to the same host:port, else a new
+one is opened. Responses are relayed as they arrive, untouched; h11 follows them only to
+see where each ends.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from paqet.tunnel.stream import StreamClosed
 
 log = logging.getLogger("paqet.http")
 
+IDLE_TIMEOUT = 60.0    # seconds a kept-alive client connection may wait for its next request
+MAX_REQUESTS = 1000    # requests per client connection
 DIAL_TIMEOUT = 12.0    # seconds for the server to connect to the target
 
 
@@ -68,8 +73,9 @@ class HttpProxyListener:
         writer.write(hp.response(status, message, headers))
         await writer.drain()
 
-    async def _read_head(self, reader, parser: hp.RequestParser) -> hp.Request:
-        async with asyncio.timeout(self.head_timeout):
+    async def _read_head(self, reader, parser: hp.RequestParser,
+                         timeout: float) -> hp.Request:
+        async with asyncio.timeout(timeout):
             while True:
                 ev = parser.next_event()
                 if isinstance(ev, hp.Request):
@@ -78,54 +84,98 @@ class HttpProxyListener:
 
     async def _serve(self, reader, writer, peer) -> None:
         parser = hp.RequestParser()
+        up: _Upstream | None = None
         try:
-            req = await self._read_head(reader, parser)
+            for n in range(MAX_REQUESTS):
+                keep = await self._one(reader, writer, peer, parser, n, up)
+                if not isinstance(keep, tuple):
+                    return
+                up, rest = keep
+                parser = hp.RequestParser()
+                if rest:
+                    parser.receive_data(rest)
+        finally:
+            if up is not None:
+                up.st.close()
+
+    async def _one(self, reader, writer, peer, parser, n: int, up: "_Upstream | None"):
+        """One request; returns (upstream to keep, bytes already read of the next request)
+        when the connection carries on, else None."""
+        try:
+            # the first request must come promptly; a kept-alive connection may idle longer
+            req = await self._read_head(reader, parser,
+                                        self.head_timeout if n == 0 else IDLE_TIMEOUT)
         except TimeoutError:
-            log.debug("HTTP proxy %s: no request head within %.0fs", peer, self.head_timeout)
-            await self._reply(writer, 408, "request head timeout")
-            return
+            if n == 0:
+                log.debug("HTTP proxy %s: no request head within %.0fs", peer, self.head_timeout)
+                await self._reply(writer, 408, "request head timeout")
+            return None
         except hp.HttpProxyError as exc:
-            log.debug("HTTP proxy %s: bad request: %s", peer, exc)
-            await self._reply(writer, exc.status, str(exc))
-            return
+            if n == 0 or parser.started:
+                log.debug("HTTP proxy %s: bad request: %s", peer, exc)
+                await self._reply(writer, exc.status, str(exc))
+            return None
         if not hp.check_auth(req, self.username, self.password):
             log.info("HTTP proxy authentication failed for %s:%s", peer[0], peer[1])
             await self._reply(writer, 407, "proxy authentication required",
                               [("Proxy-Authenticate", 'Basic realm="paqet"')])
-            return
+            return None
         target = f"[{req.host}]:{req.port}" if ":" in req.host else f"{req.host}:{req.port}"
-        try:
-            st, rep = await self.pool.connect_tcp(req.host, req.port, timeout=self.dial_timeout)
-        except NoTunnel as exc:
-            log.error("HTTP proxy %s -> %s: no tunnel: %s", peer, target, exc)
-            await self._reply(writer, 502, f"no tunnel to the paqet server: {exc}")
-            return
-        if rep:
-            status = hp.status_for_dial(rep)
-            log.info("HTTP proxy %s -> %s: the server could not connect (reply %#04x)", peer,
-                     target, rep)
-            await self._reply(writer, status, f"cannot connect to {target}")
-            return
-        set_nodelay(writer)
         label = f"{peer[0]}:{peer[1]} -> {target}"
-        if req.is_connect:
-            log.info("HTTP CONNECT %s", label)
-            writer.write(hp.CONNECT_OK)
-            rest = parser.trailing
-            if rest:
-                st.write(rest)
-            await relay_tcp(st, reader, writer, label)
-            return
-        log.info("HTTP %s %s%s", req.method, label, req.path[:200])
+        if up is not None and (up.host, up.port) == (req.host, req.port) and not req.is_connect \
+                and not up.st.peer_fin and not up.st.closed and not up.st.buffered:
+            # (bytes waiting from the origin after its last response: out of step, not reused)
+            st, unknown = up.st, up.unknown  # the origin kept the connection: reuse it
+            log.debug("HTTP %s %s%s (kept connection)", req.method, label, req.path[:200])
+        else:
+            if up is not None:
+                up.st.close()
+                up = None
+            try:
+                st, rep = await self.pool.connect_tcp(req.host, req.port,
+                                                      timeout=self.dial_timeout)
+            except NoTunnel as exc:
+                log.error("HTTP proxy %s: no tunnel: %s", label, exc)
+                await self._reply(writer, 502, f"no tunnel to the paqet server: {exc}")
+                return None
+            if rep:
+                log.info("HTTP proxy %s: the server could not connect (reply %#04x)", label, rep)
+                await self._reply(writer, hp.status_for_dial(rep), f"cannot connect to {target}")
+                return None
+            unknown = rep is None
+            set_nodelay(writer)
+            if req.is_connect:
+                log.info("HTTP CONNECT %s", label)
+                writer.write(hp.CONNECT_OK)
+                rest = parser.trailing
+                if rest:
+                    st.write(rest)
+                await relay_tcp(st, reader, writer, label)
+                return None
+            log.info("HTTP %s %s%s", req.method, label, req.path[:200])
+        keep_alive = hp.wants_keep_alive(req)
         try:
-            st.write(hp.forward_head(req))
-            await self._plain(st, parser, req, reader, writer, rep is None, target)
-        finally:
-            st.close()
+            st.write(hp.forward_head(req, keep_alive=keep_alive))
+        except StreamClosed:
+            if up is not None:  # the origin closed the kept connection meanwhile
+                await self._reply(writer, 502, f"{target} closed the kept connection")
+                return None
+            raise
+        tracker = hp.ResponseTracker(req.method)
+        ok = await self._plain(st, parser, req, reader, writer, unknown, target, tracker)
+        if not (ok and keep_alive and tracker.done and tracker.reusable):
+            if up is None or up.st is not st:
+                st.close()
+            return None
+        if up is None or up.st is not st:
+            up = _Upstream(req.host, req.port, st, unknown)
+        return up, parser.trailing
 
-    async def _plain(self, st, parser, req, reader, writer, unknown: bool, target: str) -> None:
+    async def _plain(self, st, parser, req, reader, writer, unknown: bool, target: str,
+                     tracker: hp.ResponseTracker) -> bool:
         """Send the body on while relaying the response back (a 100-continue exchange
-        needs both at once); the connection ends with the response."""
+        needs both at once). True when the request was sent whole and the response relayed
+        to its end (the connections may carry another request)."""
         async def body() -> None:
             while True:
                 ev = parser.next_event()
@@ -148,22 +198,35 @@ class HttpProxyListener:
         async def response() -> None:
             nonlocal got
             try:
-                while data := await st.read(CHUNK):
+                while True:
+                    data = await st.read(CHUNK)
+                    if not data:
+                        tracker.feed(b"")
+                        return
                     got += len(data)
                     writer.write(data)
                     await writer.drain()
+                    if tracker.feed(data):
+                        return  # the response is complete: the stream may carry another
             except StreamClosed:
                 pass
 
         up = asyncio.ensure_future(body())
         down = asyncio.ensure_future(response())
         err = None
+        sent = False
         try:
             await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
             if up.done() and not up.cancelled() and up.exception() is not None:
                 err = up.exception()   # a malformed body or the client went away
             else:
                 await down
+                if up.done():
+                    sent = up.exception() is None
+                elif tracker.done:
+                    # the response came before the request body was all read (an early
+                    # error from the origin): this connection cannot carry another request
+                    sent = False
         finally:
             for t in (up, down):
                 if not t.done():
@@ -174,7 +237,7 @@ class HttpProxyListener:
                 except BaseException:
                     pass
         if got:
-            return
+            return sent and tracker.done
         if isinstance(err, hp.HttpProxyError):
             await self._reply(writer, err.status, str(err))
         elif err is None:
@@ -182,3 +245,11 @@ class HttpProxyListener:
             # or the origin closed without answering
             await self._reply(writer, 502, f"no response from {target}"
                               + (" (the server may have failed to connect)" if unknown else ""))
+        return False
+
+
+class _Upstream:
+    """A tunnel stream to an origin kept between requests of one client connection."""
+
+    def __init__(self, host: str, port: int, st, unknown: bool) -> None:
+        self.host, self.port, self.st, self.unknown = host, port, st, unknown

@@ -168,6 +168,12 @@ class RequestParser:
             raise HttpProxyError(400, str(exc) or "malformed request") from None
 
     @property
+    def started(self) -> bool:
+        """Whether any byte of a request arrived (a kept-alive connection that just ends
+        is no error)."""
+        return self._pre is None or bool(self._pre)
+
+    @property
     def trailing(self) -> bytes:
         return bytes(self._h.trailing_data[0])
 
@@ -245,10 +251,22 @@ def _authority(host: str, port: int) -> bytes:
     return (h if port == 80 else f"{h}:{port}").encode("utf-8", "surrogateescape")
 
 
-def forward_head(req: Request) -> bytes:
+def wants_keep_alive(req: Request) -> bool:
+    """Whether the client wants its connection kept for another request: HTTP/1.1 without a
+    `close` in Connection or Proxy-Connection (HTTP/1.0 clients get one request)."""
+    if req.http_version != "1.1":
+        return False
+    for k, v in req.headers:
+        if k.lower() in (b"connection", b"proxy-connection") and \
+                any(t.strip().lower() == b"close" for t in v.split(b",")):
+            return False
+    return True
+
+
+def forward_head(req: Request, keep_alive: bool = False) -> bytes:
     """The head to send to the origin server: origin-form target, Host from the URI, no
     hop-by-hop or proxy headers (nor those the client's Connection header names), and
-    `Connection: close` (one request per proxied connection)."""
+    `Connection: close` unless the origin connection is to be kept (`keep_alive`)."""
     named = set()
     for k, v in req.headers:
         if k.lower() == b"connection":
@@ -262,8 +280,56 @@ def forward_head(req: Request) -> bytes:
         lines.append(k + b": " + v)
     if req.chunked:
         lines.append(b"Transfer-Encoding: chunked")
-    lines.append(b"Connection: close")
+    if not keep_alive:
+        lines.append(b"Connection: close")
     return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+class ResponseTracker:
+    """Follows the origin's response to one request (its bytes are relayed untouched) to
+    tell where it ends and whether the origin keeps the connection for another request.
+    `done`: the response is complete; `reusable`: ... and the connection stays usable;
+    `broken`: not parseable (then relay until the origin closes, and do not reuse)."""
+
+    def __init__(self, method: str) -> None:
+        self.done = False
+        self.reusable = False
+        self.broken = False
+        self.status: int | None = None
+        self._h = h11.Connection(h11.CLIENT)
+        try:  # put the client side where it is once the request went out (method matters:
+            # a response to HEAD has no body)
+            self._h.send(h11.Request(method=method.encode("ascii", "replace"), target=b"/",
+                                     headers=[(b"Host", b"origin")]))
+            self._h.send(h11.EndOfMessage())
+        except Exception:
+            self.broken = True
+
+    def feed(self, data: bytes) -> bool:
+        """Bytes from the origin (b"" = it closed); returns `done`."""
+        if self.done and data:
+            self.reusable = False  # bytes after the response: the connection is out of step
+        if self.done or self.broken:
+            return self.done
+        try:
+            self._h.receive_data(data)
+            for _ in range(1000):
+                ev = self._h.next_event()
+                if ev is h11.NEED_DATA or ev is h11.PAUSED:
+                    break
+                if isinstance(ev, h11.Response):
+                    self.status = ev.status_code
+                elif isinstance(ev, h11.EndOfMessage):
+                    self.done = True
+                    self.reusable = (bool(data) and self._h.their_state is h11.DONE
+                                     and not self._h.trailing_data[0])
+                    break
+                elif isinstance(ev, h11.ConnectionClosed):
+                    self.broken = True
+                    break
+        except Exception:  # h11.ProtocolError, or its state checks
+            self.broken = True
+        return self.done
 
 
 def encode_body(req: Request, data: bytes) -> bytes:
@@ -300,5 +366,5 @@ def status_for_dial(rep: int) -> int:
 
 
 __all__ = ["HttpProxyError", "Request", "Body", "End", "RequestParser", "parse_target",
-           "check_auth", "forward_head", "encode_body", "encode_end", "response",
+           "check_auth", "wants_keep_alive", "forward_head", "ResponseTracker", "encode_body", "encode_end", "response",
            "status_for_dial", "CONNECT_OK", "MAX_HEAD"]

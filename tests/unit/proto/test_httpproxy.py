@@ -196,3 +196,58 @@ def test_valid_requests_parse_the_same_however_split(base, cuts):
     assert whole[1] is None and split[1] is None
     assert whole[0][0] == split[0][0]
     assert body_of(whole[0]) == body_of(split[0])
+
+
+def _req(data: bytes) -> hp.Request:
+    events, err = parse(data)
+    assert err is None
+    return events[0]
+
+
+def test_keep_alive_wish_and_forwarded_connection_header():
+    assert hp.wants_keep_alive(_req(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n"))
+    assert not hp.wants_keep_alive(_req(b"GET http://h/ HTTP/1.0\r\n\r\n"))
+    for hdr in (b"Connection: Close", b"Proxy-Connection: close", b"Connection: te, close"):
+        req = _req(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n" + hdr + b"\r\n\r\n")
+        assert not hp.wants_keep_alive(req)
+    req = _req(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert b"Connection:" not in hp.forward_head(req, keep_alive=True)
+    assert hp.forward_head(req).endswith(b"Connection: close\r\n\r\n")
+
+
+@pytest.mark.parametrize("method,resp,done,reusable", [
+    ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True, True),
+    ("GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", True, True),
+    ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", True, True),
+    ("GET", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", True, True),
+    ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", True, False),
+    ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", True, False),
+    ("GET", b"HTTP/1.0 200 OK\r\n\r\nuntil close", False, False),   # ends with the origin
+    ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", False, False),
+    ("GET", b"garbage\r\n\r\n", False, False),
+])
+def test_response_tracker(method, resp, done, reusable):
+    for cuts in ((), range(len(resp))):
+        t = hp.ResponseTracker(method)
+        last = 0
+        for c in list(cuts) + [len(resp)]:
+            if resp[last:c]:
+                t.feed(resp[last:c])
+            last = c
+        assert (t.done, t.reusable) == (done, reusable)
+    t = hp.ResponseTracker("GET")
+    t.feed(b"HTTP/1.0 200 OK\r\n\r\nuntil close")
+    assert t.feed(b"") and not t.reusable  # a close-delimited body ends at EOF
+
+
+@given(st.binary(max_size=400), st.lists(st.integers(0, 400), max_size=6),
+       st.sampled_from(["GET", "HEAD", "POST"]))
+@SETTINGS
+def test_response_tracker_never_raises(data, cuts, method):
+    t = hp.ResponseTracker(method)
+    last = 0
+    for c in sorted(set(x % (len(data) + 1) for x in cuts)) + [len(data)]:
+        t.feed(data[last:c] or b"x")
+        last = c
+    t.feed(b"")
+    assert not (t.reusable and not t.done)
