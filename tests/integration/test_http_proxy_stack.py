@@ -277,3 +277,26 @@ def test_keep_alive_reuses_the_origin_connection():
         srv.close()
         srv2.close()
     run(main())
+
+
+def test_silent_origin_is_504_after_the_idle_limit():
+    """An origin that accepts and never answers: the request ends at limits.idle_timeout
+    (here 1 s) with a 504 instead of waiting for ever."""
+    import dataclasses
+
+    async def main():
+        held = []
+
+        async def handle(reader, writer):
+            held.append(writer)  # read nothing, answer nothing
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+        oport = srv.sockets[0].getsockname()[1]
+        params = dataclasses.replace(PARAMS, idle_timeout=1.0)
+        async with Tunnel(params, http=True) as t:
+            resp = await exchange(t.httpproxy.port,
+                                  b"GET http://127.0.0.1:%d/ HTTP/1.1\r\nHost: x\r\n\r\n" % oport)
+            assert status(resp) == 504
+        for w in held:
+            w.close()
+        srv.close()
+    run(main())

@@ -177,6 +177,7 @@ class HttpProxyListener:
         needs both at once). True when the request was sent whole and the response relayed
         to its end (the connections may carry another request)."""
         async def body() -> None:
+            nonlocal last
             while True:
                 ev = parser.next_event()
                 if ev is None:
@@ -186,6 +187,7 @@ class HttpProxyListener:
                 if isinstance(ev, hp.Body):
                     st.write(hp.encode_body(req, ev.data))
                     await st.drain()
+                    last = loop.time()
                 elif isinstance(ev, hp.End):
                     tail = hp.encode_end(req)
                     if tail:
@@ -194,9 +196,11 @@ class HttpProxyListener:
                     return
 
         got = 0
+        loop = asyncio.get_running_loop()
+        last = loop.time()  # the last byte either way (for limits.idle_timeout)
 
         async def response() -> None:
-            nonlocal got
+            nonlocal got, last
             try:
                 while True:
                     data = await st.read(CHUNK)
@@ -204,6 +208,7 @@ class HttpProxyListener:
                         tracker.feed(b"")
                         return
                     got += len(data)
+                    last = loop.time()
                     writer.write(data)
                     await writer.drain()
                     if tracker.feed(data):
@@ -213,20 +218,28 @@ class HttpProxyListener:
 
         up = asyncio.ensure_future(body())
         down = asyncio.ensure_future(response())
+        idle = st.conn.params.idle_timeout
         err = None
         sent = False
         try:
-            await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
-            if up.done() and not up.cancelled() and up.exception() is not None:
-                err = up.exception()   # a malformed body or the client went away
-            else:
-                await down
-                if up.done():
-                    sent = up.exception() is None
-                elif tracker.done:
-                    # the response came before the request body was all read (an early
-                    # error from the origin): this connection cannot carry another request
-                    sent = False
+            for _ in range(1 << 20):  # ends with the response, an error or the idle limit
+                wait = None
+                if idle > 0:
+                    wait = last + idle - loop.time()
+                    if wait <= 0:
+                        log.info("HTTP proxy request to %s idle for %.0fs, closing", target, idle)
+                        err = TimeoutError()
+                        break
+                pending = {t for t in (up, down) if not t.done()}
+                await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                if up.done() and not up.cancelled() and up.exception() is not None:
+                    err = up.exception()   # a malformed body or the client went away
+                    break
+                if down.done():
+                    # complete only if the whole request went out before the response ended
+                    # (an early answer from the origin leaves the stream out of step)
+                    sent = up.done() and not up.cancelled()
+                    break
         finally:
             for t in (up, down):
                 if not t.done():
@@ -240,6 +253,8 @@ class HttpProxyListener:
             return sent and tracker.done
         if isinstance(err, hp.HttpProxyError):
             await self._reply(writer, err.status, str(err))
+        elif isinstance(err, TimeoutError):
+            await self._reply(writer, 504, f"no response from {target} within {idle:.0f}s")
         elif err is None:
             # nothing came back: the dial failed on a server without the status extension,
             # or the origin closed without answering
