@@ -321,7 +321,7 @@ class Runtime:
         if self.server is not None and self.server.listener is not None:
             return list(self.server.listener.sessions.values())
         if self.pool is not None:
-            return [s.conn for s in self.pool.slots if s.conn is not None]
+            return self.pool.connections()
         return []
 
     def log_stats(self) -> None:

@@ -115,6 +115,8 @@ def test_failover_and_failback():
                     assert a2.listener.sessions
                     # ... and the connection through the backup was not cut by the failback
                     assert pool._retiring
+                    # still counted as a live session (stats, SIGUSR1) while it finishes
+                    assert len(pool.connections()) == len(pool.slots) + len(pool._retiring)
                     w2.write(b"still here")
                     await w2.drain()
                     assert await asyncio.wait_for(r2.readexactly(10), 5) == b"still here"

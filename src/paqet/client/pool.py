@@ -97,6 +97,12 @@ class ClientPool:
         if len(self.servers) > 1 and self.failback_interval > 0:
             self._spawn(self._failback_loop())
 
+    def connections(self) -> list[TunnelConnection]:
+        """Every live session: the slots' and the backup sessions still finishing streams
+        after a failback."""
+        conns = [s.conn for s in self.slots if s.conn is not None]
+        return conns + [t.conn for t in list(self._retiring) if not t.conn.closed]
+
     def server_of(self, slot: _Slot) -> tuple:
         return self.servers[slot.server_index % len(self.servers)]
 
