@@ -96,3 +96,25 @@ def test_mutated_datagrams_against_live_engines(data):
         assert len(target.rcv_queue) <= target.rcv_wnd
         assert len(target.snd_buf) <= target.snd_wnd
         assert len(target._unacked) <= len(target.snd_buf)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=200), max_size=10), st.sampled_from(["normal", "fast3"]))
+def test_garbage_does_not_wedge_the_receiver(garbage, mode):
+    """After any garbage (also garbage carrying our conv id), an in-order PUSH from the peer
+    is still accepted and read in stream mode."""
+    from paqet.kcp.presets import configure
+    k = configure(KCP(7), mode, mtu=200, sndwnd=16, rcvwnd=16)
+    k.send(b"o" * 600)
+    k.flush(0)
+    k.datagrams_to_send()
+    for i, g in enumerate(garbage):
+        # half of them with our conv, so they get past the first check
+        data = struct.pack("<I", 7) + g[4:] if i % 2 and len(g) >= 4 else g
+        assert k.input(data, 5 * i) in (0, -1, -2, -3)
+        k.flush(5 * i)
+    while k.recv() is not None:
+        pass
+    assert k.input(encode_segment(7, 81, 0, 64, 100, k.rcv_nxt, 0, b"probe"), 100) == 0
+    got = k.recv()
+    assert got is not None and got.startswith(b"probe")

@@ -159,3 +159,23 @@ def test_corrupted_gob_raises_only_protocol_error(wire, flips, piece):
     except ProtocolError as exc:
         inc = ("err", str(exc))
     assert inc == res  # the result does not depend on how the bytes were split
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from([encode(TcpConnect("198.18.1.2", 8080), "gob"),
+                        encode(TcpFlags((0x18, 0x2)), "gob")]),
+       st.lists(st.tuples(st.integers(0, 10 ** 4), st.integers(0, 255)), max_size=4),
+       st.binary(max_size=30))
+def test_decode_stream_reads_only_what_it_reports(wire, flips, tail):
+    """decode_stream returns (dict, used) or raises Incomplete/GobError; the first `used`
+    bytes alone decode to the same value (nothing after them was looked at)."""
+    wire = bytearray(wire)
+    for pos, val in flips:
+        wire[pos % len(wire)] = val
+    data = bytes(wire) + tail
+    try:
+        value, used = gob.decode_stream(data)
+    except (gob.Incomplete, gob.GobError):
+        return
+    assert isinstance(value, dict) and 0 < used <= len(data)
+    assert gob.decode_stream(data[:used]) == (value, used)

@@ -434,3 +434,22 @@ def test_queued_bytes_count_payload_until_taken():
     assert s.queued_bytes == 70000
     s.data_to_send()
     assert s.queued_bytes == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 2), st.binary(max_size=600), st.integers(1, 40), st.booleans())
+def test_events_do_not_depend_on_the_split(version, tail, piece, client):
+    """A valid stream followed by anything: the same events and the same end state whether
+    the bytes arrive whole or in pieces; the stream table stays within max_streams."""
+    wire = _valid_stream(version) + tail
+
+    def run(step):
+        s = SmuxSession(client=client, version=version, max_streams=4)
+        for i in range(0, len(wire), step):
+            s.receive_data(wire[i:i + step], 0)
+            assert len(s.streams) <= 4
+        return s, drain_events(s)
+
+    whole, evs = run(len(wire))
+    split, evs2 = run(piece)
+    assert evs == evs2 and whole.broken == split.broken and whole.bucket == split.bucket

@@ -82,3 +82,25 @@ def test_truncated_is_counted(block):
     s = rx.stats
     if block not in ("none", "null"):
         assert s.short + s.crc_errors + s.auth_errors == 6
+
+
+PROBE = b"\x07\x00\x00\x00\x51\x00\x20\x00" + bytes(16) + b"probe"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(FAST), st.sampled_from(FEC), st.lists(st.binary(max_size=300), max_size=12),
+       st.booleans())
+def test_garbage_then_a_valid_datagram_still_decodes(block, fec, garbage, sealed):
+    """Output stays bounded for any datagram (at most 1 + dshard payloads, none longer than
+    the datagram) and garbage - also garbage under a valid cipher layer, which reaches the
+    FEC decoder - does not stop a valid datagram afterwards from reaching KCP."""
+    d, p = fec
+    tx = DatagramCodec(block, KEY, dshard=d, pshard=p)
+    rx = DatagramCodec(block, KEY, dshard=d, pshard=p)
+    for g in garbage:
+        wire = tx.seal(g) if sealed else g
+        out = rx.decode(wire)
+        assert len(out) <= 1 + max(d, 1)
+        assert all(len(x) <= len(wire) for x, _ in out)
+    got = [bytes(x) for w in tx.encode(PROBE, 5) for x, regular in rx.decode(w) if regular]
+    assert PROBE in got

@@ -144,3 +144,23 @@ def test_crafted_fec_packets_never_raise_and_stay_bounded(fec, pkts):
         assert len(dec.samples) <= 258
         assert len(dec.groups) <= dec.KEEP_GROUPS + 1
         assert sum(len(g) for g in dec.groups.values()) <= len(dec.groups) * dec.shard_size
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from([(1, 1), (2, 1), (3, 2), (10, 3)]),
+       st.lists(st.binary(min_size=1, max_size=120), min_size=1, max_size=30),
+       st.lists(st.booleans(), min_size=1, max_size=64))
+def test_recovery_never_invents_data(fec, payloads, lost):
+    """Whatever packets are lost, every payload the decoder recovers is one that was sent,
+    and its state stays within the documented bounds."""
+    d, p = fec
+    enc, dec = FecEncoder(d, p), FecDecoder(d, p)
+    sent = set(payloads)
+    pkts = [x for k in payloads for x in enc.encode(k, 1)]
+    for i, pkt in enumerate(pkts):
+        if lost[i % len(lost)]:
+            continue
+        for r in dec.decode(pkt):
+            assert bytes(r) in sent
+        assert len(dec.groups) <= dec.KEEP_GROUPS + 1
+        assert all(len(g) <= d + p for g in dec.groups.values())
