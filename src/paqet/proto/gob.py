@@ -19,7 +19,12 @@ class GobError(ValueError):
 
 
 class Incomplete(Exception):
-    """More bytes are needed."""
+    """More bytes are needed: `need` is how many the stream must hold at least before
+    decoding can get further (the same call with fewer bytes raises Incomplete again)."""
+
+    def __init__(self, need: int = 0) -> None:
+        super().__init__(need)
+        self.need = need
 
 
 # -- primitives ------------------------------------------------------------------------------
@@ -216,7 +221,7 @@ def _schema_from_wire(wt: dict) -> object:
 def _stream_uint(buf, pos: int, n: int) -> tuple[int, int]:
     """A message length at buf[pos:]: (value, new pos); Incomplete if cut short."""
     if pos >= n:
-        raise Incomplete()
+        raise Incomplete(pos + 1)
     b = buf[pos]
     if b < 0x80:
         return b, pos + 1
@@ -224,7 +229,7 @@ def _stream_uint(buf, pos: int, n: int) -> tuple[int, int]:
     if k > 8:
         raise GobError("gob: encoded unsigned integer out of range")
     if pos + 1 + k > n:
-        raise Incomplete()
+        raise Incomplete(pos + 1 + k)
     return int.from_bytes(buf[pos + 1:pos + 1 + k], "big"), pos + 1 + k
 
 
@@ -241,7 +246,7 @@ def decode_stream(buf) -> tuple[dict, int]:
             raise GobError(f"gob: invalid message length {length}")
         end = start + length
         if end > n:
-            raise Incomplete()
+            raise Incomplete(end)
         body = _Reader(buf, start, end)
         tid = body.int()
         if tid < 0:
