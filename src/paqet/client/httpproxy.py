@@ -139,6 +139,7 @@ class HttpProxyListener:
                 await self._reply(writer, 502, f"no tunnel to the paqet server: {exc}")
                 return None
             if rep:
+                st.close()
                 log.info("HTTP proxy %s: the server could not connect (reply %#04x)", label, rep)
                 await self._reply(writer, hp.status_for_dial(rep), f"cannot connect to {target}")
                 return None
@@ -155,14 +156,19 @@ class HttpProxyListener:
             log.info("HTTP %s %s%s", req.method, label, req.path[:200])
         keep_alive = hp.wants_keep_alive(req)
         try:
-            st.write(hp.forward_head(req, keep_alive=keep_alive))
-        except StreamClosed:
-            if up is not None:  # the origin closed the kept connection meanwhile
-                await self._reply(writer, 502, f"{target} closed the kept connection")
-                return None
+            try:
+                st.write(hp.forward_head(req, keep_alive=keep_alive))
+            except StreamClosed:
+                if up is not None:  # the origin closed the kept connection meanwhile
+                    await self._reply(writer, 502, f"{target} closed the kept connection")
+                    return None
+                raise
+            tracker = hp.ResponseTracker(req.method)
+            ok = await self._plain(st, parser, req, reader, writer, unknown, target, tracker)
+        except BaseException:
+            if up is None or up.st is not st:
+                st.close()  # (a kept stream is closed by _serve)
             raise
-        tracker = hp.ResponseTracker(req.method)
-        ok = await self._plain(st, parser, req, reader, writer, unknown, target, tracker)
         if not (ok and keep_alive and tracker.done and tracker.reusable):
             if up is None or up.st is not st:
                 st.close()
