@@ -98,6 +98,12 @@ class KCP:
         self.probe_wait = 0
         self.dead_link = DEADLINK
         self.fastresend = 0
+        # 0: one fast/early retransmission per segment until an RTO fires (kcp-go since
+        # v5.6.50, paqet's v5.6.64: a lost fast retransmission waits for the RTO). n > 0:
+        # a segment sent fewer than n times counts fast ACKs again after a fast/early
+        # retransmission (like ikcp's fastlimit; kcp-go <= v5.6.20 had no limit). A
+        # sender-side policy only: the receiver cannot tell.
+        self.fast_limit = 0
         self.nocwnd = 0
         self.stream = False
         self.ack_nodelay = False
@@ -774,6 +780,7 @@ class KCP:
                 segs = ex + list(segs) if segs else ex
                 only_new = False
         resent = self.fastresend if self.fastresend > 0 else NO_FASTACK
+        fast_limit = self.fast_limit
         rx_rto = self.rx_rto
         nodelay = self.nodelay
         change = lost = 0
@@ -825,20 +832,28 @@ class KCP:
                 rto = seg.rto = rx_rto
             elif fa != NO_FASTACK and fa >= resent:
                 rto = seg.rto = rx_rto
-                seg.fastack = NO_FASTACK
                 if fa_walk.pop(seg.sn, None) is not None:
                     dels += 1
                 elif armed.pop(seg.sn, None) is None:
                     fa_extra.pop(seg.sn, None)
+                if xmit < fast_limit:  # may be fast-retransmitted again (fast_limit)
+                    seg.fastack = 0
+                    fa_extra[seg.sn] = seg
+                else:
+                    seg.fastack = NO_FASTACK
                 change += 1
                 self.fast_retransmissions += 1
             elif 0 < fa < resent and new_segs == 0:
                 rto = seg.rto = rx_rto
-                seg.fastack = NO_FASTACK
                 if fa_walk.pop(seg.sn, None) is not None:
                     dels += 1
                 elif armed.pop(seg.sn, None) is None:
                     fa_extra.pop(seg.sn, None)
+                if xmit < fast_limit:
+                    seg.fastack = 0
+                    fa_extra[seg.sn] = seg
+                else:
+                    seg.fastack = NO_FASTACK
                 change += 1
                 self.early_retransmissions += 1
             elif seg.rkey <= now_u:   # kcp-go: _itimediff(current, resendts) >= 0

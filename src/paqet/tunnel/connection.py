@@ -83,6 +83,7 @@ class TunnelConnection:
         k.ack_nodelay = params.acknodelay
         k.write_delay = params.wdelay
         k.defer_flush = True  # one flush per batch of received datagrams (see _pump_once)
+        k.fast_limit = params.fast_limit
         self.kcp = k
         self.smux = SmuxSession(
             client=client, version=params.smux_version, max_frame_size=params.max_frame_size,

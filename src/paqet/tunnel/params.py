@@ -27,6 +27,9 @@ class TunnelParams:
     nc: int = 1
     wdelay: bool = True
     acknodelay: bool = False
+    # fast/early retransmissions of a segment between RTOs (KCP.fast_limit; 0 = kcp-go
+    # v5.6.64's one): a sender-side choice the peer cannot see, docs/decisions.md
+    fast_limit: int = 5
     smux_version: int = 2
     smuxbuf: int = 4 << 20
     streambuf: int = 2 << 20
