@@ -318,8 +318,8 @@ class Checker:
                 return
             if ok is True:
                 steps = [self.check_network, self.check_privileges, self.check_raw_socket,
-                         self.check_firewall, self.check_ports] + ([self.check_tunnel]
-                                                                   if self.cfg.role == "client" else [])
+                         self.check_firewall, self.check_ports] + (
+                    [self.check_tunnel, self.check_backups] if self.cfg.role == "client" else [])
 
     @property
     def failed(self) -> bool:
@@ -584,6 +584,7 @@ class Checker:
             return
         wanted = [(f"socks5[{i}]", "tcp", s.listen) for i, s in enumerate(cfg.socks5)]
         wanted += [(f"forward[{i}]", f.protocol or "tcp", f.listen) for i, f in enumerate(cfg.forward)]
+        wanted += [(f"http[{i}]", "tcp", h.listen) for i, h in enumerate(cfg.http)]
         if not wanted:
             return
         problems, busy_paqet = [], []
@@ -654,6 +655,41 @@ class Checker:
                  f"check that `paqet run` is running on {self.server[0]} with listen port "
                  f"{self.server[1]}, the same transport.kcp.key and block (and dshard/pshard), "
                  f"and that no firewall between drops TCP port {self.server[1]}")
+
+
+    def check_backups(self) -> None:
+        """Failover targets (server.backup, beyond upstream): one short PPING run each. A
+        backup that does not answer is a warning: the first server still works."""
+        backups = self.cfg.server.backup if self.cfg.role == "client" else []
+        if not backups or self.net is None or not (self.privileged and self.raw_ok):
+            return
+        from paqet.config.values import split_host_port
+        from paqet.runtime import StartupError
+        from paqet.cli.ping import rtt_summary
+        for i, b in enumerate(backups):
+            key = f"server.backup[{i}]"
+            try:
+                server = self.p.resolve(*split_host_port(b))
+            except StartupError as exc:
+                self.add("backup", "warn", f"{key}: {exc}",
+                         f"put an IP address (or a name this host resolves) in {key}")
+                continue
+            add_destination = getattr(self.net, "add_destination", None)
+            if add_destination is not None:
+                add_destination(server[0])  # its own next hop, as `paqet run` does
+            srv = f"{server[0]}:{server[1]}"
+            out = self.p.ping(self.cfg, server, self.net, self.count, self.interval,
+                              self.timeout)
+            if out.rtts:
+                self.add("backup", "ok", f"{key} {srv}: {len(out.rtts)}/{out.sent} PPONG, rtt "
+                         f"min/avg/max/mdev = {rtt_summary(out.rtts)}")
+            else:
+                why = out.error or (f"no PPONG ({out.sent} sent"
+                                    + (", KCP answered)" if out.heard else ")"))
+                self.add("backup", "warn", f"{key} {srv}: {why}",
+                         f"failover to it cannot work now: check that `paqet run` is running "
+                         f"on {server[0]} with listen port {server[1]} and the same "
+                         f"transport.kcp.key and block")
 
 
 def run(args) -> int:

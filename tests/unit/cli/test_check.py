@@ -353,3 +353,32 @@ def test_loader_warnings_are_check_lines_not_log_lines(tmp_path, caplog):
     assert len(warn) == 1 and "transport.kcp.mod" in warn[0].detail and not c.failed
     assert not [r for r in caplog.records if r.name == "paqet.config"], caplog.records
     assert logging.getLogger("paqet.config").level == logging.INFO  # restored
+
+
+class BackupStub(Stub):
+    """The first server answers; backups answer as `answers` says (address -> bool)."""
+
+    def ping(self, cfg, server, net, count, interval, timeout):
+        self.pinged += 1
+        if server[0] == "198.18.0.2" or self.answers.get(server[0]):
+            return self.outcome
+        return PingOutcome(sent=3, rtts=[], heard=False, dialect="alpha21")
+
+
+def test_backups_and_http_listeners(tmp_path):
+    text = CLIENT.replace('server: {addr: "198.18.0.2:9999"}',
+                          'server: {addr: "198.18.0.2:9999", backup: '
+                          '["198.18.4.2:9999", "198.18.5.2:9999"]}\n'
+                          'http: [{listen: "127.0.0.1:8080"}]')
+    busy = OSError(errno.EADDRINUSE, "Address already in use")
+    probes = BackupStub(answers={"198.18.4.2": True}, bind_errors={8080: busy})
+    c, r = run(tmp_path, probes, text=text)
+    assert probes.pinged == 3  # the first server and each backup
+    assert r["tunnel"].status == "ok"
+    backups = [x for x in c.results if x.name == "backup"]
+    assert [b.status for b in backups] == ["ok", "warn"]
+    assert "server.backup[0] 198.18.4.2:9999: 3/3 PPONG" in backups[0].detail
+    assert "server.backup[1] 198.18.5.2:9999" in backups[1].detail
+    assert "198.18.5.2" in backups[1].fix
+    # the HTTP listener's address is checked like the SOCKS5 one
+    assert r["ports"].status == "fail" and "http[0].listen" in r["ports"].fix
