@@ -62,21 +62,21 @@ def frames(payloads, srcs):
     return out
 
 
-async def run(listener, raw_frames, repeat=3):
+async def run(listener, raw_frames, repeat=5):
     """µs per frame: parse_payload (the backend's per-frame work) + the listener's input,
     and the loop's turn after every 256 frames (the pumps of sessions that got data: as one
-    batch of the reader), best of `repeat`."""
+    batch of the reader); CPU time, best of `repeat`."""
     best = float("inf")
     feed = listener._on_datagram
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = time.process_time()  # CPU time: the machine is shared
         for i, f in enumerate(raw_frames):
             item = parse_payload(f, "ether", PORT)
             if item is not None:
                 feed(item[0], item[1])
             if i & 255 == 255:
                 await asyncio.sleep(0)
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
     return best / len(raw_frames) * 1e6
 
 
@@ -135,10 +135,13 @@ async def main_async(a):
         lst.close()
     # the frame parser alone, for reference
     fr = frames(garbage[:n], srcs[:n])
-    t0 = time.perf_counter()
-    for f in fr:
-        parse_payload(f, "ether", PORT)
-    print(f"{'(parse_payload alone)':<36}{(time.perf_counter() - t0) / n * 1e6:>12.2f}")
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.process_time()
+        for f in fr:
+            parse_payload(f, "ether", PORT)
+        best = min(best, time.process_time() - t0)
+    print(f"{'(parse_payload alone)':<36}{best / n * 1e6:>12.2f}")
 
 
 def main():

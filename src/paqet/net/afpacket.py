@@ -245,7 +245,7 @@ class AfPacketBackend(PacketBackend):
     def set_guard(self, block=(), throttle=None) -> None:
         """Tighten the kernel filter (the listener's flood guard; bpf.tcp_dst_port): drop
         frames whose payload starts with a `block` word (replays), and from each `throttle`
-        source IPv4 address pass only its listed ports plus a random sixteenth. The new
+        source IPv4 address pass only its listed ports plus a random 1/64. The new
         program replaces the old one atomically; empty arguments restore the plain filter."""
         bpf.attach(self.sock, bpf.tcp_dst_port(self.local_port, self.link, block, throttle))
 

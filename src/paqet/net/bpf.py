@@ -29,7 +29,7 @@ SKF_AD_RANDOM = 0xFFFFF000 + 56  # ancillary load: a random 32-bit number
 
 
 def tcp_dst_port(port: int, link: str = "ether", block=(), throttle=None,
-                 sample_mask: int = 15) -> list[Insn]:
+                 sample_mask: int = 63) -> list[Insn]:
     """`tcp and dst port P` for IPv4 (unfragmented or first fragment, any IHL) and IPv6
     (TCP as the first next header), as tcpdump compiles it. link="ip": frames start at the
     IP header (tun, WireGuard, PPP via SOCK_DGRAM) and the version nibble picks the family.
@@ -40,7 +40,7 @@ def tcp_dst_port(port: int, link: str = "ether", block=(), throttle=None,
 
     throttle: {IPv4 source: [source ports]} - sources flooding the port: only frames from
     the listed ports (their established sessions) pass, and of the others one in
-    sample_mask + 1 (a random draw), so new sessions can still start."""
+    sample_mask + 1 (a random draw: 1/64 by default), so new sessions can still start."""
     if not 0 <= port <= 0xFFFF:
         raise ValueError(f"port {port} out of range")
     if link == "ether":

@@ -24,11 +24,12 @@ from paqet.tunnel.clock import now_ms
 from paqet.tunnel.params import TunnelParams
 from paqet.tunnel.stream import StreamClosed, TunnelStream
 from paqet.wire.datagram import DatagramCodec
-from paqet.wire.replay import IDENT_LEN, ReplayWindow, StaleFilter
+from paqet.wire.replay import _CMD_TS as _CMD_TS_STRUCT, IDENT_LEN, ReplayWindow, StaleFilter
 
 log = logging.getLogger("paqet.tunnel")
 
 SendFn = Callable[[bytes, tuple], None]
+_CMD_TS = _CMD_TS_STRUCT.unpack_from
 REPLAYS_AT = 256  # replayed datagrams that make the listener update its kernel block list
 #: longest sleep of an idle session's timer (smux's keepalive usually wakes it sooner)
 IDLE_TICK_MS = 1000
@@ -149,11 +150,18 @@ class TunnelConnection:
             return True
         conv_le = self._conv_le
         first, regular = decoded[0]
-        if regular and first[:4] == conv_le and self.stale is not None and len(first) >= 24:
-            limit = rw.covered_ms(now) if rw is not None else self._stale_ms
-            if self.stale.stale(first, now, limit):
-                self.drops["stale"] += 1
-                return True
+        sf = self.stale
+        if sf is not None and regular and len(first) >= 24:
+            # (StaleFilter.stale, with its common case - an ACK - inlined: the hot path)
+            cmd, ts = _CMD_TS(first, 0)
+            if cmd == 82 or (cmd == 81 and first[:4] == conv_le):
+                limit = ((now - rw.since_ms) & 0xFFFFFFFF) if rw is not None else self._stale_ms
+                if limit < sf.slack_ms:
+                    limit = sf.slack_ms
+                if (limit < ((now - ts) & 0xFFFFFFFF) < 0x80000000 if cmd == 82
+                        else sf.stale(first, now, limit)):
+                    self.drops["stale"] += 1
+                    return True
         kcp_input = self.kcp.input
         got = False
         for payload, regular in decoded:
@@ -167,7 +175,11 @@ class TunnelConnection:
             kcp_input(payload, now, regular)
             got = True
         if rw is not None:
-            rw.add(ident, now)
+            cur = rw.cur
+            if len(cur) < rw.max_gen and ((now - rw.cur_start) & 0xFFFFFFFF) < rw.gen_ms:
+                cur.add(ident)
+            else:
+                rw.add(ident, now)  # starts a new generation
         if got:
             self.last_rx_ms = now
             self._schedule_pump()

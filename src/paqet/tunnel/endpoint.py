@@ -167,7 +167,7 @@ class TunnelListener:
         # bytes (nonce prefix) of datagrams the sessions dropped as replays are blocked, so
         # a replay flood stops costing Python anything (bounded by bpf.MAX_BLOCKED); a
         # source IP that keeps hitting its datagram bucket is throttled: only the ports of
-        # its established sessions and a random sixteenth of the rest reach us.
+        # its established sessions and a random 1/64 of the rest reach us.
         self._replayed: list = []
         self.blocklist: dict[int, None] = {}
         self._limited: dict[str, int] = {}     # rate-limited datagrams per IP, this second
@@ -331,7 +331,7 @@ class TunnelListener:
         new = set(thr) - {ip for ip, _ in old_thr}
         if new:
             log.warning("server: datagram flood from %s: the kernel filter passes only their "
-                        "sessions' ports and a random sixteenth of the rest", ", ".join(sorted(new)))
+                        "sessions' ports and a random 1/64 of the rest", ", ".join(sorted(new)))
 
     def _closed_cb(self, conn: TunnelConnection, reason: str) -> None:
         key = _addr_key(conn.peer)

@@ -66,7 +66,7 @@ def src_frame(ip, sport, payload=b"\0\0\0\1" + b"x" * 60, v6=False):
 def test_throttled_source_keeps_its_session_ports_and_a_sample():
     throttle = {"198.18.0.1": [4000, 4001], "198.18.0.7": [5000]}
     prog = bpf.tcp_dst_port(9999, "ether", [0x01020304], throttle)
-    for rnd, sampled in ((1, False), (16, True)):  # mask 15: 16 & 15 == 0 -> passes
+    for rnd, sampled in ((1, False), (64, True)):  # mask 63: 64 & 63 == 0 -> passes
         run = lambda f: bpf.run(prog, f, random_value=rnd)  # noqa: E731
         assert run(src_frame("198.18.0.1", 4000)) and run(src_frame("198.18.0.1", 4001))
         assert run(src_frame("198.18.0.7", 5000))
