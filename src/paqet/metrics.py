@@ -27,6 +27,8 @@ _PROCESS_COUNTERS = (
     ("wire_tx_datagrams", "paqet_wire_sent_datagrams", "Datagrams sent"),
     ("wire_rx_datagrams", "paqet_wire_received_datagrams", "Datagrams received"),
     ("segments_out", "paqet_segments_sent", "KCP data segments sent, retransmissions included"),
+    ("repeat_segments", "paqet_segments_received_twice",
+     "KCP data segments received again (the peer's retransmissions that were not needed)"),
     ("fec_recovered", "paqet_fec_recovered", "Datagrams recovered by FEC"),
     ("streams_opened", "paqet_streams_opened", "smux streams opened (either side)"),
 )

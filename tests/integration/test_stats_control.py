@@ -126,3 +126,68 @@ def test_prometheus_endpoint_serves_parseable_text(tmp_path):
     kinds = {s.labels["kind"] for s in fams["paqet_retransmits"].samples}
     assert kinds == {"fast", "early", "timeout"}
     assert {s.labels["reason"] for s in fams["paqet_drops"].samples} >= {"replay", "bad_crc"}
+
+
+class _LossyUdp:
+    """A UdpBackend dropping outgoing datagrams in a fixed pattern: one in 20 (FEC 10/3
+    recovers those) and a burst of 5 in every 250 (beyond 3 parity shards: KCP must
+    retransmit)."""
+
+    def __new__(cls):
+        from paqet.net.udp import UdpBackend
+        b = UdpBackend("127.0.0.1", 0)
+        send = b.send
+        n = [0]
+
+        def lossy(payload, addr):
+            i = n[0] = n[0] + 1
+            if i % 20 != 7 and not 100 <= i % 250 < 105:
+                send(payload, addr)
+        b.send = lossy
+        return b
+
+
+def test_loss_shows_as_retransmits_loss_estimate_and_fec_recoveries():
+    """Both directions drop 7 % of datagrams (single drops and bursts); FEC 10/3 on: the
+    sender's retransmissions and loss estimate and the receiver's FEC recoveries all move."""
+    from harness import blob_server
+    from paqet.client.pool import ClientPool
+    from paqet.server.app import Server
+    from paqet.tunnel.clock import now_ms
+    from paqet.tunnel.params import TunnelParams
+    from paqet.tunnel.stats import StatsCollector
+    params = TunnelParams.for_mode("fast3", key="loss", dshard=10, pshard=3, sndwnd=256,
+                                   rcvwnd=256)
+    size = 1 << 20
+
+    async def main():
+        server = Server(params, _LossyUdp())
+        await server.start()
+        addr = ("127.0.0.1", server.backend.local_port)
+        pool = ClientPool(params, addr, lambda: _LossyUdp(), conns=1,
+                          dialect="alpha21", health_interval=0)
+        await pool.start()
+        try:
+            async with blob_server(size) as (port, _digest):
+                st = await pool.open_tcp("127.0.0.1", port)
+                st.write(b"GET\n")
+                got = 0
+                while data := await st.read(1 << 16):
+                    got += len(data)
+                assert got == size
+            sc = StatsCollector("server", start_ms=0)
+            cc = StatsCollector("client", start_ms=0)
+            return (sc.snapshot(list(server.listener.sessions.values()), now_ms()),
+                    cc.snapshot([s.conn for s in pool.slots if s.conn], now_ms()))
+        finally:
+            await pool.close()
+            await server.stop()
+
+    s, c = asyncio.run(asyncio.wait_for(main(), 50))
+    st, ct = s["totals"], c["totals"]
+    assert st["tx_bytes"] > size and ct["rx_bytes"] > size
+    assert st["retrans"] > 0 and st["retrans"] == (st["fast_retrans"] + st["early_retrans"]
+                                                  + st["timeout_retrans"])
+    assert 0 < st["loss"] < 0.5, st
+    assert ct["repeat_segments"] <= st["retrans"]  # what arrived twice was sent twice
+    assert ct["fec_recovered"] > 0, ct

@@ -144,6 +144,7 @@ class KCP:
         self.fast_retransmissions = 0
         self.early_retransmissions = 0
         self.lost_segments = 0
+        self.repeat_segments = 0  # PUSH segments received twice (kcp-go's RepeatSegs)
         self.segments_in = 0
         self.segments_out = 0
         self.bad_input = 0
@@ -214,6 +215,8 @@ class KCP:
             "fast_retransmissions": self.fast_retransmissions,
             "early_retransmissions": self.early_retransmissions,
             "lost_segments": self.lost_segments,  # RTO expiries
+            "repeat_segments": self.repeat_segments,  # duplicates received: the peer's
+                                                      # retransmissions that were not needed
             "bad_input": self.bad_input,          # datagrams with a malformed segment
         }
 
@@ -383,9 +386,12 @@ class KCP:
                         rcv_buf[sn] = (frg, bytes(data[OVERHEAD:]))
                         if d == 0:
                             self._move_rcv_buf()
+                    else:
+                        self.repeat_segments += 1
                 elif d >= 0x80000000 + rcv_wnd:
                     acklist.append(sn)
                     acklist.append(ts)
+                    self.repeat_segments += 1
                 if acklist and (len(acklist) >> 1 >= self.mtu // OVERHEAD or self.ack_nodelay):
                     if self.defer_flush:
                         if self._pending_flush < 1:
@@ -558,9 +564,12 @@ class KCP:
                         rcv_buf[sn] = (frg, bytes(data[off:off + length]))
                         if d == 0:
                             self._move_rcv_buf()
+                    else:
+                        self.repeat_segments += 1
                 elif d >= 0x80000000 + rcv_wnd:  # an old duplicate (sn < rcv_nxt): ACK only
                     acklist.append(sn)
                     acklist.append(ts)
+                    self.repeat_segments += 1
             elif cmd == WASK:
                 self.probe |= ASK_TELL
             off += length

@@ -24,9 +24,10 @@ SNAPSHOT_VERSION = 1
 # The per-session counters, in this order (one tuple per reading).
 COUNTERS = ("tx_bytes", "rx_bytes", "wire_tx_bytes", "wire_rx_bytes", "wire_tx_datagrams",
             "wire_rx_datagrams", "segments_out", "retrans", "fast_retrans", "early_retrans",
-            "timeout_retrans", "fec_recovered", "fec_unrecoverable", "streams_opened")
+            "timeout_retrans", "repeat_segments", "fec_recovered", "fec_unrecoverable",
+            "streams_opened")
 _N = len(COUNTERS)
-(TX, RX, WTX, WRX, _WTXD, _WRXD, SEGS, RETR, _FAST, _EARLY, _TMO, _FEC, _FECU,
+(TX, RX, WTX, WRX, _WTXD, _WRXD, SEGS, RETR, _FAST, _EARLY, _TMO, _REPEAT, _FEC, _FECU,
  _STREAMS) = range(_N)
 _ZERO = (0,) * _N
 
@@ -42,8 +43,8 @@ def counters(conn) -> tuple:
     cs = conn.codec.stats
     return (conn.bytes_out, conn.bytes_in, cs.bytes_out, cs.bytes_in, cs.datagrams_out,
             cs.datagrams_in, k.segments_out, k.retransmissions, k.fast_retransmissions,
-            k.early_retransmissions, k.lost_segments, cs.fec_recovered, cs.fec_unrecoverable,
-            conn.streams_opened)
+            k.early_retransmissions, k.lost_segments, k.repeat_segments,
+            cs.fec_recovered, cs.fec_unrecoverable, conn.streams_opened)
 
 
 def _rate(delta: int, dt_ms: int) -> float:
@@ -51,8 +52,11 @@ def _rate(delta: int, dt_ms: int) -> float:
 
 
 def _loss(d_retrans: int, d_segs: int) -> float | None:
-    """Retransmitted share of the data segments sent: how much of what this end sent (or
-    of the ACKs for it) the path lost, as the sender sees it. None when nothing was sent."""
+    """Retransmitted share of the data segments sent: how much of what this end sent, or
+    of the ACKs for it, the path lost, as the sender sees it. An upper bound: an RTO that
+    fires while the ACK is still on its way (a stalled peer or event loop) counts too; the
+    peer's `repeat_segments` shows how many retransmissions arrived twice. None when
+    nothing was sent."""
     return round(d_retrans / d_segs, 4) if d_segs > 0 else None
 
 
@@ -289,7 +293,8 @@ def format_table(snap: dict) -> str:
         f"retransmits {r['retrans_per_s']:.1f}/s, loss {_pct(r['loss'])}",
         f"  retransmits {t['retrans']} (fast {t['fast_retrans']}, early {t['early_retrans']}, "
         f"timeout {t['timeout_retrans']}) of {t['segments_out']} segments sent "
-        f"(loss {_pct(t['loss'])}), FEC recovered {t['fec_recovered']}",
+        f"(loss {_pct(t['loss'])}); received twice {t['repeat_segments']}, "
+        f"FEC recovered {t['fec_recovered']}",
         f"  drops: {_drops_text(snap['drops'])}",
     ]
     sess = snap["session_list"]

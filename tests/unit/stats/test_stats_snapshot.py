@@ -20,7 +20,7 @@ from paqet.wire.datagram import CodecStats
 class FakeKcp:
     def __init__(self):
         self.segments_out = self.retransmissions = self.fast_retransmissions = 0
-        self.early_retransmissions = self.lost_segments = 0
+        self.early_retransmissions = self.lost_segments = self.repeat_segments = 0
         self.rx_srtt, self.rx_rttvar, self.rx_rto = 40, 10, 200
         self.cwnd, self.rmt_wnd, self.wait_snd = 0, 128, 0
 
@@ -51,6 +51,7 @@ def test_snapshot_counters_rates_and_loss():
     col.tick([c], 0)
     for t in range(1, 11):  # 100 kB/s, 100 segments/s, 5 retransmissions/s
         c.send(100_000, 100, retrans=5, fast=3, tmo=2)
+        c.kcp.repeat_segments += 1
         c.bytes_in += 10_000
         col.tick([c], t * 1000)
     snap = col.snapshot([c], 10_000)
@@ -60,7 +61,7 @@ def test_snapshot_counters_rates_and_loss():
     t = snap["totals"]
     assert t["tx_bytes"] == 1_000_000 and t["rx_bytes"] == 100_000
     assert t["retrans"] == 50 and t["fast_retrans"] == 30 and t["timeout_retrans"] == 20
-    assert t["loss"] == 0.05
+    assert t["repeat_segments"] == 10 and t["loss"] == 0.05
     r = snap["rates"]
     assert r["window_s"] == 5.0  # the oldest of the kept samples
     assert r["tx_Bps"] == 100_000 and r["rx_Bps"] == 10_000 and r["loss"] == 0.05
@@ -136,7 +137,8 @@ def test_format_table_and_line():
     text = format_table(snap)
     assert "paqet server (pid 42), up 1m00s: 1 session(s) open" in text
     assert "2 stream(s) open" in text and "3.0 MiB" in text
-    assert "retransmits 40 (fast 30, early 0, timeout 10) of 2000 segments sent (loss 2.0%)" in text
+    assert ("retransmits 40 (fast 30, early 0, timeout 10) of 2000 segments sent (loss 2.0%); "
+            "received twice 0") in text
     assert "drops: bad_crc 2" in text and "replay" not in text.split("drops:")[1].split("\n")[0]
     assert "198.18.0.2:9999" in text and "00000001" in text
     empty = format_table(StatsCollector("server").snapshot([], 61_000))
