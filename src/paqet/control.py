@@ -46,7 +46,9 @@ def socket_path(cfg) -> str | None:
     the server's port. None when turned off (`stats.socket: off`)."""
     st = getattr(cfg, "stats", None)
     explicit = getattr(st, "socket", "") if st is not None else ""
-    if explicit:
+    if explicit is False:  # YAML `off` / `false`
+        return None
+    if explicit and explicit is not True:
         if explicit.lower() in ("off", "none", "-"):
             return None
         return os.path.abspath(explicit)

@@ -191,3 +191,38 @@ def test_loss_shows_as_retransmits_loss_estimate_and_fec_recoveries():
     assert 0 < st["loss"] < 0.5, st
     assert ct["repeat_segments"] <= st["retrans"]  # what arrived twice was sent twice
     assert ct["fec_recovered"] > 0, ct
+
+
+def test_periodic_log_line(tmp_path, monkeypatch, caplog):
+    import logging
+    from paqet import control
+    monkeypatch.setattr(control, "TICK_S", 0.05)
+    scfg, ccfg, socks = configs(tmp_path)
+    ccfg.stats.log_interval = 0.2
+    ccfg.stats.socket = "off"
+
+    async def main():
+        srv, cli = Runtime(scfg), Runtime(ccfg)
+        await srv.start()
+        await cli.start()
+        try:
+            assert cli.stats.socket_path is None and not (tmp_path / "client.sock").exists()
+            async with echo_server() as eport:
+                r, w, rep = await socks_connect(socks, "127.0.0.1", eport)
+                assert rep == 0
+                for _ in range(40):  # bounded: at most ~2 s
+                    w.write(b"y" * 1000)
+                    await w.drain()
+                    await r.readexactly(1000)
+                    if any("stats: 1 session(s), 1 stream(s)" in m for m in caplog.messages):
+                        break
+                    await asyncio.sleep(0.05)
+                w.close()
+        finally:
+            await cli.stop()
+            await srv.stop()
+
+    with caplog.at_level(logging.INFO, logger="paqet.stats"):
+        asyncio.run(asyncio.wait_for(main(), 30))
+    lines = [m for m in caplog.messages if m.startswith("stats: 1 session(s), 1 stream(s)")]
+    assert lines and "up " in lines[0] and "retransmits" in lines[0] and "drops" in lines[0]

@@ -160,8 +160,9 @@ class Limits(_S, kw_only=True):
 
 class Stats(_S, kw_only=True):
     """Beyond upstream: live statistics (issue 10). Every key optional."""
-    # control socket for `paqet stats`: "" = /run/paqet/paqet-<role>-<port>.sock, "off" = none
-    socket: Annotated[str, Meta(max_length=107)] = ""
+    # control socket for `paqet stats`: "" (or true) = /run/paqet/paqet-<role>-<port>.sock,
+    # "off" (or YAML off/false) = none
+    socket: Annotated[str, Meta(max_length=107)] | bool = ""
     # Prometheus text endpoint, host:port ("" = off; a bare ":port" means 127.0.0.1)
     prometheus: str = ""
     # seconds between two one-line stats log lines at info (0 = off)

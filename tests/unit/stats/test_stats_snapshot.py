@@ -169,6 +169,12 @@ def test_socket_path_rules():
     assert socket_path(own) == "/tmp/x.sock"
     off = load_config_text("role: server\nlisten:\n  addr: ':9999'\nstats:\n  socket: 'off'\n" + base)
     assert socket_path(off) is None
+    for v in ("off", "false"):  # YAML booleans
+        off = load_config_text(f"role: server\nlisten:\n  addr: ':9999'\nstats:\n  socket: {v}\n"
+                               + base)
+        assert socket_path(off) is None
+    on = load_config_text("role: server\nlisten:\n  addr: ':9999'\nstats:\n  socket: true\n" + base)
+    assert socket_path(on) == "/run/paqet/paqet-server-9999.sock"
 
 
 def test_stats_config_keys():
