@@ -5,6 +5,8 @@ the request timeout on both sides, idle TCP streams and idle UDP flows."""
 import asyncio
 import contextlib
 import dataclasses
+import socket
+import struct
 
 import pytest
 
@@ -229,4 +231,51 @@ def test_send_budget_reservations_wait_for_room():
             assert await asyncio.wait_for(third, 5) == 65536
             cconn.release_send(65536 + 100_000 - 65536)
             assert cconn.queued_out == cconn.smux.queued_bytes + cconn.kcp.wait_snd * cconn.kcp.mss
+    run(main())
+
+
+def test_stream_to_a_target_that_never_reads_is_freed_after_the_client_leaves(monkeypatch):
+    from paqet.tunnel import relay
+    monkeypatch.setattr(relay, "LINGER", 0.5)
+    held = []
+
+    async def sink(reader, writer):  # accepts and never reads (until the test says so)
+        held.append((reader, writer))
+
+    async def read_to_end(reader):
+        try:
+            while await reader.read(1 << 16):
+                pass
+            return "eof"
+        except ConnectionError:
+            return "reset"
+
+    async def main():
+        srv = await asyncio.start_server(sink, "127.0.0.1", 0)
+        sport = srv.sockets[0].getsockname()[1]
+        async with Tunnel(BASE) as t:
+            _cconn, sconn = await ready(t)
+            r, w, rep = await socks_connect(t.socks.port, "127.0.0.1", sport)
+            assert rep == 0
+            block = b"\x33" * (1 << 16)
+            for _ in range(400):  # until the sink's socket buffers and the window are full
+                w.write(block)
+                try:
+                    await asyncio.wait_for(w.drain(), 0.5)
+                except asyncio.TimeoutError:
+                    break
+            assert sconn.streams  # the server's relay is blocked writing to the sink
+            # The local client goes away with a reset (a FIN would wait behind the bytes it
+            # still has queued for us, which nobody will take). Its relay, waiting for window,
+            # sees the socket gone; the server's sees the stream end while the sink takes
+            # nothing: after LINGER without progress both are reset.
+            w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                  struct.pack("ii", 1, 0))
+            w.transport.abort()
+            assert await until(lambda: not sconn.streams)
+            assert await asyncio.wait_for(read_to_end(held[0][0]), 10) in ("eof", "reset")
+        srv.close()
+        for _r, hw in held:
+            hw.close()
+
     run(main())

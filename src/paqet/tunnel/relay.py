@@ -17,6 +17,11 @@ from paqet.tunnel.stream import StreamClosed, TunnelStream
 log = logging.getLogger("paqet.relay")
 
 CHUNK = 65536
+#: seconds without progress after which a relay whose one side has ended (peer FIN, session
+#: gone, local FIN or RST) is reset, and the time a closed socket gets to flush. Without it
+#: a target or local client that never reads (or a window that never opens) would hold the
+#: socket, the stream and their buffers until limits.idle_timeout.
+LINGER = 10.0
 
 
 def set_nodelay(writer: asyncio.StreamWriter) -> None:
@@ -93,13 +98,22 @@ async def relay_tcp(st: TunnelStream, reader: asyncio.StreamReader,
     done: set = set()
     try:
         while True:
-            wait = None
-            if idle_timeout > 0:
-                wait = act.last + idle_timeout - loop.time()
-                if wait <= 0:
-                    log.info("relay %s idle for %.0fs, closing", label, idle_timeout)
-                    break
-            done, _ = await asyncio.wait({up, down}, timeout=wait,
+            now = loop.time()
+            idle_at = act.last + idle_timeout if idle_timeout > 0 else float("inf")
+            stall_at = act.last + LINGER
+            if now >= idle_at:
+                log.info("relay %s idle for %.0fs, closing", label, idle_timeout)
+                break
+            if now >= stall_at and (st.ended.is_set() or _socket_ended(reader, writer)):
+                # One side is gone and the other has taken nothing for LINGER seconds (a
+                # reader that never reads, a window that never opens): do not let it pin
+                # the socket, the stream and their buffers.
+                log.info("relay %s: one side ended and nothing moved for %.0fs, resetting",
+                         label, LINGER)
+                _abort(writer)
+                break
+            wake = min(idle_at, stall_at if stall_at > now else now + LINGER)
+            done, _ = await asyncio.wait({up, down}, timeout=wake - now,
                                          return_when=asyncio.FIRST_COMPLETED)
             if done:
                 break
@@ -131,6 +145,33 @@ async def relay_tcp(st: TunnelStream, reader: asyncio.StreamReader,
         st.close()
         try:
             writer.close()
+            if writer.transport.get_write_buffer_size():
+                # close() waits for the buffer to drain: bounded by LINGER
+                loop.call_later(LINGER, _abort, writer)
         except Exception:
             pass
     return sent, recv
+
+
+_TCP_GONE = (7, 8, 9)  # TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LAST_ACK: the peer sent FIN or RST
+
+
+def _socket_ended(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """The socket's peer has finished (FIN or RST), even while we are not reading it (its
+    data waits in our buffers): asked from the kernel (TCP_INFO's state) on Linux."""
+    if reader.exception() is not None or writer.transport.is_closing():
+        return True
+    sock = writer.get_extra_info("socket")
+    if sock is not None and hasattr(socket, "TCP_INFO"):
+        try:
+            return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in _TCP_GONE
+        except (OSError, TypeError, ValueError):
+            pass
+    return bool(getattr(reader, "_eof", False))
+
+
+def _abort(writer: asyncio.StreamWriter) -> None:
+    try:
+        writer.transport.abort()
+    except Exception:
+        pass

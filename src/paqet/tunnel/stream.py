@@ -26,6 +26,7 @@ class TunnelStream:
     __slots__ = (
         "conn", "sid", "_chunks", "_buffered", "_eof", "_closed", "_error", "_readable",
         "_writable", "_pending", "_pending_bytes", "_local_closed", "peer_fin", "opened_at",
+        "ended",
     )
 
     def __init__(self, conn: "TunnelConnection", sid: int) -> None:
@@ -44,6 +45,8 @@ class TunnelStream:
         self._pending_bytes = 0
         self.peer_fin = False
         self.opened_at = conn.now_ms()
+        #: set once the peer's FIN arrived or the stream/session is gone
+        self.ended = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<TunnelStream {self.sid} on {self.conn.peer}>"
@@ -57,6 +60,7 @@ class TunnelStream:
         self._readable.set()
 
     def _feed_eof(self) -> None:
+        self.ended.set()
         self._eof = True
         self.peer_fin = True
         self._readable.set()
@@ -66,6 +70,7 @@ class TunnelStream:
     def _abort(self, exc: BaseException) -> None:
         if self._error is None:
             self._error = exc
+        self.ended.set()
         self._eof = True
         self._closed = True
         self._drop_pending()
