@@ -350,8 +350,10 @@ def detect_dialect(buf: bytes) -> str | None:
         return None
     if buf[0] != MAGIC:
         return "gob"
-    if n < 3 or buf[1] != VERSION:
-        return "alpha21" if n >= 2 else None  # the decoder reports the bad version
+    if n >= 2 and buf[1] != VERSION:
+        return "alpha21"  # the decoder reports the bad version
+    if n < 3:
+        return None  # magic and version alone do not tell the dialect
     t = buf[2]
     if t in (PPING, PPONG):
         if n == 3 or (n >= 4 and buf[3] != 0):

@@ -218,3 +218,15 @@ def test_auto_reader_decodes_a_first_frame_and_keeps_the_rest(msg, dialect, data
     assert r.feed(encode(msg, dialect) + data) == msg
     assert r.rest == data
     assert r.dialect == dialect
+
+
+def test_magic_and_version_alone_leave_the_dialect_open():
+    """Found by tests/fuzz/fuzz_appmsg.py: two bytes (magic, version) made auto-detection
+    pick alpha.21, so an alpha.20 message whose first piece was 2 bytes never decoded."""
+    assert detect_dialect(b"P\x01") is None
+    assert detect_dialect(b"P\x02") == "alpha21"  # a bad version: the decoder says so
+    wire = encode(UdpAssociate("example.test", 53), "alpha20")
+    r = MessageReader("auto")
+    assert r.feed(wire[:2]) is None
+    assert r.feed(wire[2:] + b"rest") == UdpAssociate("example.test", 53)
+    assert (r.dialect, r.rest) == ("alpha20", b"rest")
