@@ -21,7 +21,7 @@ PUSH, ACK, WASK, WINS = 81, 82, 83, 84
 def _engine(sel: int) -> KCP:
     k = configure(KCP(CONV), MODES[sel & 3], mtu=200, sndwnd=16, rcvwnd=16)
     k.stream = not sel & 4
-    k.send(b"o" * 600)
+    k.send(b"o" * 400)
     k.flush(0)
     k.datagrams_to_send()
     return k
@@ -42,7 +42,7 @@ def one_input(data: bytes) -> None:
     sel = data[0]
     k = _engine(sel)
     now = 0
-    for i, dgram in enumerate(records(data[1:], 12)):
+    for i, dgram in enumerate(records(data[1:], 8)):
         now += 7
         r = k.input(dgram, now, regular=not (sel >> 3) & (1 << (i % 5)))
         assert r in (0, -1, -2, -3), r
