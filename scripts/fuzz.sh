@@ -7,7 +7,8 @@
 # (default: all, cheapest first). Each target runs with a memory limit (-rss_limit_mb,
 # FUZZ_RSS_MB, default 2048), a per-input timeout (-timeout, FUZZ_TIMEOUT_S, default 10 s: a
 # slower input is reported as a hang) and a time bound per target (-max_total_time,
-# FUZZ_MAX_TIME_S, default 3600 s). Corpora persist in FUZZ_DIR (default .fuzz/), so a
+# FUZZ_MAX_TIME_S, default 3600 s) and inputs of at most FUZZ_MAX_LEN bytes (default 1024;
+# 4096 for fec, whose auto-tuning needs a few hundred packets in one input). Corpora persist in FUZZ_DIR (default .fuzz/), so a
 # second run starts where the first stopped; crash/timeout/oom inputs are written to
 # FUZZ_DIR/artifacts/NAME/. One summary line per target:
 #   fuzz NAME: inputs=N exec/s=N peak_rss_mb=N crashes=N status=ok|FAIL time_s=N
@@ -45,11 +46,13 @@ for t in $TARGETS; do
     log="$DIR/logs/$t.log"
     mkdir -p "$corpus" "$art" "$DIR/logs"
     "$PY" "$script" --write-seeds "$corpus" || { echo "fuzz: $t: seeds failed" >&2; exit 2; }
-    echo "fuzz $t: $RUNS inputs, rss limit ${RSS} MB, per-input timeout ${TIMEOUT} s, at most ${MAXT} s (log $log)"
+    echo "fuzz $t: $RUNS inputs of at most ${FUZZ_MAX_LEN:-$( [ "$t" = fec ] && echo 4096 || echo 1024)} bytes, rss limit ${RSS} MB, per-input timeout ${TIMEOUT} s, at most ${MAXT} s (log $log)"
     start=$(date +%s)
     touch "$DIR/logs/$t.start"
     # progress: libFuzzer's pulse/NEW lines thinned to one every ~30 s
-    "$PY" "$script" -runs="$RUNS" -rss_limit_mb="$RSS" \
+    maxlen=${FUZZ_MAX_LEN:-1024}
+    [ "$t" = fec ] && maxlen=${FUZZ_MAX_LEN:-4096}
+    "$PY" "$script" -runs="$RUNS" -max_len="$maxlen" -rss_limit_mb="$RSS" \
         -timeout="$TIMEOUT" -max_total_time="$MAXT" -print_final_stats=1 -reload=0 \
         -artifact_prefix="$art/" "$corpus" >"$log" 2>&1 &
     pid=$!
