@@ -279,3 +279,26 @@ def test_stream_to_a_target_that_never_reads_is_freed_after_the_client_leaves(mo
             hw.close()
 
     run(main())
+
+
+def test_udp_association_remembers_a_bounded_number_of_targets():
+    from paqet.client import socks
+    from paqet.proto.socks5 import build_udp_header
+
+    class Flows:
+        def __init__(self):
+            self.sent = 0
+
+        def send(self, local, host, port, data, reply):
+            self.sent += 1
+            return True
+
+    class Listener:
+        flows = Flows()
+
+    assoc = socks._Association(Listener(), "127.0.0.1", 0)
+    for i in range(socks.MAX_TARGETS + 200):
+        assoc.datagram(build_udp_header("198.18.0.9", 1 + i) + b"x", ("127.0.0.1", 5000))
+    assert Listener.flows.sent == socks.MAX_TARGETS + 200
+    assert len(assoc.headers) == socks.MAX_TARGETS
+    assert "198.18.0.9:1" not in assoc.headers and f"198.18.0.9:{socks.MAX_TARGETS + 200}" in assoc.headers

@@ -15,6 +15,7 @@ from paqet.tunnel.relay import relay_tcp, set_nodelay
 log = logging.getLogger("paqet.socks5")
 
 UDP_MAX = 4096
+MAX_TARGETS = 1024  # reply headers remembered per UDP association
 
 
 def _bind_reply(writer: asyncio.StreamWriter) -> tuple[str, int]:
@@ -73,8 +74,11 @@ class _Association:
             log.debug("SOCKS5 UDP %s: payload too large, %d bytes", addr, len(payload))
             return
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.headers.setdefault(target, bytes(header))
-        hdr = self.headers[target]
+        hdr = self.headers.get(target)
+        if hdr is None:
+            if len(self.headers) >= MAX_TARGETS:  # bounded: forget the oldest target's
+                del self.headers[next(iter(self.headers))]  # (live flows keep their copy)
+            hdr = self.headers[target] = bytes(header)
         local = f"{addr[0]}:{addr[1]}"
         ok = self.server.flows.send(local, host, port, payload,
                                     reply=lambda p, h=hdr: self.reply(h, p))
