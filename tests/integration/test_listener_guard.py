@@ -237,3 +237,45 @@ def test_client_tunnel_counts_drops():
         assert tun.drops["foreign_source"] == 1
         tun.close()
     run(main())
+
+
+class GuardBackend(FakeBackend):
+    """A backend with the AF_PACKET backend's kernel guard, recording what it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.guards = []
+
+    def set_guard(self, block=(), throttle=None):
+        self.guards.append((sorted(block), throttle or {}))
+
+
+def test_replays_and_floods_go_into_the_kernel_guard():
+    async def main():
+        be = GuardBackend()
+        lst = TunnelListener(be, params(), limits=ListenerLimits(unknown_datagrams_burst=10))
+        peer = Peer()
+        dgrams = [peer.dgram(sn, ts=sn) for sn in range(300)]
+        lst._on_datagram(dgrams[0], (IP, 4000))
+        await asyncio.sleep(0.01)                # established: no bucket from here on
+        for d in dgrams[1:]:
+            lst._on_datagram(d, (IP, 4000))
+        await asyncio.sleep(0.01)
+        assert lst.sessions[(IP, 4000)].bytes_in and not be.guards
+        for d in dgrams:                       # replayed: 256 waiting -> guard now
+            lst._on_datagram(d, (IP, 4000))
+        await asyncio.sleep(0.01)
+        assert be.guards, "the block list was not installed before the next sweep"
+        assert len(be.guards) == 1
+        block, throttle = be.guards[-1]
+        assert block == sorted(int.from_bytes(d[:4], "big") for d in dgrams)
+        assert throttle == {} and lst.drops["replay"] == 300
+        # garbage from the same IP, random ports: throttled to the session's port
+        for i in range(1200):
+            lst._on_datagram(os.urandom(100), (IP, 10000 + i))
+        await asyncio.sleep(0.01)
+        block, throttle = be.guards[-1]
+        assert throttle == {IP: [4000]} and lst.throttled == {IP: 0}
+        assert len(block) == 300
+        lst.close()
+    run(main())

@@ -196,7 +196,10 @@ class TunnelListener:
         if not self._dgram_buckets.take(ip, now):
             self.drops["rate_limited"] += 1
             lim = self._limited
-            n = lim[ip] = lim.get(ip, 0) + 1
+            n = lim.get(ip, 0) + 1
+            if n == 1 and len(lim) >= 16384:  # spoofed sources: count the known ones only
+                return
+            lim[ip] = n
             if n == THROTTLE_AT and self._set_guard is not None and ip not in self.throttled:
                 self._loop.call_soon(self._update_guard, False)  # now, not at the next sweep
             return

@@ -86,7 +86,7 @@ class StaleFilter:
 
     __slots__ = ("peer_ts", "slack_ms")
 
-    def __init__(self, slack_ms: int = 1000) -> None:
+    def __init__(self, slack_ms: int = 3000) -> None:
         self.peer_ts: int | None = None
         self.slack_ms = slack_ms
 
