@@ -190,7 +190,9 @@ def test_kill9_server_and_restart(pair):
     pair.server.proc.kill()
     pair.server.proc.wait(5)
     pair.start_server()
+    t0 = time.monotonic()
     assert poll(lambda: pair.fetch_ok(1 << 20, timeout=15), 40), pair.logs()
+    print(f"server restart: first good fetch {time.monotonic() - t0:.1f} s after it listened")
     assert poll(lambda: fds(cpid) <= base, 10), (base, fds(cpid), pair.logs())
     # the client's old conversation may have reached the new server before the client gave
     # it up (keepalive timeout): that session expires too, one stays
@@ -209,9 +211,11 @@ def test_partition_30s_then_heal(pair):
         time.sleep(30)
     finally:
         pair.lab.set_loss(pair.topo.router, 0)
+    healed = time.monotonic()
     dl.kill()
     dl.wait(5)
     assert poll(lambda: pair.fetch_ok(1 << 20, seed=9, timeout=15), 45), pair.logs()
+    print(f"partition: first good fetch {time.monotonic() - healed:.1f} s after the heal")
     # no stuck streams or leaked fds on either side, one session left
     assert poll(lambda: fds(cpid) <= base[0] and fds(spid) <= base[1], 15), \
         (base, fds(cpid), fds(spid), pair.logs())
