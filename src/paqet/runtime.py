@@ -325,7 +325,8 @@ class Runtime:
         return []
 
     def log_stats(self) -> None:
-        """SIGUSR1: one line of statistics per tunnel session."""
+        """SIGUSR1: one line of statistics per tunnel session; a server adds its listener's
+        drop counters (docs/reliability.md)."""
         for conn in self.connections():
             log.info("stats %s", conn.stats())
         if self.server is not None and self.server.listener is not None:
