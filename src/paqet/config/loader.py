@@ -138,6 +138,10 @@ def _allowed(t) -> str:
         if t.ge is not None:
             return f"allowed: >= {t.ge}"
         return "allowed: an integer"
+    if isinstance(t, mi.FloatType):
+        bounds = [f"{op} {v:g}" for op, v in ((">=", t.ge), (">", t.gt), ("<=", t.le),
+                                               ("<", t.lt)) if v is not None]
+        return "allowed: a number" + (" " + " and ".join(bounds) if bounds else "")
     if isinstance(t, mi.BoolType):
         return "allowed: true or false"
     if isinstance(t, mi.StrType):

@@ -165,3 +165,15 @@ def test_segment_layout_matches_kcp():
     seg = _push(0x01020304, sn=9)
     conv, cmd, _frg, _wnd, ts, sn = struct.unpack_from("<IBBHII", seg)
     assert (conv, cmd, ts, sn) == (7, 81, 0x01020304, 9)
+
+
+def test_limits_errors_name_the_allowed_range():
+    import pytest
+    from paqet.config import ConfigError, load_config_text
+    with pytest.raises(ConfigError) as e:
+        load_config_text("role: server\nlisten: {addr: ':1'}\n"
+                         "transport: {protocol: kcp, kcp: {key: k}}\n"
+                         "limits: {handshake_timeout: 0}\n")
+    assert str(e.value).endswith(
+        "limits.handshake_timeout: invalid value 0: expected `float` > 0.0 "
+        "(allowed: a number > 0 and <= 3600)")
