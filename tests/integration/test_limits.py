@@ -302,3 +302,19 @@ def test_udp_association_remembers_a_bounded_number_of_targets():
     assert Listener.flows.sent == socks.MAX_TARGETS + 200
     assert len(assoc.headers) == socks.MAX_TARGETS
     assert "198.18.0.9:1" not in assoc.headers and f"198.18.0.9:{socks.MAX_TARGETS + 200}" in assoc.headers
+
+
+def test_streams_the_server_opens_are_closed_by_the_client():
+    async def main():
+        async with Tunnel(BASE) as t, echo_server() as eport:
+            cconn, sconn = await ready(t)
+            st = sconn.open_stream()
+            st.write(b"x" * 100_000)  # nobody on the client would read this
+            assert await asyncio.wait_for(st.read(), 10) == b""  # the client's FIN
+            st.close()
+            assert await until(lambda: not cconn.streams)
+            assert cconn.smux.bucket == cconn.smux.max_receive_buffer  # nothing held
+            r, w, rep = await socks_connect(t.socks.port, "127.0.0.1", eport)
+            assert rep == 0 and await echo_once(r, w)
+            w.close()
+    run(main())

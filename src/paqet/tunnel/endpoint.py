@@ -88,6 +88,14 @@ class ClientTunnel:
         self._drop_log = DropLog(self.drops, DROP_LOG_INTERVAL)
         self._next_log = 0.0
         self._reader = _Reader(backend, self._on_datagram, self._on_batch_end)
+        # paqet servers never open streams; one that does would hold the session's receive
+        # bucket with data nobody reads, so such streams are closed at once (FIN)
+        self.conn.set_stream_handler(self._refuse_stream)
+
+    @staticmethod
+    def _refuse_stream(st) -> None:
+        log.debug("stream %d opened by the server: closed", st.sid)
+        st.close()
 
     def _on_datagram(self, payload: bytes, addr: tuple) -> None:
         if _addr_key(addr) == self.server:
