@@ -326,11 +326,14 @@ class Runtime:
 
     def log_stats(self) -> None:
         """SIGUSR1: one line of statistics per tunnel session; a server adds its listener's
-        drop counters (docs/reliability.md)."""
+        drop counters (docs/reliability.md); then the process summary line."""
         for conn in self.connections():
             log.info("stats %s", conn.stats())
         if self.server is not None and self.server.listener is not None:
             log.info("stats drops %s", self.server.listener.drops)
+        if self.stats is not None:
+            from paqet.tunnel.stats import format_line
+            log.info("%s", format_line(self.stats.snapshot(0)))
 
     async def stop(self) -> None:
         if self.stats is not None:
