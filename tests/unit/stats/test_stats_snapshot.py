@@ -284,3 +284,11 @@ def test_http_answer_and_peer_credentials():
     finally:
         a.close()
         b.close()
+
+
+def test_cli_stats_help():
+    r = subprocess.run([sys.executable, "-m", "paqet", "stats", "--help"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0
+    for flag in ("--socket", "--json", "--top", "--config"):
+        assert flag in r.stdout
