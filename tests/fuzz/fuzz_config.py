@@ -20,7 +20,6 @@ with instrumented(__name__, ("paqet.config",)):
     from paqet.config.loader import ConfigError, load_config_text
     from paqet.config.schema import Config
 
-logging.disable(logging.CRITICAL)  # warnings for unknown keys would flood the run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = [open(os.path.join(HERE, "..", "..", "examples", f), encoding="utf-8").read()
@@ -155,4 +154,8 @@ def seeds() -> list[bytes]:
 
 
 if __name__ == "__main__":
+    # warnings for unknown keys would flood the run; only here, not on import: the default
+    # suite imports this module (tests/fuzz/test_targets.py), and a process-wide
+    # logging.disable broke every later test that reads log output
+    logging.disable(logging.CRITICAL)
     main(one_input, seeds)
