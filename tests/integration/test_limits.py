@@ -297,8 +297,11 @@ def test_udp_association_remembers_a_bounded_number_of_targets():
         flows = Flows()
 
     assoc = socks._Association(Listener(), "127.0.0.1", 0)
-    for i in range(socks.MAX_TARGETS + 200):
-        assoc.datagram(build_udp_header("198.18.0.9", 1 + i) + b"x", ("127.0.0.1", 5000))
+
+    async def main():
+        for i in range(socks.MAX_TARGETS + 200):
+            assoc.datagram(build_udp_header("198.18.0.9", 1 + i) + b"x", ("127.0.0.1", 5000))
+    run(main())
     assert Listener.flows.sent == socks.MAX_TARGETS + 200
     assert len(assoc.headers) == socks.MAX_TARGETS
     assert "198.18.0.9:1" not in assoc.headers and f"198.18.0.9:{socks.MAX_TARGETS + 200}" in assoc.headers
@@ -316,5 +319,24 @@ def test_streams_the_server_opens_are_closed_by_the_client():
             assert cconn.smux.bucket == cconn.smux.max_receive_buffer  # nothing held
             r, w, rep = await socks_connect(t.socks.port, "127.0.0.1", eport)
             assert rep == 0 and await echo_once(r, w)
+            w.close()
+    run(main())
+
+
+def test_idle_udp_association_is_closed():
+    p = dataclasses.replace(BASE, idle_timeout=0.6)
+
+    async def main():
+        async with Tunnel(p) as t:
+            await ready(t)
+            r, w = await asyncio.open_connection("127.0.0.1", t.socks.port)
+            w.write(b"\x05\x01\x00")
+            await w.drain()
+            assert await r.readexactly(2) == b"\x05\x00"
+            w.write(b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00")  # UDP ASSOCIATE 0.0.0.0:0
+            await w.drain()
+            assert (await r.readexactly(10))[1] == 0
+            # no datagram and no control byte: the association and its control connection end
+            assert await asyncio.wait_for(r.read(), 10) == b""
             w.close()
     run(main())

@@ -42,6 +42,7 @@ class _Association:
         self.transport: asyncio.DatagramTransport | None = None
         self.headers: dict[str, bytes] = {}   # target -> the header the client used for it
         self.drops = 0
+        self.last = 0.0  # loop time of the last datagram either way (set when it starts)
 
     @staticmethod
     def _same_ip(a: str, b: str) -> bool:
@@ -56,6 +57,7 @@ class _Association:
         return ia == ib
 
     def datagram(self, data: bytes, addr) -> None:
+        self.last = asyncio.get_running_loop().time()
         if not self._same_ip(addr[0], self.expect_ip) or (
                 self.expect_port and addr[1] != self.expect_port):
             self.drops += 1
@@ -86,6 +88,7 @@ class _Association:
             self.drops += 1
 
     def reply(self, header: bytes, payload: bytes) -> None:
+        self.last = asyncio.get_running_loop().time()
         if self.transport is not None and self.client_addr is not None \
                 and not self.transport.is_closing():
             self.transport.sendto(header + payload, self.client_addr)
@@ -222,6 +225,7 @@ class Socks5Listener:
         expect_ip = peer[0] if unspecified else ev.host
         expect_port = 0 if unspecified else ev.port
         assoc = _Association(self, expect_ip, expect_port)
+        assoc.last = loop.time()
         try:
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _Relay(assoc), local_addr=(bind[0], 0))
@@ -235,9 +239,24 @@ class Socks5Listener:
         writer.write(machine.reply(socks5.REP_SUCCEEDED, relay[0], relay[1]))
         await writer.drain()
         log.debug("SOCKS5 UDP_ASSOCIATE from %s relay=%s expect=%s", peer, relay, expect_ip)
+        idle = self.pool.params.idle_timeout
         try:
-            while await reader.read(4096):
-                pass
+            # The association lives as long as its control connection (RFC 1928), or until
+            # neither datagrams nor control bytes moved for limits.idle_timeout.
+            while True:
+                wait = None
+                if idle > 0:
+                    wait = assoc.last + idle - loop.time()
+                    if wait <= 0:
+                        log.info("SOCKS5 UDP association of %s idle for %.0fs, closing", peer, idle)
+                        break
+                try:
+                    async with asyncio.timeout(wait):
+                        if not await reader.read(4096):
+                            break
+                    assoc.last = loop.time()
+                except TimeoutError:
+                    continue
         finally:
             transport.close()
             log.debug("SOCKS5 UDP_ASSOCIATE control connection %s closed", peer)
