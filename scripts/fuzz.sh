@@ -11,8 +11,8 @@
 # 4096 for fec, whose auto-tuning needs a few hundred packets in one input). Corpora persist in FUZZ_DIR (default .fuzz/), so a
 # second run starts where the first stopped; crash/timeout/oom inputs are written to
 # FUZZ_DIR/artifacts/NAME/. One summary line per target:
-#   fuzz NAME: inputs=N exec/s=N peak_rss_mb=N crashes=N status=ok|FAIL time_s=N
-# Exit status 1 if any target failed. Needs atheris: pip install -e '.[fuzz]'.
+#   fuzz NAME: inputs=N exec/s=N peak_rss_mb=N crashes=N status=ok|FAIL|SHORT time_s=N
+# (SHORT: the time bound came before RUNS inputs). Exit status 1 unless every target is ok. Needs atheris: pip install -e '.[fuzz]'.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -74,10 +74,13 @@ for t in $TARGETS; do
     rss=$(grep -a 'stat::peak_rss_mb' "$log" | awk '{print $2}' | tail -n 1)
     crashes=$(find "$art" -type f \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'slow-unit-*' \) -newer "$DIR/logs/$t.start" 2>/dev/null | wc -l)
     status=ok
-    if [ "$rc" -ne 0 ] || [ "${runs:-0}" -lt "$RUNS" ]; then
+    if [ "$rc" -ne 0 ]; then
         status=FAIL
         fail=1
         grep -a -E 'ERROR|Error|Traceback|==[0-9]+==' "$log" | head -n 5 | sed "s/^/  $t: /"
+    elif [ "${runs:-0}" -lt "$RUNS" ]; then
+        status=SHORT  # the time bound ended it before RUNS inputs
+        fail=1
     fi
     line="fuzz $t: inputs=${runs:-0} exec/s=${eps:-0} peak_rss_mb=${rss:-?} crashes=$crashes status=$status time_s=$secs"
     echo "$line"
