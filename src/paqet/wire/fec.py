@@ -382,7 +382,7 @@ class FecDecoder:
         out = []
         for i in sorted(rec):
             r = rec[i]
-            sz = r[0] | (r[1] << 8)
+            sz = r[0] | (r[1] << 8) if len(r) >= 2 else 0  # shards may be 0 or 1 byte long
             if 2 <= sz <= len(r):
                 out.append(r[2:sz])
                 self.recovered += 1

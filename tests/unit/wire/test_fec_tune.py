@@ -1,6 +1,8 @@
 """FEC beyond the golden vectors: every d/p upstream's GF(2^8) code allows, random loss
 patterns, stale-group expiry, and kcp-go's auto-tune to a peer with other d/p."""
 
+import struct
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -164,3 +166,14 @@ def test_recovery_never_invents_data(fec, payloads, lost):
             assert bytes(r) in sent
         assert len(dec.groups) <= dec.KEEP_GROUPS + 1
         assert all(len(g) <= d + p for g in dec.groups.values())
+
+
+@pytest.mark.parametrize("shard", [b"", b"\x05"])
+def test_recovered_shard_shorter_than_its_size_field(shard):
+    """Found by tests/fuzz/fuzz_fec.py: a group completed by a parity packet with a 0- or
+    1-byte shard recovered a data shard too short to hold the 2-byte size and raised
+    IndexError. (DatagramCodec never passes packets under 12 bytes, so only FecDecoder's
+    own callers could hit it.)"""
+    dec = FecDecoder(1, 1)
+    assert dec.decode(struct.pack("<IH", 1, 0xF2) + shard) == []
+    assert dec.recovered == 0
