@@ -3,6 +3,7 @@ schema's own key names, and the examples with values replaced at random key path
 as a Config or as one ConfigError line - never another exception (a user's mistake must not
 end as a traceback). The long coverage-guided run is tests/fuzz/fuzz_config.py."""
 
+import contextlib
 import copy
 import logging
 import os
@@ -49,7 +50,8 @@ values = st.recursive(scalars, lambda inner: st.one_of(
 
 def _load(text: str) -> None:
     try:
-        cfg = load_config_text(text, "prop.yaml")
+        with _quiet():
+            cfg = load_config_text(text, "prop.yaml")
     except ConfigError as exc:
         msg = str(exc)
         assert msg and "\n" not in msg.strip(), msg
@@ -61,8 +63,17 @@ def _dump(tree) -> str:
     return yaml.dump(tree, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), allow_unicode=True)
 
 
+@contextlib.contextmanager
 def _quiet():
-    logging.getLogger("paqet").setLevel(logging.CRITICAL)
+    """Unknown-key warnings off while one example loads; the level is restored, so later
+    tests that read log output are not affected."""
+    log = logging.getLogger("paqet")
+    old = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(old)
 
 
 def test_schema_keys_are_found():
@@ -72,14 +83,12 @@ def test_schema_keys_are_found():
 @SETTINGS
 @given(st.text(max_size=300))
 def test_random_text(text):
-    _quiet()
     _load(text)
 
 
 @SETTINGS
 @given(st.dictionaries(st.sampled_from(KEYS), values, max_size=6), st.sampled_from(["client", "server"]))
 def test_random_structures(tree, role):
-    _quiet()
     tree.setdefault("role", role)
     _load(_dump(tree))
 
@@ -89,7 +98,6 @@ def test_random_structures(tree, role):
                                                    values), min_size=1, max_size=4))
 def test_examples_with_values_replaced(which, edits):
     """One of the examples with a value replaced (or a key added) at random key paths."""
-    _quiet()
     tree = copy.deepcopy(EXAMPLES[which])
     for path, value in edits:
         node = tree
