@@ -38,6 +38,10 @@ def _construct_mapping(loader, node, deep=False):
     seen = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:  # a mapping or list as key: PyYAML's own error says so
+            break
         if key in seen:
             m = key_node.start_mark
             raise yaml.constructor.ConstructorError(

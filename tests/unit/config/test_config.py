@@ -321,3 +321,13 @@ def test_disallowed_character_is_one_line_with_its_place(text, want):
     msg = str(exc.value)
     assert "\n" not in msg and "unicode string" not in msg
     assert want in msg and "control characters are not allowed" in msg
+
+
+@pytest.mark.parametrize("text", ["role: server\n? {a: 1}\n: x\n", "role: server\n[a, b]: 1\n",
+                                  "role: server\nlog: {? [x]: 1}\n"])
+def test_mapping_or_list_as_key_is_a_config_error(text):
+    """Found by tests/fuzz/fuzz_config.py: the duplicate-key check hashed every key, so a
+    YAML complex key (a mapping or list) ended as TypeError, a traceback for the user."""
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(text)
+    assert "unhashable key" in str(exc.value) and "\n" not in str(exc.value)
