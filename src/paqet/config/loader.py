@@ -24,6 +24,10 @@ class ConfigError(Exception):
     """A configuration problem; `path` is the YAML key path (e.g. transport.kcp.mtu)."""
 
     def __init__(self, path: str, message: str, source: str = "") -> None:
+        # one line whatever the user's values hold (a multi-line YAML scalar quoted in the
+        # message put its line breaks there)
+        message = message.replace("\r", "\\r").replace("\n", "\\n")
+        path = path.replace("\r", "\\r").replace("\n", "\\n")
         self.path = path
         self.message = message
         self.source = source

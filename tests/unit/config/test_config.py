@@ -331,3 +331,12 @@ def test_mapping_or_list_as_key_is_a_config_error(text):
     with pytest.raises(ConfigError) as exc:
         load_config_text(text)
     assert "unhashable key" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_error_quoting_a_multi_line_value_stays_one_line():
+    """Found by tests/fuzz/fuzz_config.py: a multi-line YAML scalar quoted in an error
+    message (here an invalid TCP flag string) put its line break into the one-line error."""
+    with pytest.raises(ConfigError) as exc:
+        load(with_(SERVER, "network.tcp.local_flag", ["Pe x\ny"]))
+    msg = str(exc.value)
+    assert "\n" not in msg and "network.tcp.local_flag" in msg and "x\\ny" in msg
