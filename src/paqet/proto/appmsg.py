@@ -318,8 +318,12 @@ def decode_gob(buf: bytes) -> tuple[object, int]:
             raise ProtocolError(f"protocol: port {port} out of range")
         return (TcpConnect(host, port) if t == PTCP else UdpAssociate(host, port)), used
     if t == PTCPF:
+        elems = value.get("TCPF") or []
+        if not isinstance(elems, list):
+            # Go's decoder refuses a TCPF field whose wire type is not a slice
+            raise ProtocolError("protocol: TCPF is not a list")
         flags = []
-        for elem in value.get("TCPF", []) or []:
+        for elem in elems:
             if not isinstance(elem, dict):
                 continue
             v = 0

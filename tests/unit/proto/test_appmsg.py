@@ -230,3 +230,23 @@ def test_magic_and_version_alone_leave_the_dialect_open():
     assert r.feed(wire[:2]) is None
     assert r.feed(wire[2:] + b"rest") == UdpAssociate("example.test", 53)
     assert (r.dialect, r.rest) == ("alpha20", b"rest")
+
+
+def test_gob_tcpf_field_that_is_not_a_slice_is_a_protocol_error():
+    """Found by tests/fuzz/fuzz_appmsg.py: a Proto whose TCPF field's wire type is an
+    integer (type id 6) reached the flag loop as an int (TypeError). Go's decoder refuses a
+    type mismatch; so do we, with the one error the reader documents."""
+    import base64
+    crash = base64.b64decode(
+        "ly9/AwEBBVByb3RvAf+AAAEDAQRUeXBlAQYAAQRBZGRyAf+CAAEEVENQRgH/BgAAACT/gQMBAQRBZGRyAf+CAAEC"
+        "AQRIb3N0AQwAAQRQb3J0AQQAAAAa/4UCAQELW2Nvbl1mLlRDUEYB/4YAAf+GAABZ/4MDAQEEVENQRgH/hAABCQED"
+        "RklOAQIAAQNTWU4BAgABA1JTVAECAAEDUFNIAQIAAQNBQ08BAgABA1VSRwECAAEDRUNFAQIAAQNDV1IBAgABAk5T"
+        "AQIAAAAP/4ABAwIBAAAAAgQBAQEAAgEAAA==")
+    body = crash[1:]  # the fuzz input's first byte selects the dialect (gob) and the split
+    value, _ = gob.decode_stream(body)
+    assert isinstance(value.get("TCPF"), int)  # the shape that used to raise TypeError
+    with pytest.raises(ProtocolError, match="TCPF"):
+        decode(body, "gob")
+    r = MessageReader("gob")
+    with pytest.raises(ProtocolError):
+        r.feed(body)
