@@ -216,8 +216,9 @@ def ratio(a, b):
 
 
 def report(results, path_json, path_png):
-    with open(path_json, "w") as f:
-        json.dump(results, f, indent=1)
+    if path_json:
+        with open(path_json, "w") as f:
+            json.dump(results, f, indent=1)
     print()
     print(f"{'case':<34}{'ours MB/s':>10}{'kcptun':>9}{'ratio':>7}{'CPU/MB ratio':>14}"
           f"{'p50 ratio':>11}{'par ratio':>11}")
@@ -241,7 +242,7 @@ def report(results, path_json, path_png):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("(matplotlib not installed: no chart)")
+        print("(matplotlib not installed: no chart; pip install -e '.[bench]', then --report JSON)")
         return
     names = [r["case"] for r in results]
     x = range(len(names))
@@ -266,7 +267,14 @@ def main():
     ap.add_argument("--skip-parallel", action="store_true")
     ap.add_argument("--skip-streams", action="store_true")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--report", metavar="JSON",
+                    help="print the table and draw the chart of a saved run, run nothing")
     args = ap.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            results = json.load(f)
+        report(results, None, os.path.splitext(args.report)[0] + ".png")
+        return 0
     args.runs = args.runs or (3 if args.quick else 5)
     size = (args.size_mb or (50 if args.quick else 200)) << 20
     reason = netlab.available()
