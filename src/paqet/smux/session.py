@@ -77,6 +77,8 @@ class SmuxSession:
         self._data: dict[int, list] = {}      # sid -> [hdr, payload, hdr, payload, ...]
         self.broken: str | None = None
         self._active = False
+        # the bucket ran out during this keepalive period (the shell stopped feeding frames)
+        self._starved = False
         self._next_nop = None if now_ms is None else now_ms + keepalive_interval_ms
         self._next_check = None if now_ms is None else now_ms + keepalive_timeout_ms
         self.dropped_frames = 0               # PSH for unknown/closed streams
@@ -160,6 +162,8 @@ class SmuxSession:
             else:
                 self._fail(f"unknown command {cmd}")
                 return
+        if self.bucket <= 0:
+            self._starved = True
         if buf is rx:
             if off:
                 del rx[:off]
@@ -344,7 +348,8 @@ class SmuxSession:
             self._ctrl.append(HEADER.pack(self.version, NOP, 0, 0))
             self._next_nop = now_ms + self.keepalive_interval_ms
         if now_ms >= self._next_check:
-            if not self._active and self.bucket > 0:
+            if not self._active and not self._starved and self.bucket > 0:
                 self._events.append(ev.KeepaliveTimeout())
             self._active = False
+            self._starved = self.bucket <= 0
             self._next_check = now_ms + self.keepalive_timeout_ms

@@ -329,6 +329,24 @@ def test_no_timeout_while_the_bucket_is_exhausted():
     assert s.get_timer() == 1000
 
 
+def test_no_timeout_in_the_period_the_bucket_was_refilled():
+    """The bucket ran out, so the shell fed no frames for the rest of the period; the
+    application read (refund) just before the check, before any new frame could arrive:
+    a flow-controlled peer, not a silent one. The next period still needs a frame."""
+    s = SmuxSession(client=False, max_receive_buffer=1024, max_stream_buffer=1024,
+                    keepalive_interval_ms=100, keepalive_timeout_ms=300, now_ms=0)
+    s.receive_data(encode_frame(2, SYN, 3) + encode_frame(2, PSH, 3, b"z" * 2000), 0)
+    drain_events(s)
+    s.handle_timer(300)   # exhausted through this period: no timeout
+    s.stream_consumed(3, 2000)
+    assert s.bucket > 0
+    s.handle_timer(600)   # no frame since, but the bucket was empty for part of the period
+    assert [e for e in drain_events(s) if isinstance(e, ev.KeepaliveTimeout)] == []
+    s.handle_timer(900)   # a whole period with room and no frame: the peer is gone
+    assert [e for e in drain_events(s) if isinstance(e, ev.KeepaliveTimeout)] == [
+        ev.KeepaliveTimeout()]
+
+
 # -- send side ---------------------------------------------------------------------------------
 def test_control_first_then_round_robin_between_streams():
     c, s = pair(max_frame_size=100)
