@@ -331,6 +331,19 @@ class Runtime:
             log.info("stats %s", conn.stats())
         if self.server is not None and self.server.listener is not None:
             log.info("stats drops %s", self.server.listener.drops)
+        backends = ([self.server.backend] if self.server is not None
+                    else self.pool.backends() if self.pool is not None else [])
+        if backends:
+            # frames the kernel dropped before we read them (RX ring full) and sends refused
+            # because the socket's buffer was full, summed over the process's packet sockets
+            total: dict = {}
+            for b in backends:
+                try:
+                    for k, v in b.counters().items():
+                        total[k] = total.get(k, 0) + v
+                except (OSError, AttributeError):
+                    pass
+            log.info("stats backend %s", total)
         if self.stats is not None:
             from paqet.tunnel.stats import format_line
             log.info("%s", format_line(self.stats.snapshot(0)))

@@ -103,6 +103,10 @@ class ClientPool:
         conns = [s.conn for s in self.slots if s.conn is not None]
         return conns + [t.conn for t in list(self._retiring) if not t.conn.closed]
 
+    def backends(self) -> list:
+        """The packet backends of the live slots (one per session)."""
+        return [s.tunnel.backend for s in self.slots if s.tunnel is not None]
+
     def server_of(self, slot: _Slot) -> tuple:
         return self.servers[slot.server_index % len(self.servers)]
 
