@@ -37,6 +37,11 @@ PACKET_IGNORE_OUTGOING = 23
 SO_ATTACH_FILTER = bpf.SO_ATTACH_FILTER
 SO_RCVBUFFORCE, SO_SNDBUFFORCE = 33, 32
 RECV_SIZE = 2048
+#: while a long burst of sends holds the loop, every STASH_EVERY-th send moves the frames
+#: waiting in the RX ring to a userspace list (payloads of at most the ring's size in bytes:
+#: a ring slot holds one frame of any size, the list only the payload), so the ring does
+#: not overflow with the peers' ACKs before the reader runs again
+STASH_EVERY = 32
 ARPHRD_ETHER, ARPHRD_LOOPBACK = 1, 772
 
 # Kept here for callers that imported them from this module.
@@ -128,6 +133,12 @@ class AfPacketBackend(PacketBackend):
             start_ms=int(time.time() * 1000) if start_ms is None else start_ms,
             vnet=self.csum_offload)
         self._own = {a for a in (src_ip4, src_ip6) if a}
+        self._stash: list = []
+        self._stash_bytes = 0
+        self._sends = 0
+        #: called when frames were stashed during sends: the fd may no longer be readable,
+        #: so the reader must be scheduled (set by the reader)
+        self.on_stash = None
         self.kernel_frames = self.kernel_drops = 0
         self._recv = self.sock.recv
         self._send = self.tx.send
@@ -190,8 +201,31 @@ class AfPacketBackend(PacketBackend):
         self.frames_in += len(out)
         return out
 
+    def _stash_ring(self) -> None:
+        """Move the frames waiting in the RX ring to the stash (during a burst of sends)."""
+        mm = self._ring
+        if not mm[self._ri * self._fsize] & TP_STATUS_USER:
+            return
+        if self._stash_bytes >= self._fsize * self._fnum:
+            return
+        st = self._stash
+        was_empty = not st
+        got = self._recv_ring(self._fnum)
+        st.extend(got)
+        self._stash_bytes += sum([len(p) for p, _ in got])
+        if was_empty and st and self.on_stash is not None:
+            self.on_stash()
+
     def recv_batch(self, max_n: int = 256) -> list[tuple[bytes, Addr]]:
         if self._ring is not None:
+            st = self._stash
+            if st:
+                if len(st) <= max_n:
+                    self._stash, self._stash_bytes = [], 0
+                    return st
+                out, self._stash = st[:max_n], st[max_n:]
+                self._stash_bytes -= sum([len(p) for p, _ in out])
+                return out
             return self._recv_ring(max_n)
         out = []
         recv = self._recv
@@ -220,6 +254,11 @@ class AfPacketBackend(PacketBackend):
         return out
 
     def send(self, payload: bytes, addr: Addr) -> None:
+        if self._ring is not None:
+            self._sends += 1
+            if self._sends >= STASH_EVERY:
+                self._sends = 0
+                self._stash_ring()
         b = self.builder
         try:
             frame = b.header(payload, addr[0], addr[1], None, self.csum_offload)

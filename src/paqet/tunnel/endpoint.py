@@ -21,6 +21,8 @@ log = logging.getLogger("paqet.tunnel")
 
 _conv_sn = struct.Struct("<I8xI")  # conv at 0, sn at 12 of a KCP segment header
 MAX_DATAGRAM = 1500  # kcp-go reads into 1500-byte buffers: anything longer fails its CRC
+#: batches a reader drains per wakeup before it ends the batch (the ring holds 2048-4096)
+MAX_BATCHES = 16
 DROP_LOG_INTERVAL = 10.0  # seconds between two "dropped datagrams" warnings
 THROTTLE_AT = 1000        # rate-limited datagrams a second that throttle a source in the kernel
 THROTTLE_QUIET_AT = 50    # ... and fewer than this for THROTTLE_QUIET seconds release it
@@ -47,20 +49,42 @@ class _Reader:
         self.batch = batch
         self.fd = backend.fileno()
         self.loop.add_reader(self.fd, self._readable)
+        self._again = None
+        if hasattr(backend, "on_stash"):
+            backend.on_stash = self._stashed
+
+    def _stashed(self) -> None:
+        """The backend moved waiting frames out of its ring while sending: read them on
+        the next loop turn (the fd may not signal them)."""
+        if self._again is None and self.fd is not None:
+            self._again = self.loop.call_soon(self._readable)
 
     def _readable(self) -> None:
-        try:
-            items = self.backend.recv_batch(self.batch)
-        except OSError as exc:
-            log.error("reading from the packet socket failed: %s", exc)
-            return
-        cb = self.on_datagram
-        for payload, addr in items:
-            cb(payload, addr)
+        """Drain what is ready, up to MAX_BATCHES batches, then end the batch (one pump per
+        session for all of it)."""
+        if self._again is not None:
+            self._again.cancel()
+            self._again = None
+        recv, cb, size = self.backend.recv_batch, self.on_datagram, self.batch
+        for _ in range(MAX_BATCHES):
+            try:
+                items = recv(size)
+            except OSError as exc:
+                log.error("reading from the packet socket failed: %s", exc)
+                break
+            for payload, addr in items:
+                cb(payload, addr)
+            if len(items) < size:
+                break
         if self.on_batch_end is not None:
             self.on_batch_end()
 
     def close(self) -> None:
+        if self._again is not None:
+            self._again.cancel()
+            self._again = None
+        if hasattr(self.backend, "on_stash"):
+            self.backend.on_stash = None
         if self.fd is not None:
             try:
                 self.loop.remove_reader(self.fd)
