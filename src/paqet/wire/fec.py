@@ -286,31 +286,45 @@ def find_period(samples, want_data: bool) -> int:
     by seqid (wrap-aware), walk from the lowest to the first edge into `want_data`, then to
     the first edge out of it; the distance is the period. A seqid step other than +1 met on
     the way fails (-1), as does a missing edge."""
-    n = len(samples)
+    return _period(_tune_order(samples), want_data)
+
+
+def _tune_order(samples) -> list[int]:
+    """The samples as sorted ints: position << 1 | is_data, where a seqid's position is its
+    distance from the newest sample's plus 2**31 (so +1 steps stay +1 steps). One sort of
+    plain ints serves both periods; samples with equal seqids may come in either order (a
+    walk that reaches them fails on the step, whatever their types)."""
+    if len(samples) < 3:
+        return []
+    base = samples[-1][1] - 0x80000000
+    return sorted([((q - base) & 0xFFFFFFFF) << 1 | b for b, q in samples])
+
+
+def _period(srt: list[int], want_data: bool) -> int:
+    n = len(srt)
     if n < 3:
         return -1
-    base = samples[-1][1]
-    srt = sorted(samples, key=lambda x: (x[1] - base + 0x80000000) & 0xFFFFFFFF)
+    want = int(want_data)
     left = -1
-    last_bit, last_seq = srt[0]
+    last = srt[0]
     for idx in range(1, n):
-        bit, seq = srt[idx]
-        if (last_seq + 1) & 0xFFFFFFFF != seq:
+        cur = srt[idx]
+        if (last >> 1) + 1 != cur >> 1:
             return -1
-        if last_bit != want_data and bit == want_data:
+        if (last & 1) != want and (cur & 1) == want:
             left = idx
             break
-        last_bit, last_seq = bit, seq
+        last = cur
     if left < 0:
         return -1
-    last_bit, last_seq = srt[left]
+    last = srt[left]
     for idx in range(left + 1, n):
-        bit, seq = srt[idx]
-        if (last_seq + 1) & 0xFFFFFFFF != seq:
+        cur = srt[idx]
+        if (last >> 1) + 1 != cur >> 1:
             return -1
-        if last_bit == want_data and bit != want_data:
+        if (last & 1) == want and (cur & 1) != want:
             return idx - left
-        last_bit, last_seq = bit, seq
+        last = cur
     return -1
 
 
@@ -351,8 +365,9 @@ class FecDecoder:
         return ((a - b + h) % self.ngroups) - h
 
     def _tune(self) -> None:
-        ds = find_period(self.samples, True)
-        ps = find_period(self.samples, False)
+        srt = _tune_order(self.samples)
+        ds = _period(srt, True)
+        ps = _period(srt, False)
         if ds > 0 and ps > 0 and ds + ps <= 256:
             self.should_tune = False
             if (ds, ps) != (self.d, self.p):

@@ -177,3 +177,47 @@ def test_recovered_shard_shorter_than_its_size_field(shard):
     dec = FecDecoder(1, 1)
     assert dec.decode(struct.pack("<IH", 1, 0xF2) + shard) == []
     assert dec.recovered == 0
+
+
+def _reference_period(samples, want_data):
+    """kcp-go's autoTune.FindPeriod as written there: sort by wrap-aware seqid, walk."""
+    n = len(samples)
+    if n < 3:
+        return -1
+    base = samples[-1][1]
+    srt = sorted(samples, key=lambda x: (x[1] - base + 0x80000000) & 0xFFFFFFFF)
+    left = -1
+    last_bit, last_seq = srt[0]
+    for idx in range(1, n):
+        bit, seq = srt[idx]
+        if (last_seq + 1) & 0xFFFFFFFF != seq:
+            return -1
+        if last_bit != want_data and bit == want_data:
+            left = idx
+            break
+        last_bit, last_seq = bit, seq
+    if left < 0:
+        return -1
+    last_bit, last_seq = srt[left]
+    for idx in range(left + 1, n):
+        bit, seq = srt[idx]
+        if (last_seq + 1) & 0xFFFFFFFF != seq:
+            return -1
+        if last_bit == want_data and bit != want_data:
+            return idx - left
+        last_bit, last_seq = bit, seq
+    return -1
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.integers(0, 2**32 - 1), per=st.integers(1, 30), data=st.integers(0, 30),
+       n=st.integers(0, 258), shuffle=st.randoms(use_true_random=False),
+       noise=st.lists(st.tuples(st.booleans(), st.integers(0, 2**32 - 1)), max_size=3))
+def test_find_period_matches_the_reference(start, per, data, n, shuffle, noise):
+    """One sort for both periods, on precomputed positions: the same answers as kcp-go's
+    walk (runs across the seqid wrap, shuffled arrival, duplicates and stray samples)."""
+    samples = [((i % per) < data, (start + i) & 0xFFFFFFFF) for i in range(n)] + noise
+    if n % 2:
+        shuffle.shuffle(samples)
+    for want in (True, False):
+        assert find_period(samples, want) == _reference_period(samples, want)
