@@ -129,6 +129,7 @@ class Side:
         return sum(cpu_seconds(child_pid(p)) for p in self.procs)
 
     def rss(self) -> list[float]:
+        """[server, client] resident set sizes, MB."""
         return [rss_mb(child_pid(p)) for p in self.procs]
 
 
@@ -155,7 +156,7 @@ def parallel(side, n, path, size):
 
 
 def open_streams(side, n):
-    """RSS (MB, client and server) with n idle connections open through the tunnel."""
+    """RSS (MB, [server, client]) with n idle connections open through the tunnel."""
     code = (f"import socket,time,sys\nss=[]\n"
             f"for i in range({n}):\n"
             f"  s=socket.create_connection(('127.0.0.1',{FWD_PORT}),timeout=10); ss.append(s)\n"
@@ -235,7 +236,7 @@ def report(results, path_json, path_png):
             print(f"\n{r['case']}: 1 KiB fetch p50/p90 ours {o['p50_ms']:.2f}/{o['p90_ms']:.2f} ms, "
                   f"kcptun {k['p50_ms']:.2f}/{k['p90_ms']:.2f} ms; start-up to first byte ours "
                   f"{o['startup_s']:.2f} s, kcptun {k['startup_s']:.2f} s")
-            print(f"  RSS idle (client, server) ours {o['rss_idle_mb']} MB, kcptun {k['rss_idle_mb']} MB; "
+            print(f"  RSS idle (server, client) ours {o['rss_idle_mb']} MB, kcptun {k['rss_idle_mb']} MB; "
                   f"with 1000 streams ours {o['rss_1000_streams_mb']}, kcptun {k['rss_1000_streams_mb']}")
     try:
         import matplotlib
