@@ -134,13 +134,21 @@ def test_sessions_without_smux_data_expire():
     async def main():
         lim = ListenerLimits(handshake_timeout_ms=300)
         lst = TunnelListener(FakeBackend(), params(), limits=lim)
-        good, bogus = Peer(conv=1), Peer(conv=2)
+        good, stuck, ghost = Peer(conv=1), Peer(conv=2), Peer(conv=3)
         lst._on_datagram(good.dgram(0), (IP, 1000))         # smux NOP at sn 0: delivered
-        lst._on_datagram(bogus.dgram(50), (IP, 1001))       # mid-stream: never in order
+        lst._on_datagram(stuck.dgram(0, data=b""), (IP, 1001))  # sn 0 without a byte for smux
         assert len(lst.sessions) == 2
         await asyncio.sleep(1.5)
         assert list(lst.sessions) == [(IP, 1000)]
         assert lst.drops["expired"] == 1
+        # mid-stream from an unknown peer (a client of a previous server instance): no
+        # session at all; one would never deliver, and its keepalives, counted from sn 0,
+        # could land in the client's old receive sequence and keep its dead session alive
+        lst._on_datagram(ghost.dgram(50), (IP, 1002))
+        lst._on_datagram(ghost.codec.encode(encode_segment(3, 82, 0, 128, 0, 0, 0, b""))[0],
+                         (IP, 1002))                     # an ACK first: no session either
+        assert list(lst.sessions) == [(IP, 1000)]
+        assert lst.drops["no_session"] == 2
         lst.close()
     run(main())
 

@@ -147,7 +147,7 @@ class ClientTunnel:
         self.backend.close()
 
 
-DROP_REASONS = ("bad_frame", "bad_crc", "no_conv", "replay", "stale", "rate_limited",
+DROP_REASONS = ("bad_frame", "bad_crc", "no_conv", "no_session", "replay", "stale", "rate_limited",
                 "session_rate", "table_full", "backlog_full", "conv_mismatch", "expired")
 
 
@@ -278,7 +278,15 @@ class TunnelListener:
         if not self._session_buckets.take(key[0], now):
             drops["session_rate"] += 1
             return
-        conv, _sn = _conv_sn.unpack_from(kcp, 0)
+        conv, sn = _conv_sn.unpack_from(kcp, 0)
+        if sn or kcp[4] != 81:
+            # A conversation starts with PUSH sn 0 (kcp-go sends nothing before its first
+            # segment). Anything else is a peer of a previous server instance (or a replayed
+            # mid-session datagram): a session made from it could never deliver (sn 0.. are
+            # gone), but its keepalives, counted from sn 0, would land in the peer's old
+            # receive sequence and keep the peer's dead session looking alive.
+            drops["no_session"] += 1
+            return
         conn = TunnelConnection(conv=conv, peer=addr, send=self.backend.send, params=self.params,
                                 client=False, on_closed=self._closed_cb, drops=drops,
                                 replayed=self._replayed if self._set_guard else None)
