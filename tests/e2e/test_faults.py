@@ -21,8 +21,8 @@ HERE = os.path.dirname(__file__)
 TOOL = os.path.join(HERE, "faults_tool.py")
 TARGET = 7200           # blob; +1 echo; +2 never reads; +3 resets
 KEEPALIVE_TIMEOUT = 8   # transport.kcp.smuxktimeout default
-# smux checks for silence once per timeout period (as Go's does), so a dead peer is noticed
-# 8-16 s after its last frame; each sessions() reading takes another second or more
+# a dead peer is noticed 8-10 s after its last frame (timeout + one keepalive interval; Go's
+# smux, checking once per period, takes 8-16 s); each sessions() reading takes a second or more
 NOTICE_BOUND = 2 * KEEPALIVE_TIMEOUT + 6
 
 
@@ -170,7 +170,7 @@ def test_client_vanishes_mid_transfer(pair):
     pair.client.proc.wait(5)
     dl.kill()
     dl.wait(5)
-    # the server notices within its keepalive check (8-16 s) and frees session, stream and fds
+    # the server notices within its keepalive timeout (8-10 s) and frees session, stream and fds
     assert poll(lambda: fds(spid) <= base, NOTICE_BOUND), (base, fds(spid), pair.logs())
     assert pair.sessions() == 0, pair.logs()
     assert "keepalive timeout" in pair.server.log()

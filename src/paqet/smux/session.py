@@ -77,7 +77,7 @@ class SmuxSession:
         self._data: dict[int, list] = {}      # sid -> [hdr, payload, hdr, payload, ...]
         self.broken: str | None = None
         self._active = False
-        # the bucket ran out during this keepalive period (the shell stopped feeding frames)
+        # the bucket ran out since the last handle_timer (the shell stopped feeding frames)
         self._starved = False
         self._next_nop = None if now_ms is None else now_ms + keepalive_interval_ms
         self._next_check = None if now_ms is None else now_ms + keepalive_timeout_ms
@@ -338,8 +338,11 @@ class SmuxSession:
         return min(self._next_nop, self._next_check)
 
     def handle_timer(self, now_ms: int) -> None:
-        """NOP every keepalive interval; KeepaliveTimeout when no frame header at all
-        arrived during a whole timeout period while the bucket was not exhausted."""
+        """NOP every keepalive interval; KeepaliveTimeout once no frame header at all has
+        arrived for the timeout while the bucket was not exhausted. Go's smux checks once
+        per timeout period, so it notices a dead peer 1-2 timeouts after its last frame;
+        here the silence is measured from the first call after the last frame (calls come
+        at least every keepalive interval): timeout to timeout + interval. Not on the wire."""
         if self._next_nop is None:
             self._next_nop = now_ms + self.keepalive_interval_ms
             self._next_check = now_ms + self.keepalive_timeout_ms
@@ -347,9 +350,12 @@ class SmuxSession:
         if now_ms >= self._next_nop:
             self._ctrl.append(HEADER.pack(self.version, NOP, 0, 0))
             self._next_nop = now_ms + self.keepalive_interval_ms
-        if now_ms >= self._next_check:
-            if not self._active and not self._starved and self.bucket > 0:
-                self._events.append(ev.KeepaliveTimeout())
+        if self._active or self._starved or self.bucket <= 0:
+            # heard from the peer, or flow-controlled (the shell stopped feeding frames),
+            # since the last call: the silence starts now
             self._active = False
             self._starved = self.bucket <= 0
+            self._next_check = now_ms + self.keepalive_timeout_ms
+        elif now_ms >= self._next_check:
+            self._events.append(ev.KeepaliveTimeout())
             self._next_check = now_ms + self.keepalive_timeout_ms

@@ -318,6 +318,21 @@ def test_keepalive_counts_a_header_of_an_unfinished_frame():
     assert drain_events(s) == [ev.KeepaliveTimeout()]
 
 
+def test_silence_is_measured_from_the_last_frame_not_by_period():
+    """Go's smux checks once per timeout period (a dead peer is noticed 1-2 timeouts after
+    its last frame); here the timeout runs from the first timer call after the last frame,
+    so a server restart is noticed in timeout .. timeout + interval."""
+    s = SmuxSession(client=True, keepalive_interval_ms=100, keepalive_timeout_ms=300, now_ms=0)
+    s.receive_data(encode_frame(2, NOP, 0), 50)
+    for t in (100, 200, 300):
+        s.handle_timer(t)
+    assert drain_events(s) == []
+    assert s.get_timer() == 400
+    s.handle_timer(400)  # 300 ms since the call that saw the last frame (Go: at 600)
+    assert [e for e in drain_events(s) if isinstance(e, ev.KeepaliveTimeout)] == [
+        ev.KeepaliveTimeout()]
+
+
 def test_no_timeout_while_the_bucket_is_exhausted():
     s = SmuxSession(client=False, max_receive_buffer=1024, max_stream_buffer=1024,
                     keepalive_interval_ms=100, keepalive_timeout_ms=300, now_ms=0)
