@@ -164,7 +164,7 @@ class ReedSolomon:
         self.matrix = _encoding_rows(d, p)
         self.parity_rows = np.array(self.matrix[d:], dtype=np.uint8)
         self.parity_coefs = self.matrix[d:]
-        self._inv_cache: dict[tuple[int, ...], list[list[int]]] = {}
+        self._recovery_cache: dict[tuple[int, ...], list[list[int]]] = {}
         self._isal = _fec_isal.Combiner(d, p) if accel and _fec_isal.available else None
 
     def parity_bytes(self, shards: list[bytes], length: int) -> list[bytes]:
@@ -200,10 +200,10 @@ class ReedSolomon:
         matrix are identity rows, so only the k x k system of the parity rows in use is
         inverted (k = len(missing) <= p): a 255/1 group costs microseconds instead of a
         255 x 255 inversion (~0.1-0.2 s), whatever pattern a peer makes us recover."""
-        coefs = self._inv_cache.get(rows)
+        coefs = self._recovery_cache.get(rows)
         if coefs is None:
-            if len(self._inv_cache) >= 256:
-                self._inv_cache.clear()
+            if len(self._recovery_cache) >= 256:
+                self._recovery_cache.clear()
             d, m = self.d, self.matrix
             par = [r for r in rows if r >= d]     # k parity rows
             have = [r for r in rows if r < d]     # d - k present data shards
@@ -217,7 +217,7 @@ class ReedSolomon:
                 for r in rows:
                     row.append(next(pa) if r >= d else next(da))
                 coefs.append(row)
-            self._inv_cache[rows] = coefs
+            self._recovery_cache[rows] = coefs
         return coefs
 
     def reconstruct_bytes(self, present: dict[int, bytes], length: int) -> dict[int, bytes]:
