@@ -186,15 +186,19 @@ def _metrics_addr(listen: str) -> tuple[str, int]:
 
 class StatsService:
     """Owns the collector and the three outlets. `connections` returns the live
-    TunnelConnections; `drop_sources` the drop dicts that outlive sessions."""
+    TunnelConnections; `drop_sources` the drop dicts that outlive sessions (a server's
+    listener), `process_drops` drop counts of the process itself (the packet sockets' full
+    rings)."""
 
     def __init__(self, role: str, connections, *, socket_path: str | None = None,
                  prometheus: str = "", log_interval: float = 60.0,
-                 drop_sources=None) -> None:
+                 drop_sources=None, process_drops=None) -> None:
         self.connections = connections
         self.collector = StatsCollector(role, start_ms=now_ms(), pid=os.getpid())
         if drop_sources:
             self.collector.drop_sources.extend(drop_sources)
+        if process_drops:
+            self.collector.process_drops.extend(process_drops)
         self.socket_path = socket_path
         self.prometheus = prometheus
         self.log_interval = log_interval

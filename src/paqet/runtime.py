@@ -211,6 +211,30 @@ class Network:
         return _FirewalledBackend(b, fw, hold)
 
 
+def backend_counters(backends) -> dict:
+    """The packet backends' counters summed (kernel ring drops, refused sends, frames)."""
+    total: dict = {}
+    for b in backends:
+        try:
+            for k, v in b.counters().items():
+                total[k] = total.get(k, 0) + v
+        except (OSError, AttributeError):
+            pass
+    return total
+
+
+class RingDrops:
+    """A drop source for the stats (`ring_full`): frames that passed the kernel filter but
+    found the RX ring full, over the process's live packet sockets (a client's reconnected
+    session starts a new socket, and its count, afresh)."""
+
+    def __init__(self, backends) -> None:
+        self._backends = backends
+
+    def items(self):
+        return [("ring_full", backend_counters(self._backends()).get("kernel_drops", 0))]
+
+
 class Runtime:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -227,7 +251,8 @@ class Runtime:
         listener = self.server.listener if self.server is not None else None
         svc = StatsService(self.cfg.role, self.connections, socket_path=socket_path(self.cfg),
                            prometheus=st.prometheus, log_interval=st.log_interval,
-                           drop_sources=[listener.drops] if listener is not None else None)
+                           drop_sources=[listener.drops] if listener is not None else None,
+                           process_drops=[RingDrops(self.backends)])
         if listener is not None:
             prev = listener.on_session_closed
 
@@ -324,6 +349,12 @@ class Runtime:
             return self.pool.connections()
         return []
 
+    def backends(self) -> list:
+        """The process's live packet backends (a server's one, a client's one per session)."""
+        if self.server is not None:
+            return [self.server.backend]
+        return self.pool.backends() if self.pool is not None else []
+
     def log_stats(self) -> None:
         """SIGUSR1: one line of statistics per tunnel session; a server adds its listener's
         drop counters (docs/reliability.md); then the process summary line."""
@@ -331,18 +362,10 @@ class Runtime:
             log.info("stats %s", conn.stats())
         if self.server is not None and self.server.listener is not None:
             log.info("stats drops %s", self.server.listener.drops)
-        backends = ([self.server.backend] if self.server is not None
-                    else self.pool.backends() if self.pool is not None else [])
-        if backends:
+        total = backend_counters(self.backends())
+        if total:
             # frames the kernel dropped before we read them (RX ring full) and sends refused
             # because the socket's buffer was full, summed over the process's packet sockets
-            total: dict = {}
-            for b in backends:
-                try:
-                    for k, v in b.counters().items():
-                        total[k] = total.get(k, 0) + v
-                except (OSError, AttributeError):
-                    pass
             log.info("stats backend %s", total)
         if self.stats is not None:
             from paqet.tunnel.stats import format_line

@@ -86,6 +86,9 @@ class StatsCollector:
         self.sessions_total = 0
         #: drop-reason dicts that outlive sessions (the server's TunnelListener.drops)
         self.drop_sources: list[dict] = []
+        #: drop counts of the process itself, read at each snapshot: objects with items()
+        #: (the packet sockets' `ring_full`)
+        self.process_drops: list = []
 
     # -- bookkeeping ---------------------------------------------------------------------
     def _observe(self, conns) -> list:
@@ -142,7 +145,8 @@ class StatsCollector:
         session's own dict (client tunnels), and those of closed sessions."""
         out = dict(self._closed_drops)
         seen: set[int] = set()
-        for src in list(self.drop_sources) + [getattr(c, "drops", None) for c in conns]:
+        for src in (list(self.drop_sources) + list(self.process_drops)
+                    + [getattr(c, "drops", None) for c in conns]):
             if not src or id(src) in seen:
                 continue
             seen.add(id(src))

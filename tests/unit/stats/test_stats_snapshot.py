@@ -118,6 +118,25 @@ def test_shared_drop_dict_counted_once_and_not_per_session():
     assert col.snapshot(conns[1:], 3000)["drops"]["new_reason"] == 2
 
 
+def test_process_drops_are_read_at_each_snapshot_and_are_not_a_listener():
+    """The packet sockets' full-ring drops (runtime.RingDrops) count in `drops` as they
+    are when the snapshot is taken; a client with them is still not a listener."""
+    class Ring:
+        n = 0
+
+        def items(self):
+            return [("ring_full", self.n)]
+    ring = Ring()
+    col = StatsCollector("client", start_ms=0)
+    col.process_drops.append(ring)
+    c = FakeConn(drops={"foreign_source": 1})
+    assert col.snapshot([c], 1000)["drops"] == {"foreign_source": 1, "ring_full": 0}
+    ring.n = 7
+    snap = col.snapshot([c], 2000)
+    assert snap["drops"]["ring_full"] == 7 and not snap["listener_drops"]
+    assert "ring_full 7" in format_line(snap)
+
+
 def test_clock_wrap():
     col = StatsCollector(start_ms=0xFFFFFF00)
     c = FakeConn(created=0xFFFFFF00)
