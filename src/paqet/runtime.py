@@ -69,8 +69,18 @@ class _FirewalledBackend:
         self._fw = firewall
         self._hold = hold  # the TCP socket keeping the port ours (net.backend.reserve_port)
 
+    _OWN = ("_b", "_fw", "_hold")
+
     def __getattr__(self, name):
         return getattr(self._b, name)
+
+    def __setattr__(self, name, value) -> None:
+        # transparent both ways: a reader setting `on_stash` must reach the AF_PACKET
+        # backend, not stop at this wrapper
+        if name in self._OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._b, name, value)
 
     def close(self) -> None:
         try:
