@@ -95,10 +95,13 @@ class TunnelConnection:
         self._accept_q: asyncio.Queue[TunnelStream | None] = asyncio.Queue()
         self._on_stream: Callable[[TunnelStream], None] | None = None
         self._pump_handle: asyncio.Handle | None = None
+        self._xmit_handle: asyncio.Handle | None = None
+        self._delivered = False
         self._timer: asyncio.TimerHandle | None = None
         self._sleeping = False  # the timer waits for smux, not KCP's interval (_on_timer)
         self._send_room = asyncio.Event()
         self._send_room.set()
+        self._room_waiters: list = []
         self.closed = False
         self.close_reason = ""
         self.created_ms = now_ms()
@@ -277,7 +280,20 @@ class TunnelConnection:
     def release_send(self, n: int) -> None:
         self._reserved -= n
         if not self.send_backlogged:
-            self._send_room.set()
+            self._room()
+
+    def _room(self) -> None:
+        """The send budget may have room: wake waiting writers and relays."""
+        self._send_room.set()
+        waiters = self._room_waiters
+        if waiters:
+            self._room_waiters = []
+            for cb in waiters:
+                cb()
+
+    def on_send_room(self, cb) -> None:
+        """Call cb (once) the next time the send budget may have room."""
+        self._room_waiters.append(cb)
 
     async def wait_send_room(self) -> None:
         if self.closed:
@@ -352,11 +368,21 @@ class TunnelConnection:
                 kcp.flush(now)
         # 3. the flush Input asked for (once for the whole batch), then KCP -> wire.
         kcp.flush_pending(now)
-        self._transmit(now)
-        if not self.send_backlogged and not self._send_room.is_set():
-            self._send_room.set()
+        if self._delivered:
+            self._delivered = False
+            if self._xmit_handle is None:
+                self._xmit_handle = self.loop.call_soon(self._transmit_late)
+        else:
+            self._transmit(now)
+        if (self._room_waiters or not self._send_room.is_set()) and not self.send_backlogged:
+            self._room()
         if self._sleeping and not self._kcp_idle():
             self._schedule_timer(self.params.interval)
+
+    def _transmit_late(self) -> None:
+        self._xmit_handle = None
+        if not self.closed:
+            self._transmit(now_ms())
 
     def _transmit(self, now: int) -> None:
         dgrams = self.kcp.datagrams_to_send()
@@ -379,17 +405,19 @@ class TunnelConnection:
                 st = streams.get(ev.sid)
                 if st is not None:
                     st._feed(ev.data)
+                    self._delivered = True
                 else:
                     smux.stream_consumed(ev.sid, len(ev.data))
             elif t is sev.StreamWindowUpdated:
                 st = streams.get(ev.sid)
                 if st is not None:
                     st._push_pending()
-                    st._writable.set()
+                    st._wake_writer()
             elif t is sev.StreamOpened:
                 st = TunnelStream(self, ev.sid)
                 streams[ev.sid] = st
                 self.streams_opened += 1
+                self._delivered = True
                 if self._on_stream is not None:
                     self._on_stream(st)
                 else:
@@ -446,8 +474,8 @@ class TunnelConnection:
             delay = max(0, min(delay, (smux_t - now) & 0xFFFFFFFF if smux_t >= now else 0))
         self._schedule_timer(max(1, delay))
         self._sleeping = idle
-        if not self.send_backlogged and not self._send_room.is_set():
-            self._send_room.set()
+        if (self._room_waiters or not self._send_room.is_set()) and not self.send_backlogged:
+            self._room()
         if not idle:
             # Data may have been waiting on KCP's receive side while the bucket was paused.
             self._schedule_pump()
@@ -471,7 +499,7 @@ class TunnelConnection:
             st._abort(exc)
         self.streams.clear()
         self._accept_q.put_nowait(None)
-        self._send_room.set()
+        self._room()
         if self.on_closed is not None:
             try:
                 self.on_closed(self, reason)

@@ -1,9 +1,18 @@
 """Relaying bytes between a tunnel stream and a local socket, with back-pressure both ways.
 
-Each direction reads only when the other side has taken the previous chunk (`drain`), so a
-slow reader on either side stops the other instead of growing a buffer. When one direction
-ends, its data is flushed and the other side is closed (smux cannot half-close: once a
-peer's FIN arrived, writes on that stream fail — smux.md §4).
+The relay takes the socket's transport over with a buffered protocol, so bytes move in the
+callbacks that produced them: what the socket delivers goes into the stream inside the read
+callback, and what the tunnel decodes for the stream goes to the socket inside the pump
+(the stream's sink). No task has to be scheduled per hop; with two tasks per relay the 1 KiB
+fetch spent two extra loop turns on each side (docs/decisions.md).
+
+Back-pressure: the socket is read only while the session's send budget has room and the
+stream's window took the previous chunk (the read size is what the budget has room for;
+reading pauses otherwise and resumes when the stream or the session signals room). Bytes
+for a socket whose transport is above its high-water mark stay in the stream, unconsumed,
+so the stream's smux window closes towards the peer. When one direction ends, its data is
+flushed and the other side is closed (smux cannot half-close: once a peer's FIN arrived,
+writes on that stream fail — smux.md §4).
 """
 
 from __future__ import annotations
@@ -23,6 +32,10 @@ CHUNK = 65536
 #: socket, the stream and their buffers until limits.idle_timeout.
 LINGER = 10.0
 
+# One read buffer for every relay: each read is handed over (copied into the stream) in the
+# same callback, before any other read can start.
+_READ_BUF = memoryview(bytearray(CHUNK))
+
 
 def set_nodelay(writer: asyncio.StreamWriter) -> None:
     """Relayed bytes go out at once: the tunnel does its own batching."""
@@ -32,146 +45,276 @@ def set_nodelay(writer: asyncio.StreamWriter) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+
+
 BENIGN = (ConnectionError, StreamClosed, asyncio.IncompleteReadError, TimeoutError, EOFError)
 
 
-class _Activity:
-    """When bytes last moved either way (loop time), for the idle-stream timeout."""
-    __slots__ = ("last",)
+class SocketRelay(asyncio.BufferedProtocol):
+    """The socket's protocol while it is relayed to `st`. done's result: None when a side
+    ended normally, else the exception that ended it."""
 
-    def __init__(self, now: float) -> None:
-        self.last = now
+    def __init__(self, st: TunnelStream, transport: asyncio.Transport,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.st = st
+        self.conn = st.conn
+        self.transport = transport
+        self.loop = loop
+        self.done: asyncio.Future = loop.create_future()
+        self.last = loop.time()   # when bytes last moved either way (idle timeout)
+        self.to_socket = 0
+        self.to_stream = 0
+        self.wpaused = False      # the transport's buffer is above its high-water mark
+        self.rpaused = False      # we stopped reading the socket (no room in the tunnel)
+        self.sock_ended = False   # the socket sent FIN, was reset or closed
+        self.stream_ended = False  # the peer's FIN arrived or the stream/session is gone
 
+    # -- taking over ---------------------------------------------------------------------
+    def start(self, leftover: bytes = b"", sock_done: bool = False) -> None:
+        """Take the transport over; `leftover`: bytes its previous protocol had read and
+        not handed on; sock_done: that protocol saw the socket end."""
+        st, tr = self.st, self.transport
+        tr.set_protocol(self)
+        self.wpaused = tr.get_write_buffer_size() > tr.get_write_buffer_limits()[1]
+        st._on_eof = self._on_stream_end
+        self._flush_stream()
+        if self.done.done():
+            return
+        if leftover:
+            self._to_stream(leftover)
+            if self.done.done():
+                return
+        if sock_done or tr.is_closing():
+            self.sock_ended = True
+            self._finish(None)
+            return
+        self._check_room()
+        if not self.rpaused and not tr.is_reading():
+            tr.resume_reading()
 
-async def _stream_to_socket(st: TunnelStream, writer: asyncio.StreamWriter,
-                            act: _Activity) -> int:
-    n = 0
-    loop = asyncio.get_running_loop()
-    while True:
-        data = await st.read(CHUNK)
-        if not data:
-            break
-        writer.write(data)
-        n += len(data)
-        act.last = loop.time()
-        await writer.drain()
-    return n
+    # -- socket -> stream ----------------------------------------------------------------
+    def get_buffer(self, sizehint: int):
+        conn = self.conn
+        room = conn.send_budget - conn.queued_out
+        if room >= CHUNK:
+            return _READ_BUF
+        return _READ_BUF[:room if room > 0 else 1]
 
+    def buffer_updated(self, nbytes: int) -> None:
+        self._to_stream(bytes(_READ_BUF[:nbytes]))
 
-async def _socket_to_stream(reader: asyncio.StreamReader, st: TunnelStream,
-                            act: _Activity) -> int:
-    """Reads only what the session's send budget has room for (reserved before the read),
-    so bytes from local sockets and targets never pile up beyond limits.session_send_buffer
-    (plus what the kernel's socket buffers hold)."""
-    n = 0
-    conn = st.conn
-    loop = asyncio.get_running_loop()
-    while True:
-        room = await conn.reserve_send(CHUNK)
+    def _to_stream(self, data: bytes) -> None:
+        if self.done.done():
+            return
         try:
-            data = await reader.read(room)
-            if data:
-                st.write(data)  # now counted as pending or queued
+            self.st.write(data)
+        except StreamClosed as exc:
+            self._finish(exc)
+            return
+        self.to_stream += len(data)
+        self.last = self.loop.time()
+        self._check_room()
+
+    def _check_room(self) -> None:
+        """Pause reading while the stream holds unsent bytes or the session's budget is
+        spent; _room resumes it."""
+        st = self.st
+        if st._pending:
+            st._on_writable = self._room
+        elif self.conn.send_backlogged:
+            self.conn.on_send_room(self._room)
+        else:
+            return
+        if not self.rpaused:
+            self.rpaused = True
+            self.transport.pause_reading()
+
+    def _room(self) -> None:
+        if not self.rpaused or self.done.done():
+            return
+        st = self.st
+        if st._pending and not st._closed:
+            st._on_writable = self._room
+        elif self.conn.send_backlogged and not self.conn.closed:
+            self.conn.on_send_room(self._room)
+        else:
+            self.rpaused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        self.sock_ended = True
+        self._finish(None)
+        return True  # closed by relay_tcp once the stream has its bytes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sock_ended = True
+        self._finish(exc)
+
+    # -- stream -> socket ----------------------------------------------------------------
+    def _sink(self, data: bytes) -> None:
+        self.transport.write(data)
+        n = len(data)
+        self.to_socket += n
+        self.last = self.loop.time()
+        self.conn._stream_consumed(self.st, n)
+
+    def _flush_stream(self) -> None:
+        """Write what the stream holds while the transport takes it; then hand the stream
+        the sink (bytes go straight through), or end when the stream has ended."""
+        st = self.st
+        chunks = st._chunks
+        while chunks and not self.wpaused:
+            data = chunks.popleft()
+            st._buffered -= len(data)
+            self._sink(data)
+        if chunks or self.wpaused:
+            return
+        if st._eof:
+            self.stream_ended = True
+            err = st._error
+            self._finish(StreamClosed(str(err)) if err is not None and
+                         not isinstance(err, EOFError) else None)
+        elif not self.done.done():
+            st._sink = self._sink
+
+    def _on_stream_end(self) -> None:
+        self.stream_ended = True
+        st = self.st
+        if st._closed:  # the stream or its session is gone
+            err = st._error
+            self._finish(StreamClosed(str(err)) if err is not None and
+                         not isinstance(err, EOFError) else None)
+        elif not st._chunks:
+            self._flush_stream()
+
+    def pause_writing(self) -> None:
+        self.wpaused = True
+        self.st._sink = None
+
+    def resume_writing(self) -> None:
+        self.wpaused = False
+        if not self.done.done():
+            self._flush_stream()
+
+    # -- ending --------------------------------------------------------------------------
+    def _finish(self, exc: BaseException | None) -> None:
+        st = self.st
+        st._sink = None
+        st._on_eof = None
+        st._on_writable = None
+        if self.done.done():
+            return
+        self.done.set_result(exc)
+        if not self.rpaused and not self.transport.is_closing():
+            self.rpaused = True
+            try:
+                self.transport.pause_reading()
+            except Exception:
+                pass
+
+
+    # -- supervising ---------------------------------------------------------------------
+    async def run(self, label: str = "", idle_timeout: float | None = None) -> tuple[int, int]:
+        """Wait until either side ends, or until no byte moved either way for idle_timeout
+        seconds (0: no limit; None: the session's limits.idle_timeout); then flush the
+        stream, close both, and return (bytes to socket, bytes to stream)."""
+        st, transport, loop = self.st, self.transport, self.loop
+        if idle_timeout is None:
+            idle_timeout = st.conn.params.idle_timeout
+        try:
+            while not self.done.done():
+                now = loop.time()
+                idle_at = self.last + idle_timeout if idle_timeout > 0 else float("inf")
+                stall_at = self.last + LINGER
+                if now >= idle_at:
+                    log.info("relay %s idle for %.0fs, closing", label, idle_timeout)
+                    break
+                if now >= stall_at and (self.stream_ended or st.ended.is_set()
+                                        or _socket_ended(self)):
+                    # One side is gone and the other has taken nothing for LINGER seconds
+                    # (a reader that never reads, a window that never opens): do not let it
+                    # pin the socket, the stream and their buffers.
+                    log.info("relay %s: one side ended and nothing moved for %.0fs, "
+                             "resetting", label, LINGER)
+                    _abort(transport)
+                    break
+                wake = min(idle_at, stall_at if stall_at > now else now + LINGER)
+                await asyncio.wait((self.done,), timeout=wake - now)
+            if self.done.done():
+                exc = self.done.result()
+                if exc is not None:
+                    if isinstance(exc, BENIGN):
+                        log.debug("relay %s ended: %s", label, exc)
+                    else:
+                        log.error("relay %s failed: %s", label, exc)
         finally:
-            conn.release_send(room)
-        if not data:
-            break
-        n += len(data)
-        act.last = loop.time()
-        await st.drain()
-    return n
+            self._finish(None)
+            try:
+                if not st.closed and not st.peer_fin:
+                    await asyncio.wait_for(st.drain(), 5)
+            except BaseException:
+                pass
+            st.close()
+            try:
+                transport.close()
+                if transport.get_write_buffer_size():
+                    # close() waits for the buffer to drain: bounded by LINGER
+                    loop.call_later(LINGER, _abort, transport)
+            except Exception:
+                pass
+        return self.to_socket, self.to_stream
+
+
+def relay_transport(st: TunnelStream, transport: asyncio.Transport, leftover: bytes = b"",
+                    sock_done: bool = False) -> SocketRelay:
+    """Start relaying between st and a socket's transport at once (bytes flow from here
+    on); await the result's run() to supervise it and close both at the end."""
+    relay = SocketRelay(st, transport, asyncio.get_running_loop())
+    relay.start(leftover, sock_done)
+    return relay
 
 
 async def relay_tcp(st: TunnelStream, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter, label: str = "",
                     idle_timeout: float | None = None) -> tuple[int, int]:
-    """Copy both ways until either side ends, or until no byte moved either way for
-    idle_timeout seconds (0: no limit; None: the session's limits.idle_timeout); returns
-    (bytes to socket, bytes to stream)."""
-    if idle_timeout is None:
-        idle_timeout = st.conn.params.idle_timeout
-    loop = asyncio.get_running_loop()
-    act = _Activity(loop.time())
-    up = asyncio.ensure_future(_stream_to_socket(st, writer, act))
-    down = asyncio.ensure_future(_socket_to_stream(reader, st, act))
-    sent = recv = 0
-    done: set = set()
+    """relay_transport() for a socket opened as asyncio streams (what the reader had
+    buffered goes first), supervised until the end; returns (bytes to socket, bytes to
+    stream)."""
+    buffered = getattr(reader, "_buffer", None)
+    leftover = bytes(buffered) if buffered else b""
+    if buffered:
+        buffered.clear()
+    sock_done = bool(getattr(reader, "_eof", False)) or reader.exception() is not None
     try:
-        while True:
-            now = loop.time()
-            idle_at = act.last + idle_timeout if idle_timeout > 0 else float("inf")
-            stall_at = act.last + LINGER
-            if now >= idle_at:
-                log.info("relay %s idle for %.0fs, closing", label, idle_timeout)
-                break
-            if now >= stall_at and (st.ended.is_set() or _socket_ended(reader, writer)):
-                # One side is gone and the other has taken nothing for LINGER seconds (a
-                # reader that never reads, a window that never opens): do not let it pin
-                # the socket, the stream and their buffers.
-                log.info("relay %s: one side ended and nothing moved for %.0fs, resetting",
-                         label, LINGER)
-                _abort(writer)
-                break
-            wake = min(idle_at, stall_at if stall_at > now else now + LINGER)
-            done, _ = await asyncio.wait({up, down}, timeout=wake - now,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if done:
-                break
-        for task in (up, down):
-            if task in done and task.exception() is not None:
-                exc = task.exception()
-                if isinstance(exc, BENIGN):
-                    log.debug("relay %s ended: %s", label, exc)
-                else:
-                    log.error("relay %s failed: %s", label, exc)
-    finally:
-        for task in (up, down):
-            if not task.done():
-                task.cancel()
-        for task in (up, down):
-            try:
-                v = await task
-            except BaseException:
-                v = 0
-            if task is up:
-                sent = v or 0
-            else:
-                recv = v or 0
-        try:
-            if not st.closed and not st.peer_fin:
-                await asyncio.wait_for(st.drain(), 5)
-        except BaseException:
-            pass
+        relay = relay_transport(st, writer.transport, leftover, sock_done)
+    except BaseException:
         st.close()
-        try:
-            writer.close()
-            if writer.transport.get_write_buffer_size():
-                # close() waits for the buffer to drain: bounded by LINGER
-                loop.call_later(LINGER, _abort, writer)
-        except Exception:
-            pass
-    return sent, recv
+        writer.close()
+        raise
+    return await relay.run(label, idle_timeout)
 
 
 _TCP_GONE = (7, 8, 9)  # TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LAST_ACK: the peer sent FIN or RST
 
 
-def _socket_ended(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+def _socket_ended(relay: SocketRelay) -> bool:
     """The socket's peer has finished (FIN or RST), even while we are not reading it (its
-    data waits in our buffers): asked from the kernel (TCP_INFO's state) on Linux."""
-    if reader.exception() is not None or writer.transport.is_closing():
+    data waits in the kernel's buffers): asked from the kernel (TCP_INFO's state) on Linux."""
+    tr = relay.transport
+    if relay.sock_ended or tr.is_closing():
         return True
-    sock = writer.get_extra_info("socket")
+    sock = tr.get_extra_info("socket")
     if sock is not None and hasattr(socket, "TCP_INFO"):
         try:
             return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in _TCP_GONE
         except (OSError, TypeError, ValueError):
             pass
-    return bool(getattr(reader, "_eof", False))
+    return False
 
 
-def _abort(writer: asyncio.StreamWriter) -> None:
+def _abort(transport: asyncio.BaseTransport) -> None:
     try:
-        writer.transport.abort()
+        transport.abort()
     except Exception:
         pass

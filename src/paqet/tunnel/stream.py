@@ -26,7 +26,7 @@ class TunnelStream:
     __slots__ = (
         "conn", "sid", "_chunks", "_buffered", "_eof", "_closed", "_error", "_readable",
         "_writable", "_pending", "_pending_bytes", "_local_closed", "peer_fin", "opened_at",
-        "ended",
+        "ended", "_sink", "_on_eof", "_on_writable",
     )
 
     def __init__(self, conn: "TunnelConnection", sid: int) -> None:
@@ -47,6 +47,11 @@ class TunnelStream:
         self.opened_at = conn.now_ms()
         #: set once the peer's FIN arrived or the stream/session is gone
         self.ended = asyncio.Event()
+        #: a relay's callbacks (tunnel.relay): data straight to its socket instead of the
+        #: buffer, the end of the stream, and room to write again (one-shot)
+        self._sink = None
+        self._on_eof = None
+        self._on_writable = None
 
     def __repr__(self) -> str:
         return f"<TunnelStream {self.sid} on {self.conn.peer}>"
@@ -54,6 +59,10 @@ class TunnelStream:
     # -- called by the connection ----------------------------------------------------
     def _feed(self, data: bytes) -> None:
         if self._closed:
+            return
+        sink = self._sink
+        if sink is not None:
+            sink(data)
             return
         self._chunks.append(data)
         self._buffered += len(data)
@@ -65,7 +74,9 @@ class TunnelStream:
         self.peer_fin = True
         self._readable.set()
         # smux: once the peer's FIN arrived, writes on this stream fail.
-        self._writable.set()
+        self._wake_writer()
+        if self._on_eof is not None:
+            self._on_eof()
 
     def _abort(self, exc: BaseException) -> None:
         if self._error is None:
@@ -75,7 +86,16 @@ class TunnelStream:
         self._closed = True
         self._drop_pending()
         self._readable.set()
+        self._wake_writer()
+        if self._on_eof is not None:
+            self._on_eof()
+
+    def _wake_writer(self) -> None:
         self._writable.set()
+        cb = self._on_writable
+        if cb is not None:
+            self._on_writable = None
+            cb()
 
     def _drop_pending(self) -> None:
         self.conn.pending_out -= self._pending_bytes
@@ -98,7 +118,7 @@ class TunnelStream:
                 break
             pend.popleft()
         if not pend:
-            self._writable.set()
+            self._wake_writer()
 
     # -- reading -----------------------------------------------------------------------
     @property
@@ -223,7 +243,7 @@ class TunnelStream:
         self._drop_pending()  # not sent: a stream's queued bytes go only while it is open
         self.conn._close_stream(self)
         self._readable.set()
-        self._writable.set()
+        self._wake_writer()
 
     @property
     def closed(self) -> bool:
