@@ -308,6 +308,19 @@ class ClientPool:
                 for w in waiters:
                     w.cancel()
 
+    def open_now(self, msg) -> TunnelStream | None:
+        """open() without waiting: None unless a session is up and its dialect known."""
+        n = len(self.slots)
+        for i in range(n):
+            slot = self.slots[(self._rr + i) % n]
+            conn = slot.conn
+            if conn is not None and slot.detected.is_set() and not conn.closed:
+                self._rr = (self._rr + i + 1) % n
+                st = conn.open_stream()
+                st.write(appmsg.encode(msg, self._dialect(slot)))
+                return st
+        return None
+
     async def open(self, msg) -> TunnelStream:
         """A new stream that starts with the app message `msg` (PTCP / PUDP)."""
         slot, conn = await self._pick()

@@ -1,0 +1,90 @@
+"""Static TCP forwards (client.forward) over the whole in-process stack: the stream is
+opened in the accept callback when a session is ready (the relay takes the socket at once),
+and by a task when none is (reading the socket waits for it); either way every byte
+arrives, including what the local client sent before its stream existed."""
+
+import asyncio
+import hashlib
+
+import pytest
+
+from harness import Tunnel, blob_server
+from paqet.client.forward import TcpForward
+from paqet.tunnel.params import TunnelParams
+
+pytestmark = pytest.mark.timeout(60)
+P = TunnelParams.for_mode("fast3", key="forward")
+
+
+async def _get(port: int) -> tuple[int, str]:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"GET\n")
+    h = hashlib.sha256()
+    n = 0
+    while data := await asyncio.wait_for(r.read(1 << 16), 20):
+        h.update(data)
+        n += len(data)
+    w.close()
+    return n, h.hexdigest()
+
+
+async def _ready(t) -> None:
+    for _ in range(200):
+        if t.pool.slots[0].conn is not None and t.pool.slots[0].detected.is_set():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no session")
+
+
+@pytest.mark.parametrize("ready", [True, False], ids=["session-ready", "open-later"])
+def test_forward_carries_every_byte(ready, monkeypatch):
+    size = 1 << 20
+    used = []
+
+    async def main():
+        async with Tunnel(P) as t, blob_server(size) as (port, digest):
+            await _ready(t)
+            real = t.pool.open_now
+            if not ready:
+                monkeypatch.setattr(t.pool, "open_now", lambda msg: used.append(msg) or None)
+            else:
+                monkeypatch.setattr(t.pool, "open_now",
+                                    lambda msg: used.append(msg) or real(msg))
+            fwd = TcpForward(t.pool, ("127.0.0.1", 0), f"127.0.0.1:{port}")
+            await fwd.start()
+            try:
+                lport = fwd.server.sockets[0].getsockname()[1]
+                got = await asyncio.gather(*(_get(lport) for _ in range(3)))
+            finally:
+                await fwd.stop()
+            return got, digest
+    got, digest = asyncio.run(asyncio.wait_for(main(), 50))
+    assert got == [(1 << 20, digest)] * 3
+    assert len(used) == 3  # every connection went through the path under test
+
+
+def test_forward_closes_the_local_connection_when_no_session_comes(monkeypatch):
+    async def main():
+        async with Tunnel(P) as t:
+            await _ready(t)
+            from paqet.client.pool import NoTunnel
+
+            async def no_tunnel(host, port):
+                raise NoTunnel("none for this test")
+            monkeypatch.setattr(t.pool, "open_now", lambda msg: None)
+            monkeypatch.setattr(t.pool, "open_tcp", no_tunnel)
+            fwd = TcpForward(t.pool, ("127.0.0.1", 0), "127.0.0.1:9")
+            await fwd.start()
+            try:
+                lport = fwd.server.sockets[0].getsockname()[1]
+                r, w = await asyncio.open_connection("127.0.0.1", lport)
+                w.write(b"hello")
+                try:  # closed: FIN, or RST for the unread "hello"
+                    data = await asyncio.wait_for(r.read(100), 10)
+                except ConnectionResetError:
+                    data = b""
+                w.close()
+            finally:
+                await fwd.stop()
+            return data
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == b""
