@@ -366,13 +366,14 @@ class TunnelConnection:
             kcp.send(out)
             if not kcp.write_delay:
                 kcp.flush(now)
-        # 3. the flush Input asked for (once for the whole batch), then KCP -> wire.
-        kcp.flush_pending(now)
+        # 3. the flush Input asked for (once for the whole batch), then KCP -> wire; after
+        # the code that delivered data woke ran, when there was some (_transmit_late).
         if self._delivered:
             self._delivered = False
             if self._xmit_handle is None:
                 self._xmit_handle = self.loop.call_soon(self._transmit_late)
         else:
+            kcp.flush_pending(now)
             self._transmit(now)
         if (self._room_waiters or not self._send_room.is_set()) and not self.send_backlogged:
             self._room()
@@ -380,9 +381,18 @@ class TunnelConnection:
             self._schedule_timer(self.params.interval)
 
     def _transmit_late(self) -> None:
+        """The pump's deferred flush and send. A pump the woken code scheduled (a handler
+        that read its header queued a window update) runs first, so the update and the ACK
+        share one datagram."""
         self._xmit_handle = None
-        if not self.closed:
-            self._transmit(now_ms())
+        if self.closed:
+            return
+        if self._pump_handle is not None:
+            self.pump_now()
+        else:
+            now = now_ms()
+            self.kcp.flush_pending(now)
+            self._transmit(now)
 
     def _transmit(self, now: int) -> None:
         dgrams = self.kcp.datagrams_to_send()

@@ -144,8 +144,13 @@ class SocketRelay(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool:
         self.sock_ended = True
+        st = self.st
+        if not st._pending and not self.done.done():
+            # every byte is with smux already: FIN now, behind them (often in the same
+            # datagram), not after run() wakes
+            st.close()
         self._finish(None)
-        return True  # closed by relay_tcp once the stream has its bytes
+        return True  # the transport is closed by run()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.sock_ended = True
@@ -173,6 +178,13 @@ class SocketRelay(asyncio.BufferedProtocol):
         if st._eof:
             self.stream_ended = True
             err = st._error
+            if err is None and not self.done.done():
+                # the peer's FIN and every byte before it reached the transport: close both
+                # now (the transport sends its buffer, then FIN; our FIN leaves with the
+                # ACK), not after run() wakes. smux cannot half-close: writes on this
+                # stream would fail from here on anyway.
+                self.transport.close()
+                st.close()
             self._finish(StreamClosed(str(err)) if err is not None and
                          not isinstance(err, EOFError) else None)
         elif not self.done.done():
