@@ -111,6 +111,10 @@ class SocketRelay(asyncio.BufferedProtocol):
         except StreamClosed as exc:
             self._finish(exc)
             return
+        if not self.to_stream:
+            # the first bytes (a request, a response's head): send them with whatever
+            # waits for them (the stream's SYN and header) now, not a loop turn or two on
+            self.conn.pump_now()
         self.to_stream += len(data)
         self.last = self.loop.time()
         self._check_room()
