@@ -19,6 +19,8 @@ from paqet.smux.frame import (CMD_NAMES, FIN, HEADER, M32, NOP, PSH, SYN, UPD, U
                               FrameError, encode_frame, encode_upd, parse_frames)
 
 INITIAL_PEER_WINDOW = 262144
+#: bytes a stream may consume before its first window update stops waiting (stream_consumed)
+LAZY_UPD_LIMIT = 65536
 ERR_INVALID_PROTOCOL = "invalid protocol"      # smux's ErrInvalidProtocol text
 ERR_GO_AWAY = "stream id overflows, should start a new connection"
 
@@ -75,6 +77,9 @@ class SmuxSession:
         self._events: collections.deque = collections.deque()
         self._ctrl: list = []                 # SYN, UPD, NOP: sent before any data
         self._data: dict[int, list] = {}      # sid -> [hdr, payload, hdr, payload, ...]
+        # streams whose first window update waits for other frames (data_to_send) or the
+        # timer (data_to_send(lazy=True)): see stream_consumed
+        self._lazy: dict[int, None] = {}
         self.broken: str | None = None
         self._active = False
         # the bucket ran out since the last handle_timer (the shell stopped feeding frames)
@@ -263,6 +268,9 @@ class SmuxSession:
         st = self.streams.pop(sid, None)
         if st is None:
             return
+        if self._lazy and sid in self._lazy:  # it goes before the FIN, as Go's would
+            del self._lazy[sid]
+            self._ctrl.append(encode_upd(2, sid, st.read, self.max_stream_buffer))
         if st.buffered:
             self.bucket += st.buffered
         q = self._data.get(sid)
@@ -288,14 +296,31 @@ class SmuxSession:
         first = st.read == 0 and st.incr == 0
         st.read = (st.read + n) & M32
         st.incr += n
-        if first or st.incr >= self.max_stream_buffer // 2:
+        lazy = self._lazy
+        if st.incr >= self.max_stream_buffer // 2 or (lazy and sid in lazy
+                                                      and st.read >= LAZY_UPD_LIMIT):
             self._ctrl.append(encode_upd(2, sid, st.read, self.max_stream_buffer))
             st.incr = 0
+            lazy.pop(sid, None)
+        elif first:
+            if self.max_stream_buffer >= INITIAL_PEER_WINDOW:
+                # Go's smux sends this one at once. It only widens the window the peer
+                # already assumes, so it waits for other frames, the timer, or
+                # LAZY_UPD_LIMIT bytes read: a short request/response stream does not cost
+                # a datagram (and the peer's ACK of it) for it.
+                lazy[sid] = None
+            else:
+                self._ctrl.append(encode_upd(2, sid, st.read, self.max_stream_buffer))
+                st.incr = 0
 
     # -- sending -----------------------------------------------------------------------------
-    def data_to_send(self) -> bytes:
+    def data_to_send(self, lazy: bool = False) -> bytes:
         """All queued frames: control frames first, then data frames round-robin between
-        streams (one frame per stream per turn; a stream's own frames keep their order)."""
+        streams (one frame per stream per turn; a stream's own frames keep their order).
+        Waiting first window updates go with any other frame, or alone when lazy is set
+        (the shell's timer)."""
+        if self._lazy and (lazy or self._ctrl or self._data):
+            self._flush_lazy()
         ctrl, data = self._ctrl, self._data
         self.queued_bytes = 0
         if not data:
@@ -324,6 +349,15 @@ class SmuxSession:
             queues = live
             i += 2
         return b"".join(parts)
+
+    def _flush_lazy(self) -> None:
+        streams, ctrl, window = self.streams, self._ctrl, self.max_stream_buffer
+        for sid in self._lazy:
+            st = streams.get(sid)
+            if st is not None:
+                ctrl.append(encode_upd(2, sid, st.read, window))
+                st.incr = 0
+        self._lazy.clear()
 
     @property
     def has_data_to_send(self) -> bool:

@@ -461,7 +461,7 @@ class TunnelConnection:
             self._process_events()
             if self.closed:
                 return
-            out = self.smux.data_to_send()
+            out = self.smux.data_to_send(lazy=True)
             if out:
                 self.bytes_out += len(out)
                 self.kcp.send(out)

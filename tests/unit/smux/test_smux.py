@@ -296,6 +296,7 @@ def test_bucket_charged_and_refunded_by_consume_and_close():
 
 
 def test_upd_after_first_read_and_every_half_buffer():
+    # a window smaller than the peer's initial assumption: the first update goes at once
     c, s = pair(max_stream_buffer=4096, max_receive_buffer=1 << 20)
     sid = c.open_stream()
     c.send_data(sid, b"x" * 10000)
@@ -306,6 +307,46 @@ def test_upd_after_first_read_and_every_half_buffer():
         s.stream_consumed(sid, n)
         upds += [UPD_BODY.unpack(p) for _, cmd, _, p in parse_frames(s.data_to_send(), 2) if cmd == UPD]
     assert upds == [(1, 4096), (2049, 4096), (4097, 4096)]
+
+
+def _upds(s, **kw):
+    return [(sid, UPD_BODY.unpack(p)) for _, cmd, sid, p in parse_frames(s.data_to_send(**kw), 2)
+            if cmd == UPD]
+
+
+def test_first_upd_that_only_widens_the_window_waits_for_other_frames():
+    win = 1 << 20  # above the 256 KiB a Go peer assumes
+    c, s = pair(max_stream_buffer=win, max_receive_buffer=4 << 20)
+    a, b = c.open_stream(), c.open_stream()
+    c.send_data(a, b"x" * 300)
+    c.send_data(b, b"y" * 300)
+    pump(c, s)
+    drain_events(s)
+    s.stream_consumed(a, 20)
+    assert _upds(s) == []                # alone it does not make a datagram
+    s.send_data(a, b"reply")             # it goes with the next frame
+    assert _upds(s) == [(a, (20, win))]
+    s.stream_consumed(b, 30)
+    assert _upds(s, lazy=True) == [(b, (30, win))]  # or with the timer
+    assert _upds(s, lazy=True) == []
+
+
+def test_first_upd_stops_waiting_after_64k_read_and_goes_before_a_fin():
+    win = 1 << 20
+    c, s = pair(max_stream_buffer=win, max_receive_buffer=4 << 20)
+    a, b = c.open_stream(), c.open_stream()
+    c.send_data(a, b"x" * 70000)
+    c.send_data(b, b"y" * 100)
+    pump(c, s)
+    drain_events(s)
+    s.stream_consumed(a, 1000)
+    assert _upds(s) == []
+    s.stream_consumed(a, 64536)          # 65536 read: the peer hears of the window now
+    assert _upds(s) == [(a, (65536, win))]
+    s.stream_consumed(b, 10)
+    s.close_stream(b)
+    frames = [(cmd, sid) for _, cmd, sid, _ in parse_frames(s.data_to_send(), 2)]
+    assert frames == [(UPD, b), (FIN, b)]
 
 
 def test_keepalive_counts_a_header_of_an_unfinished_frame():
