@@ -102,6 +102,7 @@ class TunnelConnection:
         self._send_room = asyncio.Event()
         self._send_room.set()
         self._room_waiters: list = []
+        self._after_events: list = []
         self.closed = False
         self.close_reason = ""
         self.created_ms = now_ms()
@@ -403,7 +404,22 @@ class TunnelConnection:
             for wire in encode(d, now):
                 send(wire, peer)
 
+    def after_events(self, cb) -> None:
+        """Call cb (once) when the events being processed are done (a relay's gathered
+        write)."""
+        self._after_events.append(cb)
+
     def _process_events(self) -> None:
+        try:
+            self._process_events_once()
+        finally:
+            if self._after_events:
+                cbs = self._after_events
+                self._after_events = []
+                for cb in cbs:
+                    cb()
+
+    def _process_events_once(self) -> None:
         smux = self.smux
         streams = self.streams
         while True:

@@ -37,8 +37,9 @@ LINGER = 10.0
 _READ_BUF = memoryview(bytearray(CHUNK))
 
 
-def set_nodelay(writer: asyncio.StreamWriter) -> None:
-    """Relayed bytes go out at once: the tunnel does its own batching."""
+def set_nodelay(writer: asyncio.StreamWriter | asyncio.BaseTransport) -> None:
+    """Relayed bytes go out at once: the tunnel does its own batching (a StreamWriter or a
+    transport)."""
     sock = writer.get_extra_info("socket")
     if sock is not None:
         try:
@@ -67,6 +68,7 @@ class SocketRelay(asyncio.BufferedProtocol):
         self.wpaused = False      # the transport's buffer is above its high-water mark
         self.rpaused = False      # we stopped reading the socket (no room in the tunnel)
         self.sock_ended = False   # the socket sent FIN, was reset or closed
+        self._out: list[bytes] = []  # the stream's bytes gathered during a pump (_sink)
         self.stream_ended = False  # the peer's FIN arrived or the stream/session is gone
 
     # -- taking over ---------------------------------------------------------------------
@@ -162,6 +164,34 @@ class SocketRelay(asyncio.BufferedProtocol):
 
     # -- stream -> socket ----------------------------------------------------------------
     def _sink(self, data: bytes) -> None:
+        """The stream's bytes as the pump decodes them: gathered, and written once the
+        pump's events are processed (one write per pump, not per smux frame)."""
+        out = self._out
+        if not out:
+            self.conn.after_events(self._write_out)
+        out.append(data)
+
+    def _write_out(self) -> None:
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        if self.transport.is_closing():
+            return  # the socket is gone (or the relay ended): nobody takes these bytes
+        if len(out) == 1:
+            data = out[0]
+            n = len(data)
+            self.transport.write(data)
+        else:
+            n = 0
+            for c in out:
+                n += len(c)
+            self.transport.writelines(out)
+        self.to_socket += n
+        self.last = self.loop.time()
+        self.conn._stream_consumed(self.st, n)
+
+    def _write(self, data: bytes) -> None:
         self.transport.write(data)
         n = len(data)
         self.to_socket += n
@@ -171,12 +201,13 @@ class SocketRelay(asyncio.BufferedProtocol):
     def _flush_stream(self) -> None:
         """Write what the stream holds while the transport takes it; then hand the stream
         the sink (bytes go straight through), or end when the stream has ended."""
+        self._write_out()  # what the sink gathered goes first
         st = self.st
         chunks = st._chunks
         while chunks and not self.wpaused:
             data = chunks.popleft()
             st._buffered -= len(data)
-            self._sink(data)
+            self._write(data)
         if chunks or self.wpaused:
             return
         if st._eof:
