@@ -281,6 +281,20 @@ def missing_rule_commands(port: int, found: dict, families: tuple[str, ...]) -> 
 
 # -- judging ---------------------------------------------------------------------------------
 
+def _is_paqet(cmd: str) -> bool:
+    """Whether a process's command line (arguments joined by spaces) runs paqet: the
+    `paqet` program (any path, or a script run by python) or `python -m paqet`. Not any
+    command that merely has "paqet" somewhere in it (a program run from a checkout called
+    paqet)."""
+    args = cmd.split()[:3]
+    for i, a in enumerate(args):
+        if os.path.basename(a) == "paqet":
+            return True
+        if a == "-m" and i + 1 < len(args) and args[i + 1] == "paqet":
+            return True
+    return False
+
+
 class Checker:
     def __init__(self, path: str, probes: Probes | None = None, *, count: int = 3,
                  interval: float = 0.2, timeout: float = 2.0) -> None:
@@ -597,7 +611,7 @@ class Checker:
             where = f"{key}.listen {listen} ({proto})"
             if err.errno == errno.EADDRINUSE:
                 holders = self.p.port_holders(proto, port)
-                if holders and all("paqet" in cmd for _, cmd in holders):
+                if holders and all(_is_paqet(cmd) for _, cmd in holders):
                     busy_paqet.append(f"{where}: held by a running paqet "
                                       f"({', '.join('pid %d' % p for p, _ in holders)})")
                     continue

@@ -316,6 +316,21 @@ def test_client_listen_address_in_use(tmp_path):
     assert not c.failed
 
 
+@pytest.mark.parametrize("cmd, is_paqet", [
+    ("/x/python -m paqet run -c c.yaml", True),
+    ("/usr/bin/python3 /usr/local/bin/paqet run -c c.yaml", True),  # the console script
+    ("/opt/paqet run -c c.yaml", True),
+    # found by CI in a clone under .../paqet/: a listener run by the checkout's python
+    ("/tmp/t/paqet/.venv/bin/python -c import socket 127.0.0.1 1081", False),
+    ("/srv/paqet-tools/danted -f x", False),
+])
+def test_a_port_holder_is_paqet_only_when_it_runs_paqet(tmp_path, cmd, is_paqet):
+    assert check._is_paqet(cmd) is is_paqet
+    busy = OSError(errno.EADDRINUSE, "Address already in use")
+    c, _ = run(tmp_path, Stub(bind_errors={1080: busy}, holders={1080: [(5, cmd)]}))
+    assert [x.status for x in c.results if x.name == "ports"] == ["warn" if is_paqet else "fail"]
+
+
 @pytest.mark.parametrize("err, words", [(errno.EADDRNOTAVAIL, "127.0.0.1:1080"),
                                         (errno.EACCES, "above 1023")])
 def test_client_listen_address_other_errors(tmp_path, err, words):
