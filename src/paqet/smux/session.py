@@ -270,7 +270,7 @@ class SmuxSession:
             return
         if self._lazy and sid in self._lazy:  # it goes before the FIN, as Go's would
             del self._lazy[sid]
-            self._ctrl.append(encode_upd(2, sid, st.read, self.max_stream_buffer))
+            self._queue_upd(st)
         if st.buffered:
             self.bucket += st.buffered
         q = self._data.get(sid)
@@ -299,8 +299,7 @@ class SmuxSession:
         lazy = self._lazy
         if st.incr >= self.max_stream_buffer // 2 or (lazy and sid in lazy
                                                       and st.read >= LAZY_UPD_LIMIT):
-            self._ctrl.append(encode_upd(2, sid, st.read, self.max_stream_buffer))
-            st.incr = 0
+            self._queue_upd(st)
             lazy.pop(sid, None)
         elif first:
             if self.max_stream_buffer >= INITIAL_PEER_WINDOW:
@@ -310,8 +309,12 @@ class SmuxSession:
                 # a datagram (and the peer's ACK of it) for it.
                 lazy[sid] = None
             else:
-                self._ctrl.append(encode_upd(2, sid, st.read, self.max_stream_buffer))
-                st.incr = 0
+                self._queue_upd(st)
+
+    def _queue_upd(self, st: _Stream) -> None:
+        """UPD with what the application consumed so far; the half-window count restarts."""
+        self._ctrl.append(encode_upd(2, st.sid, st.read, self.max_stream_buffer))
+        st.incr = 0
 
     # -- sending -----------------------------------------------------------------------------
     def data_to_send(self, lazy: bool = False) -> bytes:
@@ -351,12 +354,11 @@ class SmuxSession:
         return b"".join(parts)
 
     def _flush_lazy(self) -> None:
-        streams, ctrl, window = self.streams, self._ctrl, self.max_stream_buffer
+        streams = self.streams
         for sid in self._lazy:
             st = streams.get(sid)
             if st is not None:
-                ctrl.append(encode_upd(2, sid, st.read, window))
-                st.incr = 0
+                self._queue_upd(st)
         self._lazy.clear()
 
     @property

@@ -314,14 +314,20 @@ def _upds(s, **kw):
             if cmd == UPD]
 
 
-def test_first_upd_that_only_widens_the_window_waits_for_other_frames():
-    win = 1 << 20  # above the 256 KiB a Go peer assumes
+def _two_streams(a_bytes: int, b_bytes: int, win: int):
+    """A server session with two streams that received a_bytes and b_bytes."""
     c, s = pair(max_stream_buffer=win, max_receive_buffer=4 << 20)
     a, b = c.open_stream(), c.open_stream()
-    c.send_data(a, b"x" * 300)
-    c.send_data(b, b"y" * 300)
+    c.send_data(a, b"x" * a_bytes)
+    c.send_data(b, b"y" * b_bytes)
     pump(c, s)
     drain_events(s)
+    return s, a, b
+
+
+def test_first_upd_that_only_widens_the_window_waits_for_other_frames():
+    win = 1 << 20  # above the 256 KiB a Go peer assumes
+    s, a, b = _two_streams(300, 300, win)
     s.stream_consumed(a, 20)
     assert _upds(s) == []                # alone it does not make a datagram
     s.send_data(a, b"reply")             # it goes with the next frame
@@ -333,12 +339,7 @@ def test_first_upd_that_only_widens_the_window_waits_for_other_frames():
 
 def test_first_upd_stops_waiting_after_64k_read_and_goes_before_a_fin():
     win = 1 << 20
-    c, s = pair(max_stream_buffer=win, max_receive_buffer=4 << 20)
-    a, b = c.open_stream(), c.open_stream()
-    c.send_data(a, b"x" * 70000)
-    c.send_data(b, b"y" * 100)
-    pump(c, s)
-    drain_events(s)
+    s, a, b = _two_streams(70000, 100, win)
     s.stream_consumed(a, 1000)
     assert _upds(s) == []
     s.stream_consumed(a, 64536)          # 65536 read: the peer hears of the window now
