@@ -280,22 +280,19 @@ class ClientPool:
 
     # -- streams -------------------------------------------------------------------------
     async def _pick(self) -> tuple[_Slot, TunnelConnection]:
-        n = len(self.slots)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.open_timeout
         while True:
-            for i in range(n):
-                slot = self.slots[(self._rr + i) % n]
+            slot = self._next_slot(ready=False)
+            if slot is not None:
                 conn = slot.conn
-                if conn is not None:
-                    self._rr = (self._rr + i + 1) % n
-                    if not slot.detected.is_set():
-                        # the first streams of an `auto` session wait for the dialect probe
-                        try:
-                            await asyncio.wait_for(slot.detected.wait(), 10.0)
-                        except asyncio.TimeoutError:
-                            pass
-                    return slot, conn
+                if not slot.detected.is_set():
+                    # the first streams of an `auto` session wait for the dialect probe
+                    try:
+                        await asyncio.wait_for(slot.detected.wait(), 10.0)
+                    except asyncio.TimeoutError:
+                        pass
+                return slot, conn
             remaining = deadline - loop.time()
             if remaining <= 0 or self._closing:
                 names = ", ".join(f"{s[0]}:{s[1]}" for s in self.servers)
@@ -308,18 +305,27 @@ class ClientPool:
                 for w in waiters:
                     w.cancel()
 
-    def open_now(self, msg) -> TunnelStream | None:
-        """open() without waiting: None unless a session is up and its dialect known."""
+    def _next_slot(self, ready: bool) -> _Slot | None:
+        """The next slot with a session, round robin; ready: only one whose session is open
+        and whose dialect is known."""
         n = len(self.slots)
         for i in range(n):
             slot = self.slots[(self._rr + i) % n]
             conn = slot.conn
-            if conn is not None and slot.detected.is_set() and not conn.closed:
-                self._rr = (self._rr + i + 1) % n
-                st = conn.open_stream()
-                st.write(appmsg.encode(msg, self._dialect(slot)))
-                return st
+            if conn is None or (ready and (conn.closed or not slot.detected.is_set())):
+                continue
+            self._rr = (self._rr + i + 1) % n
+            return slot
         return None
+
+    def open_now(self, msg) -> TunnelStream | None:
+        """open() without waiting: None unless a session is up and its dialect known."""
+        slot = self._next_slot(ready=True)
+        if slot is None:
+            return None
+        st = slot.conn.open_stream()
+        st.write(appmsg.encode(msg, self._dialect(slot)))
+        return st
 
     async def open(self, msg) -> TunnelStream:
         """A new stream that starts with the app message `msg` (PTCP / PUDP)."""

@@ -292,6 +292,11 @@ class TunnelConnection:
             for cb in waiters:
                 cb()
 
+    def _room_if_free(self) -> None:
+        """_room() when someone waits and the budget has room again."""
+        if (self._room_waiters or not self._send_room.is_set()) and not self.send_backlogged:
+            self._room()
+
     def on_send_room(self, cb) -> None:
         """Call cb (once) the next time the send budget may have room."""
         self._room_waiters.append(cb)
@@ -376,8 +381,7 @@ class TunnelConnection:
         else:
             kcp.flush_pending(now)
             self._transmit(now)
-        if (self._room_waiters or not self._send_room.is_set()) and not self.send_backlogged:
-            self._room()
+        self._room_if_free()
         if self._sleeping and not self._kcp_idle():
             self._schedule_timer(self.params.interval)
 
@@ -500,8 +504,7 @@ class TunnelConnection:
             delay = max(0, min(delay, (smux_t - now) & 0xFFFFFFFF if smux_t >= now else 0))
         self._schedule_timer(max(1, delay))
         self._sleeping = idle
-        if (self._room_waiters or not self._send_room.is_set()) and not self.send_backlogged:
-            self._room()
+        self._room_if_free()
         if not idle:
             # Data may have been waiting on KCP's receive side while the bucket was paused.
             self._schedule_pump()

@@ -69,7 +69,6 @@ class SocketRelay(asyncio.BufferedProtocol):
         self.rpaused = False      # we stopped reading the socket (no room in the tunnel)
         self.sock_ended = False   # the socket sent FIN, was reset or closed
         self._out: list[bytes] = []  # the stream's bytes gathered during a pump (_sink)
-        self.stream_ended = False  # the peer's FIN arrived or the stream/session is gone
 
     # -- taking over ---------------------------------------------------------------------
     def start(self, leftover: bytes = b"", sock_done: bool = False) -> None:
@@ -179,21 +178,20 @@ class SocketRelay(asyncio.BufferedProtocol):
         if self.transport.is_closing():
             return  # the socket is gone (or the relay ended): nobody takes these bytes
         if len(out) == 1:
-            data = out[0]
-            n = len(data)
-            self.transport.write(data)
-        else:
-            n = 0
-            for c in out:
-                n += len(c)
-            self.transport.writelines(out)
-        self.to_socket += n
-        self.last = self.loop.time()
-        self.conn._stream_consumed(self.st, n)
+            self._write(out[0])
+            return
+        self.transport.writelines(out)
+        n = 0
+        for c in out:
+            n += len(c)
+        self._wrote(n)
 
     def _write(self, data: bytes) -> None:
         self.transport.write(data)
-        n = len(data)
+        self._wrote(len(data))
+
+    def _wrote(self, n: int) -> None:
+        """n bytes of the stream went to the socket: the stream's window gets them back."""
         self.to_socket += n
         self.last = self.loop.time()
         self.conn._stream_consumed(self.st, n)
@@ -211,7 +209,6 @@ class SocketRelay(asyncio.BufferedProtocol):
         if chunks or self.wpaused:
             return
         if st._eof:
-            self.stream_ended = True
             err = st._error
             if err is None and not self.done.done():
                 # the peer's FIN and every byte before it reached the transport: close both
@@ -220,18 +217,14 @@ class SocketRelay(asyncio.BufferedProtocol):
                 # stream would fail from here on anyway.
                 self.transport.close()
                 st.close()
-            self._finish(StreamClosed(str(err)) if err is not None and
-                         not isinstance(err, EOFError) else None)
+            self._finish(_end_reason(st))
         elif not self.done.done():
             st._sink = self._sink
 
     def _on_stream_end(self) -> None:
-        self.stream_ended = True
         st = self.st
         if st._closed:  # the stream or its session is gone
-            err = st._error
-            self._finish(StreamClosed(str(err)) if err is not None and
-                         not isinstance(err, EOFError) else None)
+            self._finish(_end_reason(st))
         elif not st._chunks:
             self._flush_stream()
 
@@ -277,8 +270,7 @@ class SocketRelay(asyncio.BufferedProtocol):
                 if now >= idle_at:
                     log.info("relay %s idle for %.0fs, closing", label, idle_timeout)
                     break
-                if now >= stall_at and (self.stream_ended or st.ended.is_set()
-                                        or _socket_ended(self)):
+                if now >= stall_at and (st.ended.is_set() or _socket_ended(self)):
                     # One side is gone and the other has taken nothing for LINGER seconds
                     # (a reader that never reads, a window that never opens): do not let it
                     # pin the socket, the stream and their buffers.
@@ -340,6 +332,12 @@ async def relay_tcp(st: TunnelStream, reader: asyncio.StreamReader,
         writer.close()
         raise
     return await relay.run(label, idle_timeout)
+
+
+def _end_reason(st: TunnelStream) -> BaseException | None:
+    """How an ended stream ended, for the relay's result: None for the peer's FIN."""
+    err = st._error
+    return StreamClosed(str(err)) if err is not None and not isinstance(err, EOFError) else None
 
 
 _TCP_GONE = (7, 8, 9)  # TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LAST_ACK: the peer sent FIN or RST
