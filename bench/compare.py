@@ -143,15 +143,6 @@ def _p50_p90(times):
     return times[len(times) // 2], times[int(len(times) * 0.9) - 1 if len(times) >= 10 else -1]
 
 
-def latency(side, n):
-    times = []
-    for _ in range(n):
-        r = side.fetch("/small", timeout=10)
-        if r:
-            times.append(r[1] * 1000)
-    return _p50_p90(times)
-
-
 def latency_interleaved(sides, n):
     """n 1 KiB fetches through each tunnel, both running, taking turns (ours, theirs,
     theirs, ours, ...): the machine's slow drifts (other tenants, frequency) fall on both

@@ -301,29 +301,26 @@ def _tune_order(samples) -> list[int]:
 
 
 def _period(srt: list[int], want_data: bool) -> int:
-    n = len(srt)
-    if n < 3:
+    if len(srt) < 3:
         return -1
     want = int(want_data)
-    left = -1
-    last = srt[0]
-    for idx in range(1, n):
-        cur = srt[idx]
-        if (last >> 1) + 1 != cur >> 1:
-            return -1
-        if (last & 1) != want and (cur & 1) == want:
-            left = idx
-            break
-        last = cur
+    left = _next_edge(srt, 0, want)           # the first edge into `want`
     if left < 0:
         return -1
-    last = srt[left]
-    for idx in range(left + 1, n):
+    right = _next_edge(srt, left, 1 - want)   # then the first edge out of it
+    return right - left if right >= 0 else -1
+
+
+def _next_edge(srt: list[int], start: int, bit: int) -> int:
+    """Walking +1 seqid steps from srt[start]: the index of the first sample whose kind
+    becomes `bit` (the one before it has the other kind); -1 at a gap or the end."""
+    last = srt[start]
+    for idx in range(start + 1, len(srt)):
         cur = srt[idx]
         if (last >> 1) + 1 != cur >> 1:
             return -1
-        if (last & 1) == want and (cur & 1) != want:
-            return idx - left
+        if (cur & 1) == bit and (last & 1) != bit:
+            return idx
         last = cur
     return -1
 
