@@ -53,7 +53,7 @@ def test_forward_carries_every_byte(ready, monkeypatch):
             fwd = TcpForward(t.pool, ("127.0.0.1", 0), f"127.0.0.1:{port}")
             await fwd.start()
             try:
-                lport = fwd.server.sockets[0].getsockname()[1]
+                lport = fwd.sockets[0].getsockname()[1]
                 got = await asyncio.gather(*(_get(lport) for _ in range(3)))
             finally:
                 await fwd.stop()
@@ -76,7 +76,7 @@ def test_forward_closes_the_local_connection_when_no_session_comes(monkeypatch):
             fwd = TcpForward(t.pool, ("127.0.0.1", 0), "127.0.0.1:9")
             await fwd.start()
             try:
-                lport = fwd.server.sockets[0].getsockname()[1]
+                lport = fwd.sockets[0].getsockname()[1]
                 r, w = await asyncio.open_connection("127.0.0.1", lport)
                 w.write(b"hello")
                 try:  # closed: FIN, or RST for the unread "hello"
@@ -88,3 +88,55 @@ def test_forward_closes_the_local_connection_when_no_session_comes(monkeypatch):
                 await fwd.stop()
             return data
     assert asyncio.run(asyncio.wait_for(main(), 30)) == b""
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_dialled_sockets_have_nodelay(loop):
+    """The server's relays set no socket options: they rely on the event loop setting
+    TCP_NODELAY on the transports create_connection dials."""
+    import socket
+
+    run = pytest.importorskip("uvloop").run if loop == "uvloop" else asyncio.run
+
+    async def main():
+        lp = asyncio.get_running_loop()
+        srv = await lp.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        dialed, _ = await lp.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        got = dialed.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        dialed.close()
+        srv.close()
+        return got
+    assert run(main())
+
+
+def test_forward_sets_nodelay_on_what_it_accepts():
+    """asyncio's connect_accepted_socket leaves TCP_NODELAY off (uvloop's sets it): the
+    forward sets it on each socket it accepts."""
+    import socket
+    seen = []
+
+    async def main():
+        async with Tunnel(P) as t:
+            await _ready(t)
+            fwd = TcpForward(t.pool, ("127.0.0.1", 0), "127.0.0.1:9")
+            serve = fwd._serve
+
+            async def spy(sock, *a):
+                seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                sock.close()
+                a[1] and a[1].close()
+            fwd._serve = spy
+            await fwd.start()
+            try:
+                r, w = await asyncio.open_connection("127.0.0.1", fwd.sockets[0].getsockname()[1])
+                for _ in range(100):
+                    if seen:
+                        break
+                    await asyncio.sleep(0.02)
+                w.close()
+            finally:
+                fwd._serve = serve
+                await fwd.stop()
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert seen and seen[0]

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 from paqet.client.pool import ClientPool, NoTunnel
 from paqet.client.udpflows import UdpFlows
 from paqet.proto import appmsg
 from paqet.tunnel.connection import ConnectionClosed
-from paqet.tunnel.relay import relay_transport, set_nodelay
+from paqet.tunnel.relay import CHUNK, HeldSocket, relay_transport
 from paqet.tunnel.stream import StreamClosed, TunnelStream
 from paqet.tunnel.tasks import TaskSet
 
 log = logging.getLogger("paqet.forward")
 
+BACKLOG = 100       # what asyncio's create_server uses
+ACCEPT_BATCH = 64   # connections accepted per wake-up, at most
 UDP_MAX = 4096
 UDP_QUEUE = 64
 
@@ -26,91 +29,119 @@ def split_host_port(target: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class _Accepted(asyncio.Protocol):
-    """A forwarded connection until a relay takes its transport: what it sends meanwhile
-    is kept (reading is paused at once when no session is ready)."""
-
-    def __init__(self, fwd: "TcpForward") -> None:
-        self.fwd = fwd
-        self.transport: asyncio.Transport | None = None
-        self.held: list[bytes] = []
-        self.ended = False
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        self.fwd._accepted(self, transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.held.append(data)
-
-    def eof_received(self) -> bool:
-        self.ended = True
-        return True
-
-    def connection_lost(self, exc) -> None:
-        self.ended = True
-
-
 class TcpForward:
-    """Each accepted connection gets a stream at once when a session is ready (no task
-    before the first byte moves), else once one is."""
+    """A local TCP port carried to a fixed target. The forward accepts connections itself
+    (its own non-blocking listening sockets), so in the accept callback it can read what
+    the client sent already (HTTP and TLS clients send their first bytes at once) and send
+    it, the stream's SYN and its header in one datagram before anything else is set up;
+    the socket becomes a transport and is relayed after that. With no session ready the
+    stream is opened by a task instead."""
 
     def __init__(self, pool: ClientPool, listen: tuple[str, int], target: str) -> None:
         self.pool = pool
         self.listen = listen
         self.target = target
         self.host, self.port = split_host_port(target)
-        self.server: asyncio.base_events.Server | None = None
+        self.msg = appmsg.TcpConnect(self.host, self.port)
+        self.sockets: list[socket.socket] = []
         self._tasks = TaskSet()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _Accepted(self), self.listen[0],
-                                               self.listen[1])
-        addr = self.server.sockets[0].getsockname()
+        host, port = self.listen
+        infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+        try:
+            for family, kind, proto, _, addr in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                self.sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(addr)
+                sock.listen(BACKLOG)
+                sock.setblocking(False)
+        except OSError:
+            self._close_sockets()
+            raise
+        for sock in self.sockets:
+            loop.add_reader(sock.fileno(), self._on_listen, sock)
+        addr = self.sockets[0].getsockname()
         log.info("TCP forwarder listening on %s:%s -> %s", addr[0], addr[1], self.target)
 
-    def _accepted(self, proto: _Accepted, transport: asyncio.Transport) -> None:
-        set_nodelay(transport)
+    def _on_listen(self, lsock: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, peer = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of fds, ...: the connection waits in the backlog
+                log.warning("TCP forwarder cannot accept: %s", exc.strerror or exc)
+                return
+            self._accepted(sock, peer)
+
+    def _accepted(self, sock: socket.socket, peer) -> None:
+        sock.setblocking(False)
+        # relayed bytes go out at once (the tunnel batches); uvloop's transports set this
+        # themselves, asyncio's connect_accepted_socket does not
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        first = b""
         try:
-            st = self.pool.open_now(appmsg.TcpConnect(self.host, self.port))
+            first = sock.recv(CHUNK)  # what the client sent already, if anything
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            sock.close()
+            return
+        try:
+            st = self.pool.open_now(self.msg)
         except ConnectionClosed:
             st = None
-        if st is None:
-            transport.pause_reading()
-            self._tasks.spawn(self._open_later(proto, transport))
-            return
-        self._relay(st, proto, transport)
+        if st is not None and first:
+            try:
+                st.write(first)
+            except StreamClosed:
+                sock.close()
+                return
+            first = b""
+            st.conn.pump_now()
+        self._tasks.spawn(self._serve(sock, peer, st, first))
 
-    def _relay(self, st: TunnelStream, proto: _Accepted, transport: asyncio.Transport) -> None:
-        peer = transport.get_extra_info("peername") or ("?", 0)
+    async def _serve(self, sock: socket.socket, peer, st: TunnelStream | None,
+                     first: bytes) -> None:
         label = f"{peer[0]}:{peer[1]} -> {self.target}"
+        if st is None:
+            try:
+                st = await self.pool.open_tcp(self.host, self.port)
+            except NoTunnel as exc:
+                log.error("failed to establish stream for %s: %s", label, exc)
+                sock.close()
+                return
+            except BaseException:
+                sock.close()
+                raise
         log.info("accepted TCP connection %s", label)
-        # the stream's SYN and header leave with the first bytes the relay reads
-        st.conn.defer_pump()
-        relay = relay_transport(st, transport, b"".join(proto.held), proto.ended)
-        proto.held = []
-        self._tasks.spawn(relay.run(label))
-
-    async def _open_later(self, proto: _Accepted, transport: asyncio.Transport) -> None:
         try:
-            st = await self.pool.open_tcp(self.host, self.port)
-        except NoTunnel as exc:
-            peer = transport.get_extra_info("peername") or ("?", 0)
-            log.error("failed to establish stream for %s -> %s: %s", peer, self.target, exc)
-            transport.close()
-            return
+            if first:
+                st.write(first)
+            transport, held = await asyncio.get_running_loop().connect_accepted_socket(
+                HeldSocket, sock)
         except BaseException:
-            transport.close()
-            raise
-        if transport.is_closing():
             st.close()
-            return
-        self._relay(st, proto, transport)
+            sock.close()
+            raise
+        await relay_transport(st, transport, held.take(), held.ended).run(label)
+
+    def _close_sockets(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self.sockets:
+            if sock.fileno() >= 0:
+                loop.remove_reader(sock.fileno())
+            sock.close()
+        self.sockets = []
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        self._close_sockets()
         await self._tasks.cancel_all(1)
 
 

@@ -16,7 +16,7 @@ import logging
 
 from paqet.client.pool import ClientPool, NoTunnel
 from paqet.proto import httpproxy as hp
-from paqet.tunnel.relay import CHUNK, relay_tcp, set_nodelay
+from paqet.tunnel.relay import CHUNK, relay_tcp
 from paqet.tunnel.stream import StreamClosed
 
 log = logging.getLogger("paqet.http")
@@ -144,7 +144,6 @@ class HttpProxyListener:
                 await self._reply(writer, hp.status_for_dial(rep), f"cannot connect to {target}")
                 return None
             unknown = rep is None
-            set_nodelay(writer)
             if req.is_connect:
                 log.info("HTTP CONNECT %s", label)
                 writer.write(hp.CONNECT_OK)

@@ -10,7 +10,7 @@ import logging
 from paqet.client.pool import ClientPool, NoTunnel
 from paqet.client.udpflows import UdpFlows
 from paqet.proto import socks5
-from paqet.tunnel.relay import relay_tcp, set_nodelay
+from paqet.tunnel.relay import relay_tcp
 
 log = logging.getLogger("paqet.socks5")
 
@@ -207,7 +207,6 @@ class Socks5Listener:
             await writer.drain()
             return
         writer.write(machine.reply(socks5.REP_SUCCEEDED, bind[0], bind[1]))
-        set_nodelay(writer)
         log.info("SOCKS5 accepted TCP connection %s:%s -> %s", peer[0], peer[1], target)
         rest = getattr(machine, "rest", b"")
         if rest:

@@ -12,7 +12,7 @@ from paqet.tunnel.connection import TunnelConnection
 from paqet.tunnel.endpoint import TunnelListener
 from paqet.tunnel.guard import ListenerLimits
 from paqet.tunnel.params import TunnelParams
-from paqet.tunnel.relay import relay_tcp, set_nodelay
+from paqet.tunnel.relay import HeldSocket, relay_held
 from paqet.tunnel.stream import StreamClosed, TunnelStream
 from paqet.tunnel.tasks import TaskSet
 
@@ -127,6 +127,11 @@ class Server:
 
     async def _read_message(self, st: TunnelStream):
         reader = appmsg.MessageReader(self.dialect)
+        if st.buffered:
+            # the header came with the stream's SYN (as a client sends it): no timer needed
+            msg = reader.feed(await st.read(65536))
+            if msg is not None:
+                return msg, reader
         async with asyncio.timeout(self.params.request_timeout):
             while True:
                 data = await st.read(65536)
@@ -174,7 +179,8 @@ class Server:
         log.info("accepted TCP stream %d: %s:%s -> %s", st.sid, conn.peer[0], conn.peer[1], target)
         try:
             async with asyncio.timeout(self.dial_timeout):
-                reader, writer = await asyncio.open_connection(host or "localhost", port)
+                _, held = await asyncio.get_running_loop().create_connection(
+                    HeldSocket, host or "localhost", port)
         except (OSError, TimeoutError) as exc:
             log.error("failed to establish TCP connection to %s for stream %d: %s",
                       target, st.sid, exc or "timeout")
@@ -184,10 +190,9 @@ class Server:
             return
         if status:
             st.write(b"\x00")
-        set_nodelay(writer)
         if rest:
-            writer.write(rest)
-        sent, recv = await relay_tcp(st, reader, writer, f"stream {st.sid} -> {target}")
+            held.transport.write(rest)
+        sent, recv = await relay_held(st, held, f"stream {st.sid} -> {target}")
         log.debug("closed TCP connection %s for stream %d (%d up, %d down)", target, st.sid,
                   sent, recv)
 

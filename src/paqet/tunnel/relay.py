@@ -37,15 +37,39 @@ LINGER = 10.0
 _READ_BUF = memoryview(bytearray(CHUNK))
 
 
-def set_nodelay(writer: asyncio.StreamWriter | asyncio.BaseTransport) -> None:
-    """Relayed bytes go out at once: the tunnel does its own batching (a StreamWriter or a
-    transport)."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+# Relayed bytes go out at once (the tunnel does its own batching): asyncio and uvloop set
+# TCP_NODELAY on the TCP transports their servers accept and create_connection dials
+# (test_forward_relay checks the dials), so the relay sets nothing itself. The TCP forward,
+# which accepts its own sockets, sets it on them.
+
+
+class HeldSocket(asyncio.Protocol):
+    """A socket's protocol until a relay takes its transport over (relay_transport): what
+    the socket sends meanwhile is kept, and whether it ended."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.held: list[bytes] = []
+        self.ended = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.held.append(data)
+
+    def eof_received(self) -> bool:
+        self.ended = True
+        return True
+
+    def connection_lost(self, exc) -> None:
+        self.ended = True
+
+    def take(self) -> bytes:
+        """The bytes held so far (then none)."""
+        data = b"".join(self.held)
+        self.held = []
+        return data
 
 
 BENIGN = (ConnectionError, StreamClosed, asyncio.IncompleteReadError, TimeoutError, EOFError)
@@ -270,7 +294,7 @@ class SocketRelay(asyncio.BufferedProtocol):
                 if now >= idle_at:
                     log.info("relay %s idle for %.0fs, closing", label, idle_timeout)
                     break
-                if now >= stall_at and (st.ended.is_set() or _socket_ended(self)):
+                if now >= stall_at and (st.ended or _socket_ended(self)):
                     # One side is gone and the other has taken nothing for LINGER seconds
                     # (a reader that never reads, a window that never opens): do not let it
                     # pin the socket, the stream and their buffers.
@@ -325,11 +349,21 @@ async def relay_tcp(st: TunnelStream, reader: asyncio.StreamReader,
     if buffered:
         buffered.clear()
     sock_done = bool(getattr(reader, "_eof", False)) or reader.exception() is not None
+    return await _run_relay(st, writer.transport, leftover, sock_done, label, idle_timeout)
+
+
+async def relay_held(st: TunnelStream, held: HeldSocket, label: str = "",
+                     idle_timeout: float | None = None) -> tuple[int, int]:
+    """relay_tcp() for a socket dialled or accepted with a HeldSocket protocol."""
+    return await _run_relay(st, held.transport, held.take(), held.ended, label, idle_timeout)
+
+
+async def _run_relay(st, transport, leftover, sock_done, label, idle_timeout):
     try:
-        relay = relay_transport(st, writer.transport, leftover, sock_done)
+        relay = relay_transport(st, transport, leftover, sock_done)
     except BaseException:
         st.close()
-        writer.close()
+        transport.close()
         raise
     return await relay.run(label, idle_timeout)
 
