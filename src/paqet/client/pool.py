@@ -32,6 +32,8 @@ from paqet.tunnel.tasks import TaskSet
 
 log = logging.getLogger("paqet.client")
 
+ENCODED_KEEP = 256  # app messages kept in wire form per pool (ClientPool._encode)
+
 BackendFactory = Callable[[], object]
 
 
@@ -81,6 +83,7 @@ class ClientPool:
         self.health_timeout = health_timeout
         self.open_timeout = open_timeout
         self._rr = 0
+        self._encoded: dict[tuple, bytes] = {}  # (message, dialect) -> wire (_encode)
         self._tasks = TaskSet()
         self._spawn = self._tasks.spawn
         self._closing = False
@@ -135,6 +138,17 @@ class ClientPool:
     def _dialect(self, slot: _Slot) -> str:
         return slot.dialect or ("alpha21" if self.configured_dialect == "auto"
                                 else self.configured_dialect)
+
+    def _encode(self, msg, slot: _Slot) -> bytes:
+        """msg in the slot's dialect. Messages are immutable and a forward or a busy SOCKS
+        client repeats its targets, so the wire form is kept (up to ENCODED_KEEP)."""
+        key = (msg, self._dialect(slot))
+        wire = self._encoded.get(key)
+        if wire is None:
+            if len(self._encoded) >= ENCODED_KEEP:
+                self._encoded.clear()
+            wire = self._encoded[key] = appmsg.encode(msg, key[1])
+        return wire
 
     def _announce_flags(self, conn: TunnelConnection, slot: _Slot) -> None:
         async def announce() -> None:
@@ -324,7 +338,7 @@ class ClientPool:
         if slot is None:
             return None
         st = slot.conn.open_stream()
-        st.write(appmsg.encode(msg, self._dialect(slot)))
+        st.write(self._encode(msg, slot))
         return st
 
     async def open(self, msg) -> TunnelStream:
@@ -334,7 +348,7 @@ class ClientPool:
             st = conn.open_stream()
         except ConnectionClosed as exc:
             raise NoTunnel(str(exc)) from None
-        st.write(appmsg.encode(msg, self._dialect(slot)))
+        st.write(self._encode(msg, slot))
         return st
 
     async def open_tcp(self, host: str, port: int) -> TunnelStream:
@@ -349,7 +363,7 @@ class ClientPool:
         except ConnectionClosed as exc:
             raise NoTunnel(str(exc)) from None
         if not (slot.caps & appmsg.CAP_STATUS):
-            st.write(appmsg.encode(appmsg.TcpConnect(host, port), self._dialect(slot)))
+            st.write(self._encode(appmsg.TcpConnect(host, port), slot))
             return st, None
         st.write(appmsg.encode(appmsg.TcpConnectStatus(host, port), "alpha21"))
         try:

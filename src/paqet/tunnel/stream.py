@@ -26,7 +26,7 @@ class TunnelStream:
     __slots__ = (
         "conn", "sid", "_chunks", "_buffered", "_eof", "_closed", "_error", "_readable",
         "_writable", "_pending", "_pending_bytes", "_local_closed", "peer_fin", "opened_at",
-        "ended", "_sink", "_on_eof", "_on_writable",
+        "_sink", "_on_eof", "_on_writable",
     )
 
     def __init__(self, conn: "TunnelConnection", sid: int) -> None:
@@ -38,20 +38,44 @@ class TunnelStream:
         self._closed = False       # fully closed: no reads or writes
         self._local_closed = False  # we sent FIN
         self._error: BaseException | None = None
-        self._readable = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
+        # made when a reader or writer first waits (most streams of a relay never do)
+        self._readable: asyncio.Event | None = None
+        self._writable: asyncio.Event | None = None
         self._pending: collections.deque[memoryview] = collections.deque()
         self._pending_bytes = 0
         self.peer_fin = False
         self.opened_at = conn.now_ms()
-        #: set once the peer's FIN arrived or the stream/session is gone
-        self.ended = asyncio.Event()
         #: a relay's callbacks (tunnel.relay): data straight to its socket instead of the
         #: buffer, the end of the stream, and room to write again (one-shot)
         self._sink = None
         self._on_eof = None
         self._on_writable = None
+
+    @property
+    def ended(self) -> bool:
+        """The peer's FIN arrived, or the stream or its session is gone."""
+        return self._eof
+
+    def _wait_readable(self):
+        ev = self._readable
+        if ev is None:
+            ev = self._readable = asyncio.Event()
+        else:
+            ev.clear()
+        return ev.wait()
+
+    def _wait_writable(self):
+        ev = self._writable
+        if ev is None:
+            ev = self._writable = asyncio.Event()
+        else:
+            ev.clear()
+        return ev.wait()
+
+    def _wake_reader(self) -> None:
+        ev = self._readable
+        if ev is not None:
+            ev.set()
 
     def __repr__(self) -> str:
         return f"<TunnelStream {self.sid} on {self.conn.peer}>"
@@ -66,13 +90,12 @@ class TunnelStream:
             return
         self._chunks.append(data)
         self._buffered += len(data)
-        self._readable.set()
+        self._wake_reader()
 
     def _feed_eof(self) -> None:
-        self.ended.set()
         self._eof = True
         self.peer_fin = True
-        self._readable.set()
+        self._wake_reader()
         # smux: once the peer's FIN arrived, writes on this stream fail.
         self._wake_writer()
         if self._on_eof is not None:
@@ -81,17 +104,18 @@ class TunnelStream:
     def _abort(self, exc: BaseException) -> None:
         if self._error is None:
             self._error = exc
-        self.ended.set()
         self._eof = True
         self._closed = True
         self._drop_pending()
-        self._readable.set()
+        self._wake_reader()
         self._wake_writer()
         if self._on_eof is not None:
             self._on_eof()
 
     def _wake_writer(self) -> None:
-        self._writable.set()
+        ev = self._writable
+        if ev is not None:
+            ev.set()
         cb = self._on_writable
         if cb is not None:
             self._on_writable = None
@@ -135,8 +159,7 @@ class TunnelStream:
                 if self._error is not None and not isinstance(self._error, EOFError):
                     raise StreamClosed(str(self._error))
                 return b""
-            self._readable.clear()
-            await self._readable.wait()
+            await self._wait_readable()
         chunks = self._chunks
         if n < 0 or n >= self._buffered:
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -174,8 +197,7 @@ class TunnelStream:
         while not self._chunks:
             if self._eof:
                 return b""
-            self._readable.clear()
-            await self._readable.wait()
+            await self._wait_readable()
         data = self._chunks.popleft()
         self._buffered -= len(data)
         self.conn._stream_consumed(self, len(data))
@@ -207,7 +229,6 @@ class TunnelStream:
         self._pending.append(data)
         self._pending_bytes += len(data)
         self.conn.pending_out += len(data)
-        self._writable.clear()
 
     async def drain(self) -> None:
         while True:
@@ -217,11 +238,10 @@ class TunnelStream:
                 raise StreamClosed(f"stream {self.sid}: peer closed it")
             if not self._pending and not self.conn.send_backlogged:
                 return
-            self._writable.clear()
             if not self._pending:
                 await self.conn.wait_send_room()
             else:
-                await self._writable.wait()
+                await self._wait_writable()
 
     async def send_datagram(self, data: bytes) -> None:
         """Send one datagram as exactly one smux frame, waiting for window if needed."""
@@ -230,8 +250,7 @@ class TunnelStream:
             if self.conn.smux.send_datagram(self.sid, data):
                 self.conn._schedule_pump()
                 return
-            self._writable.clear()
-            await self._writable.wait()
+            await self._wait_writable()
 
     def close(self) -> None:
         """Send FIN after the queued bytes and forget the stream. Idempotent."""
@@ -242,7 +261,7 @@ class TunnelStream:
         self._chunks.clear()
         self._drop_pending()  # not sent: a stream's queued bytes go only while it is open
         self.conn._close_stream(self)
-        self._readable.set()
+        self._wake_reader()
         self._wake_writer()
 
     @property
