@@ -617,6 +617,13 @@ class KCP:
                 self.flush(now, True)
         return 0
 
+    @property
+    def ack_flush_can_wait(self) -> bool:
+        """The flush Input asked for is ACK-only and asked by ack_nodelay alone (fewer
+        ACKs pending than ACK clocking sends at once): a shell may let them ride with the
+        data it is about to send instead."""
+        return self._pending_flush == 1 and len(self.acklist) >> 1 < self.mtu // OVERHEAD
+
     def flush_pending(self, now: int) -> None:
         """Do the flush that Input asked for while `defer_flush` was set."""
         p = self._pending_flush

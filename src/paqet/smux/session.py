@@ -279,20 +279,21 @@ class SmuxSession:
         q.append(HEADER.pack(self.version, FIN, 0, sid))
         q.append(b"")
 
-    def stream_consumed(self, sid: int, n: int) -> None:
+    def stream_consumed(self, sid: int, n: int) -> bool:
         """The application read n bytes of this stream: refund the bucket; v2 sends UPD
-        after the first read and whenever max_stream_buffer/2 were read since the last."""
+        after the first read and whenever max_stream_buffer/2 were read since the last.
+        True when that queued a frame to send."""
         st = self.streams.get(sid)
         if st is None or n <= 0:
-            return  # a closed stream's debt was refunded by close_stream
+            return False  # a closed stream's debt was refunded by close_stream
         if n > st.buffered:
             n = st.buffered
             if n <= 0:
-                return
+                return False
         st.buffered -= n
         self.bucket += n
         if self.version != 2:
-            return
+            return False
         first = st.read == 0 and st.incr == 0
         st.read = (st.read + n) & M32
         st.incr += n
@@ -301,15 +302,18 @@ class SmuxSession:
                                                       and st.read >= LAZY_UPD_LIMIT):
             self._queue_upd(st)
             lazy.pop(sid, None)
-        elif first:
+            return True
+        if first:
             if self.max_stream_buffer >= INITIAL_PEER_WINDOW:
                 # Go's smux sends this one at once. It only widens the window the peer
                 # already assumes, so it waits for other frames, the timer, or
                 # LAZY_UPD_LIMIT bytes read: a short request/response stream does not cost
                 # a datagram (and the peer's ACK of it) for it.
                 lazy[sid] = None
-            else:
-                self._queue_upd(st)
+                return False
+            self._queue_upd(st)
+            return True
+        return False
 
     def _queue_upd(self, st: _Stream) -> None:
         """UPD with what the application consumed so far; the half-window count restarts."""

@@ -33,6 +33,10 @@ _CMD_TS = _CMD_TS_STRUCT.unpack_from
 REPLAYS_AT = 256  # replayed datagrams that make the listener update its kernel block list
 #: longest sleep of an idle session's timer (smux's keepalive usually wakes it sooner)
 IDLE_TICK_MS = 1000
+#: seconds ACKs that ack_nodelay would send alone wait for data to ride with (ACK clocking,
+#: a full flush or the KCP tick send them sooner). kcp-go with acknodelay off holds them up
+#: to a whole interval; this adds at most 2 ms to the peer's RTT samples.
+ACK_HOLD = 0.002
 
 
 class ConnectionClosed(ConnectionError):
@@ -96,6 +100,8 @@ class TunnelConnection:
         self._on_stream: Callable[[TunnelStream], None] | None = None
         self._pump_handle: asyncio.Handle | None = None
         self._xmit_handle: asyncio.Handle | None = None
+        self._xmit_waited = False
+        self._ack_timer: asyncio.TimerHandle | None = None
         self._delivered = False
         self._timer: asyncio.TimerHandle | None = None
         self._sleeping = False  # the timer waits for smux, not KCP's interval (_on_timer)
@@ -248,10 +254,17 @@ class TunnelConnection:
             self._schedule_pump()
 
     def _stream_consumed(self, st: TunnelStream, n: int) -> None:
-        if n and not self.closed and st.sid in self.streams:
-            self.smux.stream_consumed(st.sid, n)
+        """The application took n bytes of st. A pump runs when that queued a window
+        update or lets smux take more from KCP again; not otherwise (a pump's send would
+        carry only our pending ACK, and put it ahead of what the reader does next)."""
+        if not n or self.closed:
+            return
+        smux = self.smux
+        if st.sid not in self.streams:
             self._schedule_pump()
-        elif n and not self.closed:
+            return
+        paused = smux.receive_paused
+        if smux.stream_consumed(st.sid, n) or paused:
             self._schedule_pump()
 
     @property
@@ -316,20 +329,6 @@ class TunnelConnection:
         if self._pump_handle is None and not self.closed:
             self._pump_handle = self.loop.call_soon(self._pump)
 
-    def defer_pump(self) -> None:
-        """Let the callbacks and tasks queued after this call run before the next pump: a
-        forward opening a stream calls it so the stream's SYN and header leave in the same
-        datagram as the first bytes its relay reads (HTTP and TLS clients have usually sent
-        them already), one datagram and one peer wake-up instead of two."""
-        h = self._pump_handle
-        if h is not None and not self.closed:
-            h.cancel()
-            self._pump_handle = self.loop.call_soon(self._pump_deferred)
-
-    def _pump_deferred(self) -> None:
-        self._pump_handle = None
-        self._schedule_pump()
-
     def pump_now(self) -> None:
         """Run a scheduled pump at once instead of on the loop's next iteration: the reader
         calls this after a batch of datagrams, so what they carry (ACKs, data for streams,
@@ -386,18 +385,37 @@ class TunnelConnection:
             self._schedule_timer(self.params.interval)
 
     def _transmit_late(self) -> None:
-        """The pump's deferred flush and send. A pump the woken code scheduled (a handler
-        that read its header queued a window update) runs first, so the update and the ACK
-        share one datagram."""
+        """The pump's deferred flush and send, two loop turns on. A pump the woken code
+        scheduled (a handler that read its header queued a window update) runs first, so
+        the update and the ACK share one datagram; and the I/O that code started is
+        handled first (a dial to a target on this host has connected by then, so the
+        request reaches it before we spend ~100 us sending the ACK)."""
+        if not self._xmit_waited:
+            self._xmit_waited = True
+            self._xmit_handle = self.loop.call_soon(self._transmit_late)
+            return
+        self._xmit_waited = False
         self._xmit_handle = None
         if self.closed:
             return
         if self._pump_handle is not None:
             self.pump_now()
+        elif self.kcp.ack_flush_can_wait:
+            # Only ACKs to send: they ride with the reply the woken code is likely about to
+            # write (a request's response, a FIN), or leave ACK_HOLD later. An ACK-only
+            # datagram sent now costs ~80 us before that reply, and wakes the peer for it.
+            if self._ack_timer is None:
+                self._ack_timer = self.loop.call_later(ACK_HOLD, self._ack_due)
         else:
-            now = now_ms()
-            self.kcp.flush_pending(now)
-            self._transmit(now)
+            self._ack_due()
+
+    def _ack_due(self) -> None:
+        self._ack_timer = None
+        if self.closed:
+            return
+        now = now_ms()
+        self.kcp.flush_pending(now)
+        self._transmit(now)
 
     def _transmit(self, now: int) -> None:
         dgrams = self.kcp.datagrams_to_send()
@@ -523,6 +541,9 @@ class TunnelConnection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         exc = StreamClosed(f"tunnel to {self.peer[0]}:{self.peer[1]} closed: {reason}")
         for st in list(self.streams.values()):
             st._abort(exc)
