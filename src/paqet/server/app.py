@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import logging
+import os
+import socket
 
 from paqet.proto import appmsg, socks5
 from paqet.tunnel.connection import TunnelConnection
@@ -104,7 +107,8 @@ class Server:
             if conn is None:
                 return
             log.info("accepted new connection from %s:%s", conn.peer[0], conn.peer[1])
-            conn.set_stream_handler(lambda st, c=conn: self._spawn(self._stream(c, st)))
+            conn.set_stream_handler(
+                lambda st, c=conn: c.after_events(lambda: self._opened(c, st)))
 
     def _session_closed(self, conn: TunnelConnection, reason: str) -> None:
         if not self._stopping:
@@ -114,9 +118,32 @@ class Server:
         except Exception:
             pass
 
-    async def _stream(self, conn: TunnelConnection, st: TunnelStream) -> None:
+    def _opened(self, conn: TunnelConnection, st: TunnelStream) -> None:
+        """A new stream, with the bytes that came with its SYN (a client sends its header
+        there, and often the first bytes to relay too). When they hold a TCP connect to an
+        IP address, the target is dialled here, in the pump, and the bytes after the header
+        go to it as soon as it is connected (at once for a target on this host): no task,
+        loop turn or resolver before the request leaves. The rest (and every other message)
+        is handled by the stream's task."""
+        early = None
+        if st.buffered:
+            reader = appmsg.MessageReader(self.dialect)
+            try:
+                msg = reader.feed(st.read_nowait())
+            except appmsg.ProtocolError as exc:
+                msg = exc
+            sock = _dial_now(msg)
+            ready = isinstance(sock, socket.socket) and _connected(sock)
+            if ready:
+                if isinstance(msg, appmsg.TcpConnectStatus):
+                    st.write(b"\x00")  # connected: the client may send
+                reader.rest = _send_now(sock, reader.rest)
+            early = (msg, reader, sock, ready)
+        self._spawn(self._stream(conn, st, early))
+
+    async def _stream(self, conn: TunnelConnection, st: TunnelStream, early=None) -> None:
         try:
-            await self._handle(conn, st)
+            await self._handle(conn, st, early)
         except (StreamClosed, ConnectionError) as exc:
             log.debug("stream %d from %s ended: %s", st.sid, conn.peer, exc)
         except Exception:
@@ -125,13 +152,8 @@ class Server:
             st.close()
             log.debug("stream %d from %s:%s closed", st.sid, conn.peer[0], conn.peer[1])
 
-    async def _read_message(self, st: TunnelStream):
-        reader = appmsg.MessageReader(self.dialect)
-        if st.buffered:
-            # the header came with the stream's SYN (as a client sends it): no timer needed
-            msg = reader.feed(await st.read(65536))
-            if msg is not None:
-                return msg, reader
+    async def _read_message(self, st: TunnelStream, reader=None):
+        reader = reader or appmsg.MessageReader(self.dialect)
         async with asyncio.timeout(self.params.request_timeout):
             while True:
                 data = await st.read(65536)
@@ -145,9 +167,13 @@ class Server:
                 if msg is not None:
                     return msg, reader
 
-    async def _handle(self, conn: TunnelConnection, st: TunnelStream) -> None:
+    async def _handle(self, conn: TunnelConnection, st: TunnelStream, early=None) -> None:
+        msg, reader, sock, ready = early or (None, None, None, False)
         try:
-            msg, reader = await self._read_message(st)
+            if isinstance(msg, appmsg.ProtocolError):
+                raise msg
+            if msg is None:
+                msg, reader = await self._read_message(st, reader)
         except appmsg.ProtocolError as exc:
             log.error("failed to read protocol message from stream %d: %s", st.sid, exc)
             return
@@ -165,23 +191,42 @@ class Server:
             st.write(appmsg.encode(appmsg.Hello(appmsg.CAP_STATUS), "alpha21"))
             await st.drain()
         elif isinstance(msg, appmsg.TcpConnect):
-            await self._tcp(conn, st, msg.host, msg.port, reader.rest)
+            await self._tcp(conn, st, msg.host, msg.port, reader.rest, sock=sock, ready=ready)
         elif isinstance(msg, appmsg.TcpConnectStatus):
-            await self._tcp(conn, st, msg.host, msg.port, reader.rest, status=True)
+            await self._tcp(conn, st, msg.host, msg.port, reader.rest, status=not ready,
+                            sock=sock, ready=ready)
         elif isinstance(msg, appmsg.UdpAssociate):
             await self._udp(conn, st, msg.host, msg.port, reader.rest)
         else:
             log.error("unknown protocol type %s on stream %d", type(msg).__name__, st.sid)
 
     async def _tcp(self, conn, st: TunnelStream, host: str, port: int, rest: bytes,
-                   status: bool = False) -> None:
+                   status: bool = False, sock: socket.socket | OSError | None = None,
+                   ready: bool = False) -> None:
+        """Dial host:port (or finish the dial _opened started: `sock`, connected when
+        `ready`, and then `rest` is what the target did not take yet), answer a PTCPS
+        (`status`), and relay."""
         target = join_host_port(host, port)
         log.info("accepted TCP stream %d: %s:%s -> %s", st.sid, conn.peer[0], conn.peer[1], target)
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self.dial_timeout):
-                _, held = await asyncio.get_running_loop().create_connection(
-                    HeldSocket, host or "localhost", port)
+            if isinstance(sock, OSError):
+                raise sock
+            if sock is not None:
+                if not ready:
+                    async with asyncio.timeout(self.dial_timeout):
+                        await _wait_connected(loop, sock)
+                _, held = await loop.create_connection(HeldSocket, sock=sock)
+            else:
+                async with asyncio.timeout(self.dial_timeout):
+                    _, held = await loop.create_connection(HeldSocket, host or "localhost", port)
+        except asyncio.CancelledError:
+            if isinstance(sock, socket.socket):
+                sock.close()
+            raise
         except (OSError, TimeoutError) as exc:
+            if isinstance(sock, socket.socket):
+                sock.close()
             log.error("failed to establish TCP connection to %s for stream %d: %s",
                       target, st.sid, exc or "timeout")
             if status:
@@ -246,3 +291,63 @@ class Server:
         if self.listener is not None:
             self.listener.close()
         await self._tasks.cancel_all(2)
+
+
+def _dial_now(msg) -> socket.socket | OSError | None:
+    """Start a TCP connect for a PTCP/PTCPS message to an IP address: a non-blocking
+    socket whose SYN is out (None for anything else: names are resolved by the task)."""
+    if not isinstance(msg, (appmsg.TcpConnect, appmsg.TcpConnectStatus)) or not msg.port:
+        return None
+    host = msg.host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.inet_pton(family, host)
+    except OSError:
+        return None  # a name (or not an address): the task resolves it
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex((host, msg.port))
+    except OSError as exc:
+        sock.close()
+        return exc
+    if err not in (0, errno.EINPROGRESS):
+        sock.close()
+        return OSError(err, os.strerror(err))
+    return sock
+
+
+def _connected(sock: socket.socket) -> bool:
+    """The connect finished (a target on this host: within connect() itself)."""
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
+def _send_now(sock: socket.socket, data: bytes) -> bytes:
+    """Send what the connected socket takes now; the rest (or all, on an error, which the
+    transport then meets and reports) is returned."""
+    if not data:
+        return data
+    try:
+        n = sock.send(data)
+    except OSError:
+        return data
+    return data[n:]
+
+
+async def _wait_connected(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    """Wait for a non-blocking connect to finish; raise its error."""
+    fd = sock.fileno()
+    done = loop.create_future()
+    loop.add_writer(fd, lambda: done.done() or done.set_result(None))
+    try:
+        await done
+    finally:
+        loop.remove_writer(fd)
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))

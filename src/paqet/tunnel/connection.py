@@ -102,13 +102,14 @@ class TunnelConnection:
         self._xmit_handle: asyncio.Handle | None = None
         self._xmit_waited = False
         self._ack_timer: asyncio.TimerHandle | None = None
+        self._in_events = False
+        self._after_events: list = []
         self._delivered = False
         self._timer: asyncio.TimerHandle | None = None
         self._sleeping = False  # the timer waits for smux, not KCP's interval (_on_timer)
         self._send_room = asyncio.Event()
         self._send_room.set()
         self._room_waiters: list = []
-        self._after_events: list = []
         self.closed = False
         self.close_reason = ""
         self.created_ms = now_ms()
@@ -428,13 +429,19 @@ class TunnelConnection:
 
     def after_events(self, cb) -> None:
         """Call cb (once) when the events being processed are done (a relay's gathered
-        write)."""
-        self._after_events.append(cb)
+        write, a handler that wants the bytes that came with a new stream); at once when
+        none are."""
+        if self._in_events:
+            self._after_events.append(cb)
+        else:
+            cb()
 
     def _process_events(self) -> None:
+        self._in_events = True
         try:
             self._process_events_once()
         finally:
+            self._in_events = False
             if self._after_events:
                 cbs = self._after_events
                 self._after_events = []

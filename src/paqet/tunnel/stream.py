@@ -160,7 +160,13 @@ class TunnelStream:
                     raise StreamClosed(str(self._error))
                 return b""
             await self._wait_readable()
+        return self.read_nowait(n)
+
+    def read_nowait(self, n: int = -1) -> bytes:
+        """Up to n of the bytes buffered now (all when n < 0); b"" when none are."""
         chunks = self._chunks
+        if not chunks:
+            return b""
         if n < 0 or n >= self._buffered:
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             chunks.clear()
