@@ -1,0 +1,63 @@
+"""A stream whose SYN brings PTCP to an IP address is dialled inside the pump that decoded
+it, and (for a target on this host) the bytes after the header reach the target there
+too, before any task runs (server.app.Server._opened)."""
+
+import asyncio
+import socket
+
+import pytest
+
+from paqet.proto import appmsg
+from paqet.server.app import Server
+from paqet.tunnel.connection import TunnelConnection
+from paqet.tunnel.params import TunnelParams
+
+pytestmark = pytest.mark.timeout(30)
+P = TunnelParams.for_mode("fast3", key="early-dial", interval=5000)
+
+
+@pytest.mark.parametrize("status", [False, True], ids=["PTCP", "PTCPS"])
+def test_request_reaches_the_target_inside_the_pump(status):
+    lsock = socket.create_server(("127.0.0.1", 0))
+    lsock.setblocking(False)
+    port = lsock.getsockname()[1]
+
+    async def main():
+        a_out, b_out = [], []
+        a = TunnelConnection(conv=9, peer=("b", 1), send=lambda w, p: a_out.append(w),
+                             params=P, client=True)
+        b = TunnelConnection(conv=9, peer=("a", 1), send=lambda w, p: b_out.append(w),
+                             params=P, client=False)
+        srv = Server(P, backend=None)
+        b.set_stream_handler(lambda st: b.after_events(lambda: srv._opened(b, st)))
+        msg = (appmsg.TcpConnectStatus if status else appmsg.TcpConnect)("127.0.0.1", port)
+        st = a.open_stream()
+        st.write(appmsg.encode(msg, "alpha21") + b"GET / HTTP/1.0\r\n\r\n")
+        for _ in range(8):
+            await asyncio.sleep(0)
+        for w in a_out:
+            b.datagram_received(w)
+        b.pump_now()
+        # no await since the pump: no task has run
+        conn, _ = lsock.accept()
+        conn.settimeout(0)
+        got = conn.recv(100)
+        first = None
+        if status:  # the PTCPS reply was written in the same pump: the client reads 0x00
+            for _ in range(8):
+                await asyncio.sleep(0)
+            for w in b_out:
+                a.datagram_received(w)
+            a.pump_now()
+            first = await asyncio.wait_for(st.read(1), 5)
+        await srv._tasks.cancel_all(1)
+        conn.close()
+        a.close()
+        b.close()
+        return got, first
+    try:
+        got, first = asyncio.run(main())
+    finally:
+        lsock.close()
+    assert got == b"GET / HTTP/1.0\r\n\r\n"
+    assert first == (b"\x00" if status else None)
