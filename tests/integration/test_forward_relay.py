@@ -140,3 +140,44 @@ def test_forward_sets_nodelay_on_what_it_accepts():
                 await fwd.stop()
     asyncio.run(asyncio.wait_for(main(), 30))
     assert seen and seen[0]
+
+
+def test_accept_error_pauses_listening_then_serves(monkeypatch):
+    """EMFILE (and the like) leaves the connection in the backlog: the forward stops
+    watching the listening socket for ACCEPT_RETRY instead of spinning on it, then serves
+    the connection."""
+    import errno
+    import socket
+    import time
+
+    from paqet.client import forward
+
+    monkeypatch.setattr(forward, "ACCEPT_RETRY", 0.3)
+    calls = []
+    real_accept = socket.socket.accept
+
+    async def main():
+        async with Tunnel(P) as t, blob_server(4096) as (port, digest):
+            await _ready(t)
+            fwd = TcpForward(t.pool, ("127.0.0.1", 0), f"127.0.0.1:{port}")
+            await fwd.start()
+            lsock = fwd.sockets[0]
+
+            def accept(self):
+                if self is lsock:
+                    calls.append(time.monotonic())
+                    if len(calls) == 1:
+                        raise OSError(errno.EMFILE, "Too many open files")
+                return real_accept(self)
+            monkeypatch.setattr(socket.socket, "accept", accept)
+            try:
+                t0 = time.monotonic()
+                got = await _get(lsock.getsockname()[1])
+            finally:
+                await fwd.stop()
+            return got, digest, t0
+    got, digest, t0 = asyncio.run(asyncio.wait_for(main(), 30))
+    assert got == (4096, digest)
+    # one failure, then nothing until the pause is over (then the accept and the empty
+    # call that ends the batch)
+    assert len(calls) <= 3 and calls[1] - calls[0] >= 0.25

@@ -10,7 +10,7 @@ from paqet.client.pool import ClientPool, NoTunnel
 from paqet.client.udpflows import UdpFlows
 from paqet.proto import appmsg
 from paqet.tunnel.connection import ConnectionClosed
-from paqet.tunnel.relay import CHUNK, HeldSocket, relay_transport
+from paqet.tunnel.relay import CHUNK, HeldSocket, relay_held
 from paqet.tunnel.stream import StreamClosed, TunnelStream
 from paqet.tunnel.tasks import TaskSet
 
@@ -18,6 +18,7 @@ log = logging.getLogger("paqet.forward")
 
 BACKLOG = 100       # what asyncio's create_server uses
 ACCEPT_BATCH = 64   # connections accepted per wake-up, at most
+ACCEPT_RETRY = 1.0  # seconds accepting pauses after an error such as EMFILE
 UDP_MAX = 4096
 UDP_QUEUE = 64
 
@@ -73,12 +74,23 @@ class TcpForward:
         for _ in range(ACCEPT_BATCH):
             try:
                 sock, peer = lsock.accept()
-            except (BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
-            except OSError as exc:  # out of fds, ...: the connection waits in the backlog
-                log.warning("TCP forwarder cannot accept: %s", exc.strerror or exc)
+            except OSError as exc:
+                # out of fds or buffers: the connection waits in the backlog, and the
+                # listening socket (still readable) is left alone for ACCEPT_RETRY seconds
+                # instead of waking the loop at once again (as asyncio's servers do)
+                log.warning("TCP forwarder cannot accept: %s; retrying in %.0f s",
+                            exc.strerror or exc, ACCEPT_RETRY)
+                loop = asyncio.get_running_loop()
+                loop.remove_reader(lsock.fileno())
+                loop.call_later(ACCEPT_RETRY, self._resume_listening, lsock)
                 return
             self._accepted(sock, peer)
+
+    def _resume_listening(self, lsock: socket.socket) -> None:
+        if lsock in self.sockets and lsock.fileno() >= 0:
+            asyncio.get_running_loop().add_reader(lsock.fileno(), self._on_listen, lsock)
 
     def _accepted(self, sock: socket.socket, peer) -> None:
         sock.setblocking(False)
@@ -124,13 +136,17 @@ class TcpForward:
         try:
             if first:
                 st.write(first)
-            transport, held = await asyncio.get_running_loop().connect_accepted_socket(
-                HeldSocket, sock)
+            _, held = await asyncio.get_running_loop().connect_accepted_socket(HeldSocket, sock)
+        except (StreamClosed, OSError) as exc:
+            log.debug("TCP connection %s ended before its relay: %s", label, exc)
+            st.close()
+            sock.close()
+            return
         except BaseException:
             st.close()
             sock.close()
             raise
-        await relay_transport(st, transport, held.take(), held.ended).run(label)
+        await relay_held(st, held, label)
 
     def _close_sockets(self) -> None:
         loop = asyncio.get_running_loop()
