@@ -109,14 +109,15 @@ class TcpForward:
             st = self.pool.open_now(self.msg)
         except ConnectionClosed:
             st = None
-        if st is not None and first:
-            try:
-                st.write(first)
-            except StreamClosed:
-                sock.close()
-                return
-            first = b""
-            st.conn.pump_now()
+        if st is not None:
+            if first:
+                try:
+                    st.write(first)
+                except StreamClosed:
+                    sock.close()
+                    return
+                first = b""
+            st.conn.pump_now()  # the datagram leaves before the task below is even made
         self._tasks.spawn(self._serve(sock, peer, st, first))
 
     async def _serve(self, sock: socket.socket, peer, st: TunnelStream | None,
