@@ -112,7 +112,7 @@ def test_dialled_sockets_have_nodelay(loop):
 
 def test_forward_sets_nodelay_on_what_it_accepts():
     """asyncio's connect_accepted_socket leaves TCP_NODELAY off (uvloop's sets it): the
-    forward sets it on each socket it accepts."""
+    forward sets it on its listening sockets, and what they accept inherits it."""
     import socket
     seen = []
 

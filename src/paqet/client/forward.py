@@ -57,6 +57,10 @@ class TcpForward:
                 sock = socket.socket(family, kind, proto)
                 self.sockets.append(sock)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                # relayed bytes go out at once (the tunnel batches): accepted sockets
+                # inherit this (uvloop's transports set it themselves, asyncio's
+                # connect_accepted_socket does not)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.bind(addr)
@@ -94,9 +98,6 @@ class TcpForward:
 
     def _accepted(self, sock: socket.socket, peer) -> None:
         sock.setblocking(False)
-        # relayed bytes go out at once (the tunnel batches); uvloop's transports set this
-        # themselves, asyncio's connect_accepted_socket does not
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         first = b""
         try:
             first = sock.recv(CHUNK)  # what the client sent already, if anything
