@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 
 from paqet.client.pool import ClientPool, NoTunnel
 from paqet.client.udpflows import UdpFlows
@@ -19,6 +20,7 @@ log = logging.getLogger("paqet.forward")
 BACKLOG = 100       # what asyncio's create_server uses
 ACCEPT_BATCH = 64   # connections accepted per wake-up, at most
 ACCEPT_RETRY = 1.0  # seconds accepting pauses after an error such as EMFILE
+_NODELAY_INHERITED = sys.platform.startswith("linux")  # from the listening socket
 UDP_MAX = 4096
 UDP_QUEUE = 64
 
@@ -58,7 +60,7 @@ class TcpForward:
                 self.sockets.append(sock)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 # relayed bytes go out at once (the tunnel batches): accepted sockets
-                # inherit this (uvloop's transports set it themselves, asyncio's
+                # inherit this on Linux (uvloop's transports set it themselves, asyncio's
                 # connect_accepted_socket does not)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if family == socket.AF_INET6:
@@ -98,6 +100,8 @@ class TcpForward:
 
     def _accepted(self, sock: socket.socket, peer) -> None:
         sock.setblocking(False)
+        if not _NODELAY_INHERITED:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         first = b""
         try:
             first = sock.recv(CHUNK)  # what the client sent already, if anything
