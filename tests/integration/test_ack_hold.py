@@ -49,14 +49,21 @@ async def _deliver(src_out, dst):
     await _turns()
 
 
+async def _request_delivered():
+    """A stream with a request, opened by a and delivered to b: nothing sent back yet (the
+    ACK waits, the handler may answer)."""
+    a, b, a_out, b_out, streams = await _pair()
+    st = a.open_stream()
+    st.write(b"request")
+    await _turns()
+    await _deliver(a_out, b)
+    assert streams and b_out == []
+    return a, b, b_out, streams
+
+
 def test_ack_rides_with_the_reply():
     async def main():
-        a, b, a_out, b_out, streams = await _pair()
-        st = a.open_stream()
-        st.write(b"request")
-        await _turns()
-        await _deliver(a_out, b)
-        assert streams and b_out == []  # the ACK waits: the handler may answer
+        a, b, b_out, streams = await _request_delivered()
         streams[0].write(b"response")
         await _turns()
         cmds = _cmds(b_out)
@@ -69,12 +76,7 @@ def test_ack_rides_with_the_reply():
 
 def test_ack_leaves_alone_after_the_hold():
     async def main():
-        a, b, a_out, b_out, streams = await _pair()
-        st = a.open_stream()
-        st.write(b"request")
-        await _turns()
-        await _deliver(a_out, b)
-        assert streams and b_out == []
+        a, b, b_out, streams = await _request_delivered()
         await asyncio.sleep(tc.ACK_HOLD + 0.05)
         cmds = _cmds(b_out)
         a.close()

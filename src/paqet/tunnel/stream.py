@@ -57,19 +57,11 @@ class TunnelStream:
         return self._eof
 
     def _wait_readable(self):
-        ev = self._readable
-        if ev is None:
-            ev = self._readable = asyncio.Event()
-        else:
-            ev.clear()
+        ev = self._readable = _cleared(self._readable)
         return ev.wait()
 
     def _wait_writable(self):
-        ev = self._writable
-        if ev is None:
-            ev = self._writable = asyncio.Event()
-        else:
-            ev.clear()
+        ev = self._writable = _cleared(self._writable)
         return ev.wait()
 
     def _wake_reader(self) -> None:
@@ -273,3 +265,11 @@ class TunnelStream:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+def _cleared(ev: asyncio.Event | None) -> asyncio.Event:
+    """An unset event to wait on: `ev` cleared, or a new one."""
+    if ev is None:
+        return asyncio.Event()
+    ev.clear()
+    return ev
