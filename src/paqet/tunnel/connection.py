@@ -406,11 +406,12 @@ class TunnelConnection:
             # write (a request's response, a FIN), or leave ACK_HOLD later. An ACK-only
             # datagram sent now costs ~80 us before that reply, and wakes the peer for it.
             if self._ack_timer is None:
-                self._ack_timer = self.loop.call_later(ACK_HOLD, self._ack_due)
+                self._ack_timer = self.loop.call_later(ACK_HOLD, self._send_pending)
         else:
-            self._ack_due()
+            self._send_pending()
 
-    def _ack_due(self) -> None:
+    def _send_pending(self) -> None:
+        """The flush Input asked for, and the send (now, or when an ACK hold ends)."""
         self._ack_timer = None
         if self.closed:
             return
