@@ -18,9 +18,10 @@ from . import _fec_isal
 if TYPE_CHECKING:
     import numpy as np
 
-# numpy is imported where it is used, not here: only FEC set-up (matrix inversion) and the
-# fallback combiner without ISA-L need it, and importing it costs ~0.1 s and ~10 MB per
-# process that runs without FEC.
+# numpy is imported where it is used, not here: only the fallback combiner without ISA-L and
+# the set-up of large codes (matrices over SMALL_MATRIX rows) need it, and importing it costs
+# ~0.1 s and ~12 MB of RSS per process (an idle FEC client: 67 -> 55 MB without it).
+SMALL_MATRIX = 32
 
 TYPE_DATA, TYPE_PARITY, TYPE_OOB = 0xF1, 0xF2, 0xF3
 HEADER = 8
@@ -99,8 +100,31 @@ def _combine_bytes(coefs: list[list[int]], shards: list[bytes], length: int) -> 
     return out
 
 
-def _mat_mul(a, b) -> np.ndarray:
-    """GF(2^8) matrix product, vectorised: (n, k) x (k, m)."""
+def _row_times(f: int, row: list[int]) -> list[int]:
+    """f * row over GF(2^8)."""
+    if f == 0:
+        return [0] * len(row)
+    lf = _LOG[f]
+    return [_EXP[lf + _LOG[y]] if y else 0 for y in row]
+
+
+def _mat_mul(a, b) -> list[list[int]]:
+    """GF(2^8) matrix product (n, k) x (k, m): plain Python for small ones, vectorised with
+    numpy above SMALL_MATRIX."""
+    if len(a) > SMALL_MATRIX or len(b) > SMALL_MATRIX:
+        return _mat_mul_np(a, b).tolist()
+    out = []
+    m = len(b[0]) if b else 0
+    for row in a:
+        acc = [0] * m
+        for coef, brow in zip(row, b):
+            if coef:
+                acc = [x ^ y for x, y in zip(acc, _row_times(coef, brow))]
+        out.append(acc)
+    return out
+
+
+def _mat_mul_np(a, b) -> np.ndarray:
     import numpy as np
     MUL = _mul_tables()[0]
     a = np.asarray(a, dtype=np.uint8)
@@ -109,8 +133,30 @@ def _mat_mul(a, b) -> np.ndarray:
 
 
 def _mat_inv(m) -> list[list[int]]:
-    """Gauss-Jordan inverse over GF(2^8), one vectorised row operation per column (a 255x255
-    matrix, the largest a peer's d/p can make us build, takes well under a second)."""
+    """Gauss-Jordan inverse over GF(2^8): plain Python up to SMALL_MATRIX rows (a 10/3
+    code's set-up then needs no numpy), above that one vectorised row operation per column
+    (a 255x255 matrix, the largest a peer's d/p can make us build, takes well under a
+    second)."""
+    n = len(m)
+    if n > SMALL_MATRIX:
+        return _mat_inv_np(m)
+    a = [list(row) + [int(i == j) for j in range(n)] for i, row in enumerate(m)]
+    for col in range(n):
+        piv = next((r for r in range(col, n) if a[r][col]), None)
+        if piv is None:
+            raise ValueError("matrix is singular")
+        if piv != col:
+            a[col], a[piv] = a[piv], a[col]
+        a[col] = _row_times(gf_inv(a[col][col]), a[col])
+        pivot = a[col]
+        for r in range(n):
+            f = a[r][col]
+            if r != col and f:
+                a[r] = [x ^ y for x, y in zip(a[r], _row_times(f, pivot))]
+    return [row[n:] for row in a]
+
+
+def _mat_inv_np(m) -> list[list[int]]:
     import numpy as np
     MUL = _mul_tables()[0]
     m = np.asarray(m, dtype=np.uint8)
@@ -133,7 +179,7 @@ def _mat_inv(m) -> list[list[int]]:
 def encoding_matrix(d: int, p: int) -> list[list[int]]:
     """klauspost/reedsolomon's default matrix: V · inverse(top d×d of V), V[r][c] = r^c."""
     v = [[gf_pow(r, c) for c in range(d)] for r in range(d + p)]
-    return _mat_mul(v, _mat_inv(v[:d])).tolist()
+    return _mat_mul(v, _mat_inv(v[:d]))
 
 
 @functools.lru_cache(maxsize=16)
@@ -160,9 +206,7 @@ class ReedSolomon:
         if d <= 0 or p <= 0 or d + p > 256:
             raise ValueError("need 0 < dshard, 0 < pshard, dshard + pshard <= 256")
         self.d, self.p = d, p
-        import numpy as np
         self.matrix = _encoding_rows(d, p)
-        self.parity_rows = np.array(self.matrix[d:], dtype=np.uint8)
         self.parity_coefs = self.matrix[d:]
         self._recovery_cache: dict[tuple[int, ...], list[list[int]]] = {}
         self._isal = _fec_isal.Combiner(d, p) if accel and _fec_isal.available else None
@@ -175,8 +219,9 @@ class ReedSolomon:
         return _combine_bytes(self.parity_coefs, shards, length)
 
     def encode(self, shards: np.ndarray) -> np.ndarray:
-        """(d, L) data shards -> (p, L) parity shards."""
-        return _combine(self.parity_rows, shards)
+        """(d, L) data shards -> (p, L) parity shards (numpy arrays)."""
+        import numpy as np
+        return _combine(np.array(self.parity_coefs, dtype=np.uint8), shards)
 
     def reconstruct(self, present: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
         """From >= d shards {index: shard} (all the same length), the missing data shards."""
@@ -209,7 +254,7 @@ class ReedSolomon:
             have = [r for r in rows if r < d]     # d - k present data shards
             pinv = _mat_inv([[m[r][c] for c in missing] for r in par])
             # missing = pinv . (parity + P[par][have] . present data): one row per missing
-            via_data = (_mat_mul(pinv, [[m[r][c] for c in have] for r in par]).tolist()
+            via_data = (_mat_mul(pinv, [[m[r][c] for c in have] for r in par])
                         if have else [[] for _ in missing])
             coefs = []
             for a in range(len(missing)):
