@@ -181,3 +181,37 @@ def test_accept_error_pauses_listening_then_serves(monkeypatch):
     # one failure, then nothing until the pause is over (then the accept and the empty
     # call that ends the batch)
     assert len(calls) <= 3 and calls[1] - calls[0] >= 0.25
+
+
+def test_forward_listens_on_ipv6_loopback():
+    """The forward binds its own sockets: an IPv6 listen address works as with asyncio's
+    servers (IPV6_V6ONLY set, so the port can be taken on IPv4 separately)."""
+    import socket
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+    try:
+        probe = socket.create_server(("::1", 0), family=socket.AF_INET6)
+        probe.close()
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+
+    async def main():
+        async with Tunnel(P) as t, blob_server(50_000) as (port, digest):
+            await _ready(t)
+            fwd = TcpForward(t.pool, ("::1", 0), f"127.0.0.1:{port}")
+            await fwd.start()
+            try:
+                lsock = fwd.sockets[0]
+                assert lsock.family == socket.AF_INET6
+                assert lsock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+                r, w = await asyncio.open_connection("::1", lsock.getsockname()[1])
+                w.write(b"GET\n")
+                got = b""
+                while data := await asyncio.wait_for(r.read(1 << 16), 20):
+                    got += data
+                w.close()
+            finally:
+                await fwd.stop()
+            return len(got), hashlib.sha256(got).hexdigest(), digest
+    n, h, digest = asyncio.run(asyncio.wait_for(main(), 30))
+    assert (n, h) == (50_000, digest)
