@@ -61,3 +61,40 @@ def test_request_reaches_the_target_inside_the_pump(status):
         lsock.close()
     assert got == b"GET / HTTP/1.0\r\n\r\n"
     assert first == (b"\x00" if status else None)
+
+
+def test_a_stream_closed_with_its_header_does_not_break_the_session():
+    """SYN, PTCPS and FIN in one batch: the stream is gone by the time the connect
+    completes, so the status byte cannot be written; that ends the stream, not the
+    session the pump serves."""
+    lsock = socket.create_server(("127.0.0.1", 0))
+    port = lsock.getsockname()[1]
+
+    async def main():
+        a_out = []
+        a = TunnelConnection(conv=11, peer=("b", 1), send=lambda w, p: a_out.append(w),
+                             params=P, client=True)
+        b = TunnelConnection(conv=11, peer=("a", 1), send=lambda w, p: None, params=P,
+                             client=False)
+        srv = Server(P, backend=None)
+        b.set_stream_handler(lambda st: b.after_events(lambda: srv._opened(b, st)))
+        st = a.open_stream()
+        st.write(appmsg.encode(appmsg.TcpConnectStatus("127.0.0.1", port), "alpha21"))
+        st.close()
+        for _ in range(8):
+            await asyncio.sleep(0)
+        for w in a_out:
+            b.datagram_received(w)
+        b.pump_now()
+        for _ in range(8):
+            await asyncio.sleep(0)
+        broken = b.closed, b.close_reason
+        await srv._tasks.cancel_all(1)
+        a.close()
+        b.close()
+        return broken
+    try:
+        closed, reason = asyncio.run(main())
+    finally:
+        lsock.close()
+    assert not closed, reason

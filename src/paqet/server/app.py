@@ -124,22 +124,33 @@ class Server:
         IP address, the target is dialled here, in the pump, and the bytes after the header
         go to it as soon as it is connected (at once for a target on this host): no task,
         loop turn or resolver before the request leaves. The rest (and every other message)
-        is handled by the stream's task."""
-        early = None
-        if st.buffered:
-            reader = appmsg.MessageReader(self.dialect)
-            try:
-                msg = reader.feed(st.read_nowait())
-            except appmsg.ProtocolError as exc:
-                msg = exc
-            sock = _dial_now(msg)
-            ready = isinstance(sock, socket.socket) and _connected(sock)
-            if ready:
-                if isinstance(msg, appmsg.TcpConnectStatus):
-                    st.write(b"\x00")  # connected: the client may send
-                reader.rest = _send_now(sock, reader.rest)
-            early = (msg, reader, sock, ready)
+        is handled by the stream's task. This runs inside the session's pump: whatever goes
+        wrong here ends the stream, never the session."""
+        try:
+            early = self._early(st)
+        except Exception:
+            log.exception("stream %d from %s:%s failed", st.sid, conn.peer[0], conn.peer[1])
+            st.close()
+            return
         self._spawn(self._stream(conn, st, early))
+
+    def _early(self, st: TunnelStream):
+        """(message or its error, reader, socket or dial error or None, connected) from the
+        bytes buffered now, or None when there are none."""
+        if not st.buffered:
+            return None
+        reader = appmsg.MessageReader(self.dialect)
+        try:
+            msg = reader.feed(st.read_nowait())
+        except Exception as exc:  # reported by the stream's task, as before
+            msg = exc
+        sock = _dial_now(msg)
+        ready = isinstance(sock, socket.socket) and _connected(sock)
+        if ready:
+            if isinstance(msg, appmsg.TcpConnectStatus) and not st.peer_fin:
+                st.write(b"\x00")  # connected: the client may send
+            reader.rest = _send_now(sock, reader.rest)
+        return msg, reader, sock, ready
 
     async def _stream(self, conn: TunnelConnection, st: TunnelStream, early=None) -> None:
         try:
@@ -170,7 +181,7 @@ class Server:
     async def _handle(self, conn: TunnelConnection, st: TunnelStream, early=None) -> None:
         msg, reader, sock, ready = early or (None, None, None, False)
         try:
-            if isinstance(msg, appmsg.ProtocolError):
+            if isinstance(msg, Exception):
                 raise msg
             if msg is None:
                 msg, reader = await self._read_message(st, reader)
@@ -304,7 +315,10 @@ def _dial_now(msg) -> socket.socket | OSError | None:
         socket.inet_pton(family, host)
     except OSError:
         return None  # a name (or not an address): the task resolves it
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:  # out of fds, ...: reported by the stream's task
+        return exc
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
