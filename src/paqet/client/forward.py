@@ -92,7 +92,11 @@ class TcpForward:
                 loop.remove_reader(lsock.fileno())
                 loop.call_later(ACCEPT_RETRY, self._resume_listening, lsock)
                 return
-            self._accepted(sock, peer)
+            try:
+                self._accepted(sock, peer)
+            except Exception:  # a bug must not leak the socket or stop the accept loop
+                log.exception("TCP forwarder: accepting %s failed", peer)
+                sock.close()
 
     def _resume_listening(self, lsock: socket.socket) -> None:
         if lsock in self.sockets and lsock.fileno() >= 0:
