@@ -11,6 +11,7 @@ from paqet.client.pool import ClientPool, NoTunnel
 from paqet.client.udpflows import UdpFlows
 from paqet.proto import appmsg
 from paqet.tunnel.connection import ConnectionClosed
+from paqet.tunnel.handoff import handoff
 from paqet.tunnel.relay import CHUNK, HeldSocket, relay_held
 from paqet.tunnel.stream import StreamClosed, TunnelStream
 from paqet.tunnel.tasks import TaskSet
@@ -107,6 +108,7 @@ class TcpForward:
         if not _NODELAY_INHERITED:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         first = b""
+        handoff()  # the client we pre-empted by waking sends its first bytes meanwhile
         try:
             first = sock.recv(CHUNK)  # what the client sent already, if anything
         except (BlockingIOError, InterruptedError):

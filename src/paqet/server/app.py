@@ -14,6 +14,7 @@ from paqet.proto import appmsg, socks5
 from paqet.tunnel.connection import TunnelConnection
 from paqet.tunnel.endpoint import TunnelListener
 from paqet.tunnel.guard import ListenerLimits
+from paqet.tunnel.handoff import handoff
 from paqet.tunnel.params import TunnelParams
 from paqet.tunnel.relay import HeldSocket, relay_held
 from paqet.tunnel.stream import StreamClosed, TunnelStream
@@ -150,6 +151,8 @@ class Server:
             if isinstance(msg, appmsg.TcpConnectStatus) and not st.peer_fin:
                 st.write(b"\x00")  # connected: the client may send
             reader.rest = _send_now(sock, reader.rest)
+        if ready:
+            handoff()  # the target, when on this host, takes its connection and request now
         return msg, reader, sock, ready
 
     async def _stream(self, conn: TunnelConnection, st: TunnelStream, early=None) -> None:

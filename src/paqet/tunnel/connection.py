@@ -21,6 +21,7 @@ from paqet.kcp.engine import KCP
 from paqet.smux import events as sev
 from paqet.smux.session import SmuxSession
 from paqet.tunnel.clock import now_ms
+from paqet.tunnel.handoff import handoff
 from paqet.tunnel.params import TunnelParams
 from paqet.tunnel.stream import StreamClosed, TunnelStream
 from paqet.wire.datagram import DatagramCodec
@@ -427,6 +428,7 @@ class TunnelConnection:
         for d in dgrams:
             for wire in encode(d, now):
                 send(wire, peer)
+        handoff()  # the peer's process, when on this host, may be queued behind us
 
     def after_events(self, cb) -> None:
         """Call cb (once) when the events being processed are done (a relay's gathered
