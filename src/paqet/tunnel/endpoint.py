@@ -48,6 +48,10 @@ class _Reader:
         self.on_batch_end = on_batch_end
         self.batch = batch
         self.fd = backend.fileno()
+        # bound once: a wrapped backend (runtime._FirewalledBackend) would otherwise answer
+        # through __getattr__ on every wakeup, after a failed lookup (an AttributeError
+        # made and dropped)
+        self._recv = backend.recv_batch
         self.loop.add_reader(self.fd, self._readable)
         self._again = None
         if hasattr(backend, "on_stash"):
@@ -65,7 +69,7 @@ class _Reader:
         if self._again is not None:
             self._again.cancel()
             self._again = None
-        recv, cb, size = self.backend.recv_batch, self.on_datagram, self.batch
+        recv, cb, size = self._recv, self.on_datagram, self.batch
         for _ in range(MAX_BATCHES):
             try:
                 items = recv(size)
