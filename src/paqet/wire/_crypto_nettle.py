@@ -6,6 +6,11 @@ OpenSSL's EVP, and Nettle has the block functions the `cryptography` package lac
 slowly here (Twofish). Standard CFB (partial last block XORed with E(previous ciphertext)),
 i.e. kcp-go's: the bytes are checked against the Go vectors.
 
+The per-datagram call goes through `paqet.wire._cfb` when that C extension was built (it
+calls the same Nettle functions through the addresses ctypes resolved: a ctypes call costs
+tens of us on a cold cache, docs/decisions.md), else through ctypes;
+PAQET_NO_CFB_EXT=1 forces ctypes.
+
 Optional: `cfb(name, key)` returns None when the library or a cipher is unavailable, or when
 Nettle rejects the key (it refuses weak DES/Blowfish keys, which Go accepts), and crypto.py
 keeps its own path. Not thread-safe: one object per codec (per session), as used.
@@ -17,7 +22,7 @@ import ctypes
 import ctypes.util
 import os
 
-__all__ = ["cfb", "available"]
+__all__ = ["cfb", "available", "extension"]
 
 
 def _load():
@@ -38,8 +43,16 @@ def _load():
     return None
 
 
+try:
+    from . import _cfb as _EXT
+except ImportError:  # not built (no compiler when installed): the ctypes path
+    _EXT = None
+if os.environ.get("PAQET_NO_CFB_EXT"):
+    _EXT = None
+
 _LIB = _load()
 available = _LIB is not None
+extension = available and _EXT is not None
 _ENC = _LIB.nettle_cfb_encrypt if available else None
 _DEC = _LIB.nettle_cfb_decrypt if available else None
 _size_t = ctypes.c_size_t
@@ -96,8 +109,26 @@ class NettleCFB:
         return self._run(_DEC, data)
 
 
-def cfb(name: str, key: bytes, iv: bytes):
-    """A kcp-go CFB BlockCrypt for `name` over Nettle, or None (see module doc)."""
+class ExtCFB:
+    """The same CFB through the C extension: encrypt/decrypt are the extension object's own
+    methods (one C call each)."""
+
+    __slots__ = ("bs", "encrypt", "decrypt", "_c")
+    header = 20
+    tag = 0
+
+    def __init__(self, bs: int, ctx, fn_addr: int, iv: bytes) -> None:
+        addr = ctypes.cast
+        self.bs = bs
+        self._c = _EXT.Cfb(addr(_ENC, ctypes.c_void_p).value, addr(_DEC, ctypes.c_void_p).value,
+                           ctypes.addressof(ctx), fn_addr, bs, iv, ctx)
+        self.encrypt = self._c.encrypt
+        self.decrypt = self._c.decrypt
+
+
+def cfb(name: str, key: bytes, iv: bytes, ext: bool | None = None):
+    """A kcp-go CFB BlockCrypt for `name` over Nettle, or None (see module doc). `ext`:
+    through the C extension (None: when it is built), or through ctypes (False)."""
     spec = _CIPHERS.get(name)
     if _LIB is None or spec is None:
         return None
@@ -117,4 +148,7 @@ def cfb(name: str, key: bytes, iv: bytes):
         ok = setk(ctx, key)
     if set_key in _CHECKED and not ok:
         return None
-    return NettleCFB(bs, ctx, ctypes.cast(fn, ctypes.c_void_p).value, iv[:bs])
+    if ext and _EXT is None:
+        return None
+    kind = ExtCFB if _EXT is not None and ext is not False else NettleCFB
+    return kind(bs, ctx, ctypes.cast(fn, ctypes.c_void_p).value, iv[:bs])

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from paqet.wire import _crypto_nettle
-from paqet.wire.crypto import INITIAL_VECTOR, derive_key, make_block
+from paqet.wire.crypto import INITIAL_VECTOR, block_key, derive_key, make_block
 
 KEY = derive_key("cfb-key")
 
@@ -39,18 +39,44 @@ needs_nettle = pytest.mark.skipif(not _crypto_nettle.available,
                                   reason="libnettle8 not installed (apt-get install libnettle8)")
 
 
+needs_ext = pytest.mark.skipif(not _crypto_nettle.extension,
+                               reason="paqet.wire._cfb not built (no C compiler at install)")
+FAST = [pytest.param(False, id="ctypes"), pytest.param(True, id="ext", marks=needs_ext)]
+
+
 @needs_nettle
+@pytest.mark.parametrize("ext", FAST)
 @pytest.mark.parametrize("name", NETTLE)
 @settings(max_examples=30, deadline=None)
 @given(data=st.binary(min_size=0, max_size=300))
-def test_nettle_cfb_equals_python_path(name, data):
-    fast, slow = make_block(name, KEY), make_block(name, KEY, accel=False)
-    assert isinstance(fast, _crypto_nettle.NettleCFB)
-    assert not isinstance(slow, _crypto_nettle.NettleCFB)
+def test_nettle_cfb_equals_python_path(name, ext, data):
+    slow = make_block(name, KEY, accel=False)
+    fast = _crypto_nettle.cfb(name, block_key(name, KEY), INITIAL_VECTOR, ext=ext)
+    assert isinstance(fast, _crypto_nettle.ExtCFB if ext else _crypto_nettle.NettleCFB)
+    assert not isinstance(slow, (_crypto_nettle.NettleCFB, _crypto_nettle.ExtCFB))
     ct = fast.encrypt(data)
     assert ct == slow.encrypt(data)
     assert fast.decrypt(ct) == slow.decrypt(ct) == data
     assert fast.decrypt(bytearray(ct)) == data  # non-bytes input is accepted
+    assert fast.decrypt(memoryview(ct)) == data
+
+
+@needs_nettle
+def test_make_block_takes_the_extension_when_built():
+    fast = make_block("aes", KEY)
+    want = _crypto_nettle.ExtCFB if _crypto_nettle.extension else _crypto_nettle.NettleCFB
+    assert isinstance(fast, want)
+
+
+@needs_ext
+def test_extension_rejects_bad_set_up():
+    from paqet.wire import _cfb
+    with pytest.raises(ValueError):
+        _cfb.Cfb(1, 1, 1, 1, 16, bytes(8))  # IV shorter than the block
+    with pytest.raises(ValueError):
+        _cfb.Cfb(0, 1, 1, 1, 16, bytes(16))  # a null function
+    with pytest.raises(TypeError):
+        _cfb.Cfb(1, 1, 1, 1, 16)
 
 
 @needs_nettle
@@ -59,7 +85,9 @@ def test_nettle_declines_what_it_cannot_do_like_go():
     assert _crypto_nettle.cfb("3des", bytes.fromhex("0101010101010101") * 3, INITIAL_VECTOR) is None
     assert _crypto_nettle.cfb("sm4", bytes(16), INITIAL_VECTOR) is None
     big = bytes(range(256)) * 280  # beyond the reusable output buffer
-    fast = _crypto_nettle.cfb("aes", bytes(32), INITIAL_VECTOR)
     slow = make_block("aes", bytes(32), accel=False)
-    assert fast.encrypt(big) == slow.encrypt(big)
-    assert fast.decrypt(fast.encrypt(big)) == big
+    for ext in (False, True) if _crypto_nettle.extension else (False,):
+        fast = _crypto_nettle.cfb("aes", bytes(32), INITIAL_VECTOR, ext=ext)
+        assert fast.encrypt(big) == slow.encrypt(big)
+        assert fast.decrypt(fast.encrypt(big)) == big
+        assert fast.encrypt(b"") == b""
