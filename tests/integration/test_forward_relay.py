@@ -153,7 +153,7 @@ def test_accept_error_pauses_listening_then_serves(monkeypatch):
 
     monkeypatch.setattr(forward, "ACCEPT_RETRY", 0.3)
     events = []
-    real_accept = socket.socket.accept
+    real_accept = socket.socket._accept  # what the forward calls (the fd, no socket object)
 
     async def main():
         async with Tunnel(P) as t, blob_server(4096) as (port, digest):
@@ -169,12 +169,12 @@ def test_accept_error_pauses_listening_then_serves(monkeypatch):
                         raise OSError(errno.EMFILE, "Too many open files")
                     events.append("accept")
                 return real_accept(self)
-            monkeypatch.setattr(socket.socket, "accept", accept)
+            monkeypatch.setattr(socket.socket, "_accept", accept)
             resume = fwd._resume_listening
 
-            def resumed(ls):
+            def resumed(ls, family):
                 events.append("resumed")
-                resume(ls)
+                resume(ls, family)
             fwd._resume_listening = resumed
             try:
                 got = await _get(lsock.getsockname()[1])

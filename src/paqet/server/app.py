@@ -307,6 +307,10 @@ class Server:
         await self._tasks.cancel_all(2)
 
 
+_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)  # Linux, BSDs; not macOS
+_STREAM_NONBLOCK = socket.SOCK_STREAM | _NONBLOCK
+
+
 def _dial_now(msg) -> socket.socket | OSError | None:
     """Start a TCP connect for a PTCP/PTCPS message to an IP address: a non-blocking
     socket whose SYN is out (None for anything else: names are resolved by the task)."""
@@ -318,12 +322,13 @@ def _dial_now(msg) -> socket.socket | OSError | None:
         socket.inet_pton(family, host)
     except OSError:
         return None  # a name (or not an address): the task resolves it
-    try:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+    try:  # non-blocking from socket() on: no setblocking() call (a syscall) after it
+        sock = socket.socket(family, _STREAM_NONBLOCK)
     except OSError as exc:  # out of fds, ...: reported by the stream's task
         return exc
     try:
-        sock.setblocking(False)
+        if not _NONBLOCK:
+            sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = sock.connect_ex((host, msg.port))
     except OSError as exc:
