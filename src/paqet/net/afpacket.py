@@ -11,6 +11,7 @@ in C when the device cannot, fills the TCP checksum, so Python never sums the pa
 from __future__ import annotations
 
 import mmap
+import os
 import platform
 import socket
 import struct
@@ -18,7 +19,15 @@ import time
 
 from paqet.net import bpf
 from paqet.net.backend import Addr, PacketBackend, random_port
+from paqet.wire import frame as _frame
 from paqet.wire.frame import FrameBuilder, FrameError, parse_frame, parse_payload  # noqa: F401
+
+try:  # the ring drained in one C call (setup.py builds it when a compiler is there)
+    from paqet.net import _ring
+except ImportError:
+    _ring = None
+if os.environ.get("PAQET_NO_RING_EXT"):
+    _ring = None
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -171,6 +180,19 @@ class AfPacketBackend(PacketBackend):
         return self.sock.fileno()
 
     def _recv_ring(self, max_n: int) -> list[tuple[bytes, Addr]]:
+        if _ring is not None and self.ignores_outgoing:
+            b = self.builder
+            out, self._ri, dropped, changed = _ring.read(
+                self._ring, self._ri, self._fsize, self._fnum, max_n, self.link == "ether",
+                -1 if self.local_port is None else self.local_port, _frame._src_names,
+                b.dst_macs if self.learn_macs else None)
+            if dropped:
+                self.dropped += dropped
+            if changed:
+                for ip, mac in changed:
+                    b.set_dst_mac(ip, mac)
+            self.frames_in += len(out)
+            return out
         mm = self._ring
         fs, nfr, i = self._fsize, self._fnum, self._ri
         unpack = _T2.unpack_from
