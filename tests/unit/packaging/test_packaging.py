@@ -105,8 +105,9 @@ def test_containerfile_copies_existing_paths_and_they_build_a_wheel(tmp_path):
     names = zipfile.ZipFile(tmp_path / "w" / wheels[0]).namelist()
     assert "paqet/cli/main.py" in names and "paqet/cli/check.py" in names
     assert any(n.endswith("entry_points.txt") for n in names)
-    if shutil.which("gcc") or shutil.which("cc"):  # the optional extension was built too
-        assert any(n.startswith("paqet/wire/_cfb") and n.endswith(".so") for n in names), names
+    if shutil.which("gcc") or shutil.which("cc"):  # the optional extensions were built too
+        for ext in ("paqet/wire/_cfb", "paqet/net/_ring"):
+            assert any(n.startswith(ext) and n.endswith(".so") for n in names), (ext, names)
 
 
 def test_containerfile_command_and_documented_run_line():
