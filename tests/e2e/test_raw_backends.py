@@ -169,7 +169,11 @@ def test_checksums_on_the_wire(lab, tmp_path, offload):
             ip_sum = pkt[scapy.IP].chksum
             del pkt[scapy.IP].chksum
         again = scapy.Ether(bytes(pkt))
-        assert again[scapy.TCP].chksum == got, raw.hex()
+        # 0x0000 and 0xFFFF are the two ones'-complement zeros: a receiver's sum over the
+        # segment comes out the same with either (the kernel's software fill-in can give
+        # 0xFFFF where scapy writes 0; seen once in CI, ~1 frame in 65536)
+        want = again[scapy.TCP].chksum
+        assert want == got or {want, got} == {0, 0xFFFF}, raw.hex()
         if scapy.IP in pkt:
             assert again[scapy.IP].chksum == ip_sum
         assert ip.src in (topo.client_ip4, topo.client_ip6) and tcp.sport == 40000
