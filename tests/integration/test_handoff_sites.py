@@ -133,3 +133,51 @@ def test_forward_hands_off_before_reading_what_the_client_sent(monkeypatch):
     finally:
         for s in (cli, sock, lsock):
             s.close()
+
+
+def test_relay_hands_off_after_writes_only_while_the_stream_is_young(monkeypatch):
+    """A reply's first bytes reach the application with a handoff after each gathered write;
+    a bulk transfer stops yielding after HANDOFF_BYTES (a yield per write cost 10 % of a
+    download's rate)."""
+    import hashlib
+
+    from harness import Tunnel, blob_server
+    from paqet.client.forward import TcpForward
+    from paqet.tunnel import relay
+
+    calls, writes = [], []
+    monkeypatch.setattr(relay, "handoff", lambda: calls.append(1))
+    real_wrote = relay.SocketRelay._wrote
+
+    def wrote(self, n):
+        writes.append(n)
+        real_wrote(self, n)
+    monkeypatch.setattr(relay.SocketRelay, "_wrote", wrote)
+    size = 1 << 20
+
+    async def main():
+        async with Tunnel(TunnelParams.for_mode("fast3", key="handoff-relay")) as t, \
+                blob_server(size) as (port, digest):
+            for _ in range(200):
+                if t.pool.slots[0].conn is not None and t.pool.slots[0].detected.is_set():
+                    break
+                await asyncio.sleep(0.05)
+            fwd = TcpForward(t.pool, ("127.0.0.1", 0), f"127.0.0.1:{port}")
+            await fwd.start()
+            try:
+                r, w = await asyncio.open_connection("127.0.0.1", fwd.sockets[0].getsockname()[1])
+                w.write(b"GET\n")
+                h, n = hashlib.sha256(), 0
+                while data := await asyncio.wait_for(r.read(1 << 16), 20):
+                    h.update(data)
+                    n += len(data)
+                w.close()
+            finally:
+                await fwd.stop()
+            return n, h.hexdigest(), digest
+    n, got, digest = asyncio.run(asyncio.wait_for(main(), 50))
+    assert (n, got) == (size, digest)
+    assert calls  # the first writes handed off
+    # writes of both relays (the download's are the many); handoffs only for the first
+    assert len(calls) <= relay.HANDOFF_BYTES // 1024 + 4
+    assert len(calls) < len(writes) // 2, (len(calls), len(writes))

@@ -12,7 +12,8 @@ crosses four such hops.
 behind us runs now and we continue when it blocks; with nobody queued the call returns at
 once (~1 us). The call sites are the hops of a request: the end of a send of datagrams, a
 forward's accept (the application that is connecting was pre-empted by our wake-up and has
-its request ready), and the server's early dial.
+its request ready), the server's early dial, and a relay's writes to its socket while the
+stream is young (relay.HANDOFF_BYTES: a yield per write would slow a bulk download).
 
 A yield also hands the CPU to whatever else is runnable there, such as a CPU-bound process,
 which then keeps it for a whole time slice (3-5 ms measured here). The peers a handoff is

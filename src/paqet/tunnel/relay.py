@@ -21,6 +21,7 @@ import asyncio
 import logging
 import socket
 
+from paqet.tunnel.handoff import handoff
 from paqet.tunnel.stream import StreamClosed, TunnelStream
 
 log = logging.getLogger("paqet.relay")
@@ -31,6 +32,11 @@ CHUNK = 65536
 #: a target or local client that never reads (or a window that never opens) would hold the
 #: socket, the stream and their buffers until limits.idle_timeout.
 LINGER = 10.0
+#: while a stream has given its socket no more than this, each write the pump gathered is
+#: followed by a handoff (tunnel.handoff): the application reads a short reply at once
+#: instead of waiting behind the rest of our batch (fetch p50 -30 us in two A/B runs). Past
+#: it, no yield: one per write cost a bulk download 10 % of its rate.
+HANDOFF_BYTES = 64 << 10
 
 # One read buffer for every relay: each read is handed over (copied into the stream) in the
 # same callback, before any other read can start.
@@ -203,12 +209,16 @@ class SocketRelay(asyncio.BufferedProtocol):
             return  # the socket is gone (or the relay ended): nobody takes these bytes
         if len(out) == 1:
             self._write(out[0])
+            if self.to_socket <= HANDOFF_BYTES:
+                handoff()
             return
         self.transport.writelines(out)
         n = 0
         for c in out:
             n += len(c)
         self._wrote(n)
+        if self.to_socket <= HANDOFF_BYTES:
+            handoff()
 
     def _write(self, data: bytes) -> None:
         self.transport.write(data)
