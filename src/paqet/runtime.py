@@ -18,6 +18,7 @@ import sys
 from paqet.config import Config
 from paqet.config.values import parse_mac, split_host_port
 from paqet.tunnel.params import TunnelParams
+from paqet.wire import crypto
 
 log = logging.getLogger("paqet")
 
@@ -438,6 +439,7 @@ async def serve(cfg: Config) -> int:
 
 
 def run(cfg: Config) -> int:
+    crypto.derive_key_soon(cfg.transport.kcp.key or "")  # derived while the rest starts
     try:
         import uvloop
         runner = uvloop.run

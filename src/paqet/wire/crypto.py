@@ -11,20 +11,32 @@ from __future__ import annotations
 import functools
 import hashlib
 import struct
+import threading
+from concurrent.futures import Future
 
 
 from . import _crypto_nettle
 
-from cryptography.hazmat.decrepit.ciphers import algorithms as dalg
-from cryptography.hazmat.decrepit.ciphers import modes as dmodes
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+# `cryptography` is imported when a cipher needs it (not for Nettle's ciphers): its Rust
+# binding alone takes ~50 ms to import, a tenth of a process's start-up.
+_create_enc = None  # set by _cryptography(): the binding Cipher() wraps
 
-try:  # the binding Cipher() wraps: skipping its per-call checks halves the cost per datagram
-    from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
-    _create_enc = _rust_openssl.ciphers.create_encryption_ctx
-except (ImportError, AttributeError):  # pragma: no cover - other cryptography versions
-    _create_enc = None
+
+@functools.cache
+def _cryptography():
+    """(Cipher, algorithms, modes, decrepit algorithms, decrepit modes, AESGCM,
+    ChaCha20Poly1305), imported on first use."""
+    global _create_enc
+    from cryptography.hazmat.decrepit.ciphers import algorithms as dalg
+    from cryptography.hazmat.decrepit.ciphers import modes as dmodes
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+    try:  # the binding Cipher() wraps: skipping its per-call checks halves the cost per datagram
+        from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
+        _create_enc = _rust_openssl.ciphers.create_encryption_ctx
+    except (ImportError, AttributeError):  # pragma: no cover - other cryptography versions
+        _create_enc = None
+    return Cipher, algorithms, modes, dalg, dmodes, AESGCM, ChaCha20Poly1305
 
 INITIAL_VECTOR = bytes.fromhex("a7734f9c12ac1b01a415f2c1fc78e66b")
 SALT = b"paqet"
@@ -46,10 +58,40 @@ class CryptoError(ValueError):
     """A datagram that does not decrypt (bad length, CRC or tag)."""
 
 
+def _pbkdf2(text: str) -> bytes:
+    return hashlib.pbkdf2_hmac("sha256", text.encode("utf-8"), SALT, ITERATIONS, 32)
+
+
+_soon: dict[str, Future] = {}  # derivations started by derive_key_soon, not yet taken
+_soon_lock = threading.Lock()
+
+
+def derive_key_soon(text: str) -> None:
+    """Start derive_key(text) in a thread. PBKDF2 with 100,000 rounds takes ~40 ms and
+    hashlib releases the GIL while it runs, so a process's start-up (imports, netlink,
+    nftables) goes on meanwhile; derive_key() then takes the result instead of starting
+    over."""
+    with _soon_lock:
+        if text in _soon:
+            return
+        fut = _soon[text] = Future()
+
+    def work() -> None:
+        try:
+            fut.set_result(_pbkdf2(text))
+        except BaseException as exc:  # handed to derive_key's caller
+            fut.set_exception(exc)
+    threading.Thread(target=work, name="paqet-kdf", daemon=True).start()
+
+
 @functools.lru_cache(maxsize=64)
 def derive_key(text: str) -> bytes:
     """paqet's kcp_block.go: PBKDF2-HMAC-SHA256(UTF-8 key, "paqet", 100000, 32)."""
-    return hashlib.pbkdf2_hmac("sha256", text.encode("utf-8"), SALT, ITERATIONS, 32)
+    with _soon_lock:
+        fut = _soon.pop(text, None)
+    if fut is not None:
+        return fut.result()
+    return _pbkdf2(text)
 
 
 def block_key(block: str, derived: bytes) -> bytes:
@@ -78,6 +120,8 @@ class _CFB:
     tag = 0
 
     def __init__(self, algorithm) -> None:
+        Cipher, _, modes, _, dmodes, _, _ = _cryptography()
+        self._cipher = Cipher
         self.alg = algorithm
         self.bs = algorithm.block_size // 8
         self.iv = INITIAL_VECTOR[:self.bs]
@@ -91,7 +135,7 @@ class _CFB:
                 pass
 
     def encrypt(self, data: bytes) -> bytes:
-        return Cipher(self.alg, self._mode).encryptor().update(data)
+        return self._cipher(self.alg, self._mode).encryptor().update(data)
 
     def _encrypt_fast(self, data: bytes) -> bytes:
         return _create_enc(self.alg, self._mode).update(data)
@@ -267,6 +311,9 @@ def make_block(name: str, derived: bytes, accel: bool = True):
         fast = _crypto_nettle.cfb(name, key, INITIAL_VECTOR)
         if fast is not None:
             return fast
+    if name in ("aes", "aes-128", "aes-192", "sm4", "blowfish", "cast5", "3des", "aes-128-gcm",
+                "chacha20"):
+        _, algorithms, _, dalg, _, AESGCM, ChaCha20Poly1305 = _cryptography()
     if name in ("aes", "aes-128", "aes-192"):
         return _CFB(algorithms.AES(key))
     if name == "sm4":

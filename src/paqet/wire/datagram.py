@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import zlib
 
-from cryptography.exceptions import InvalidTag
-
 from paqet.wire.crypto import derive_key, make_block
 from paqet.wire.fec import TYPE_DATA, TYPE_OOB, TYPE_PARITY, FecDecoder, FecEncoder
 
@@ -68,6 +66,9 @@ class DatagramCodec:
         self.overhead = self.crypto_header + self.tag + (8 if self.fec else 0)
         self.stats = CodecStats()
         self._nonces = _Nonces(12 if self.aead else 16)
+        if self.aead:  # imported only here: `cryptography` is not loaded for other ciphers
+            from cryptography.exceptions import InvalidTag
+            self._invalid_tag = InvalidTag
 
     def kcp_mtu(self, mtu: int) -> int:
         return min(mtu, 1500) - self.overhead
@@ -96,7 +97,7 @@ class DatagramCodec:
                 return None
             try:
                 return c.aead.decrypt(wire[:12], wire[12:], None)
-            except InvalidTag:
+            except self._invalid_tag:
                 st.auth_errors += 1
                 return None
         if len(wire) < 20:

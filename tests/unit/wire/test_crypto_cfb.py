@@ -91,3 +91,31 @@ def test_nettle_declines_what_it_cannot_do_like_go():
         assert fast.encrypt(big) == slow.encrypt(big)
         assert fast.decrypt(fast.encrypt(big)) == big
         assert fast.encrypt(b"") == b""
+
+
+def test_derive_key_soon_hands_its_result_to_derive_key(monkeypatch):
+    """Start-up derives the session key in a thread (runtime.run): derive_key() takes that
+    result instead of running PBKDF2 again, and it is the same key."""
+    from paqet.wire import crypto
+    calls = []
+    real = crypto._pbkdf2
+    monkeypatch.setattr(crypto, "_pbkdf2", lambda text: calls.append(text) or real(text))
+    text = "derive-soon-" + str(id(calls))
+    crypto.derive_key_soon(text)
+    crypto.derive_key_soon(text)  # a second start is a no-op
+    got = crypto.derive_key(text)
+    assert got == real(text) and len(got) == 32
+    assert calls == [text]  # one derivation, in the thread
+    assert crypto.derive_key(text) == got and calls == [text]  # cached from then on
+
+
+def test_codecs_load_cryptography_only_for_ciphers_that_need_it():
+    """`cryptography` (~50 ms to import) stays unloaded for Nettle's ciphers."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom paqet.wire.datagram import DatagramCodec\n"
+            "DatagramCodec('aes', 'k')\nprint('cryptography' in sys.modules)\n"
+            "DatagramCodec('aes-128-gcm', 'k')\nprint('cryptography' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    want = "False" if _crypto_nettle.available else "True"
+    assert out.stdout.split() == [want, "True"], out.stderr
