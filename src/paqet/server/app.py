@@ -151,7 +151,6 @@ class Server:
             if isinstance(msg, appmsg.TcpConnectStatus) and not st.peer_fin:
                 st.write(b"\x00")  # connected: the client may send
             reader.rest = _send_now(sock, reader.rest)
-        if ready:
             handoff()  # the target, when on this host, takes its connection and request now
         return msg, reader, sock, ready
 

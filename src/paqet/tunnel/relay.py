@@ -209,14 +209,12 @@ class SocketRelay(asyncio.BufferedProtocol):
             return  # the socket is gone (or the relay ended): nobody takes these bytes
         if len(out) == 1:
             self._write(out[0])
-            if self.to_socket <= HANDOFF_BYTES:
-                handoff()
-            return
-        self.transport.writelines(out)
-        n = 0
-        for c in out:
-            n += len(c)
-        self._wrote(n)
+        else:
+            self.transport.writelines(out)
+            n = 0
+            for c in out:
+                n += len(c)
+            self._wrote(n)
         if self.to_socket <= HANDOFF_BYTES:
             handoff()
 
