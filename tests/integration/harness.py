@@ -12,6 +12,7 @@ from paqet.client.socks import Socks5Listener
 from paqet.client.udpflows import UdpFlows
 from paqet.net.udp import UdpBackend
 from paqet.server.app import Server
+from paqet.tunnel.connection import TunnelConnection
 from paqet.tunnel.params import TunnelParams
 
 
@@ -58,6 +59,70 @@ class Tunnel:
         await self.flows.close()
         await self.pool.close()
         await self.server.stop()
+
+
+class ServerPair:
+    """A client session `a` and a server session `b` whose streams a Server handles, with
+    no sockets between them: each side's datagrams wait in a_out / b_out until a test
+    carries them over (so it can look at the target between steps)."""
+
+    def __init__(self, params: TunnelParams, conv: int) -> None:
+        self.a_out: list[bytes] = []
+        self.b_out: list[bytes] = []
+        self.a = TunnelConnection(conv=conv, peer=("b", 1), params=params, client=True,
+                                  send=lambda w, p: self.a_out.append(w))
+        self.b = TunnelConnection(conv=conv, peer=("a", 1), params=params, client=False,
+                                  send=lambda w, p: self.b_out.append(w))
+        self.srv = Server(params, backend=None)
+        self.srv.serve_streams(self.b)
+
+    async def to_server(self) -> None:
+        """Let the client's pending sends happen, then feed them to the server in one batch
+        (one pump, as the server's reader does)."""
+        await _turns(8)
+        out, self.a_out[:] = list(self.a_out), []
+        for w in out:
+            self.b.datagram_received(w)
+        self.b.pump_now()
+
+    async def to_client(self) -> None:
+        await _turns(8)
+        out, self.b_out[:] = list(self.b_out), []
+        for w in out:
+            self.a.datagram_received(w)
+        self.a.pump_now()
+
+    async def close(self) -> None:
+        await self.srv._tasks.cancel_all(1)
+        self.a.close()
+        self.b.close()
+
+
+async def session_ready(t: Tunnel) -> None:
+    """Wait (up to 10 s) until the tunnel's first session is up and its dialect known."""
+    for _ in range(200):
+        if t.pool.slots[0].conn is not None and t.pool.slots[0].detected.is_set():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no session")
+
+
+async def forward_get(port: int) -> tuple[int, str]:
+    """Ask a blob_server behind a local forward port for its blob: (bytes, sha256 hex)."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"GET\n")
+    h = hashlib.sha256()
+    n = 0
+    while data := await asyncio.wait_for(r.read(1 << 16), 20):
+        h.update(data)
+        n += len(data)
+    w.close()
+    return n, h.hexdigest()
+
+
+async def _turns(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
 
 
 @contextlib.asynccontextmanager

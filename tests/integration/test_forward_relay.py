@@ -8,32 +8,12 @@ import hashlib
 
 import pytest
 
-from harness import Tunnel, blob_server
+from harness import Tunnel, blob_server, forward_get, session_ready
 from paqet.client.forward import TcpForward
 from paqet.tunnel.params import TunnelParams
 
 pytestmark = pytest.mark.timeout(60)
 P = TunnelParams.for_mode("fast3", key="forward")
-
-
-async def _get(port: int) -> tuple[int, str]:
-    r, w = await asyncio.open_connection("127.0.0.1", port)
-    w.write(b"GET\n")
-    h = hashlib.sha256()
-    n = 0
-    while data := await asyncio.wait_for(r.read(1 << 16), 20):
-        h.update(data)
-        n += len(data)
-    w.close()
-    return n, h.hexdigest()
-
-
-async def _ready(t) -> None:
-    for _ in range(200):
-        if t.pool.slots[0].conn is not None and t.pool.slots[0].detected.is_set():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("no session")
 
 
 @pytest.mark.parametrize("ready", [True, False], ids=["session-ready", "open-later"])
@@ -43,7 +23,7 @@ def test_forward_carries_every_byte(ready, monkeypatch):
 
     async def main():
         async with Tunnel(P) as t, blob_server(size) as (port, digest):
-            await _ready(t)
+            await session_ready(t)
             real = t.pool.open_now
             if not ready:
                 monkeypatch.setattr(t.pool, "open_now", lambda msg: used.append(msg) or None)
@@ -54,7 +34,7 @@ def test_forward_carries_every_byte(ready, monkeypatch):
             await fwd.start()
             try:
                 lport = fwd.sockets[0].getsockname()[1]
-                got = await asyncio.gather(*(_get(lport) for _ in range(3)))
+                got = await asyncio.gather(*(forward_get(lport) for _ in range(3)))
             finally:
                 await fwd.stop()
             return got, digest
@@ -66,7 +46,7 @@ def test_forward_carries_every_byte(ready, monkeypatch):
 def test_forward_closes_the_local_connection_when_no_session_comes(monkeypatch):
     async def main():
         async with Tunnel(P) as t:
-            await _ready(t)
+            await session_ready(t)
             from paqet.client.pool import NoTunnel
 
             async def no_tunnel(host, port):
@@ -118,7 +98,7 @@ def test_forward_sets_nodelay_on_what_it_accepts():
 
     async def main():
         async with Tunnel(P) as t:
-            await _ready(t)
+            await session_ready(t)
             fwd = TcpForward(t.pool, ("127.0.0.1", 0), "127.0.0.1:9")
             serve = fwd._serve
 
@@ -157,7 +137,7 @@ def test_accept_error_pauses_listening_then_serves(monkeypatch):
 
     async def main():
         async with Tunnel(P) as t, blob_server(4096) as (port, digest):
-            await _ready(t)
+            await session_ready(t)
             fwd = TcpForward(t.pool, ("127.0.0.1", 0), f"127.0.0.1:{port}")
             await fwd.start()
             lsock = fwd.sockets[0]
@@ -177,7 +157,7 @@ def test_accept_error_pauses_listening_then_serves(monkeypatch):
                 resume(ls, family)
             fwd._resume_listening = resumed
             try:
-                got = await _get(lsock.getsockname()[1])
+                got = await forward_get(lsock.getsockname()[1])
             finally:
                 await fwd.stop()
             return got, digest
@@ -202,7 +182,7 @@ def test_forward_listens_on_ipv6_loopback():
 
     async def main():
         async with Tunnel(P) as t, blob_server(50_000) as (port, digest):
-            await _ready(t)
+            await session_ready(t)
             fwd = TcpForward(t.pool, ("::1", 0), f"127.0.0.1:{port}")
             await fwd.start()
             try:

@@ -11,6 +11,7 @@ import pytest
 import paqet.client.forward as forward
 import paqet.server.app as app
 import paqet.tunnel.connection as connection
+from harness import ServerPair, Tunnel, blob_server, forward_get, session_ready
 from paqet.proto import appmsg
 from paqet.server.app import Server
 from paqet.tunnel.connection import TunnelConnection
@@ -53,23 +54,11 @@ def test_early_dial_hands_off_with_the_request_at_the_target(monkeypatch):
     monkeypatch.setattr(app, "handoff", record)
 
     async def main():
-        a_out = []
-        a = TunnelConnection(conv=9, peer=("b", 1), send=lambda w, p: a_out.append(w),
-                             params=P, client=True)
-        b = TunnelConnection(conv=9, peer=("a", 1), send=lambda w, p: None, params=P,
-                             client=False)
-        srv = Server(P, backend=None)
-        b.set_stream_handler(lambda st: b.after_events(lambda: srv._opened(b, st)))
-        st = a.open_stream()
+        pair = ServerPair(P, conv=9)
+        st = pair.a.open_stream()
         st.write(appmsg.encode(appmsg.TcpConnect("127.0.0.1", port), "alpha21") + REQUEST)
-        for _ in range(8):
-            await asyncio.sleep(0)
-        for w in a_out:
-            b.datagram_received(w)
-        b.pump_now()
-        await srv._tasks.cancel_all(1)
-        a.close()
-        b.close()
+        await pair.to_server()
+        await pair.close()
     try:
         asyncio.run(main())
     finally:
@@ -139,10 +128,6 @@ def test_relay_hands_off_after_writes_only_while_the_stream_is_young(monkeypatch
     """A reply's first bytes reach the application with a handoff after each gathered write;
     a bulk transfer stops yielding after HANDOFF_BYTES (a yield per write cost 10 % of a
     download's rate)."""
-    import hashlib
-
-    from harness import Tunnel, blob_server
-    from paqet.client.forward import TcpForward
     from paqet.tunnel import relay
 
     calls, writes = [], []
@@ -158,25 +143,16 @@ def test_relay_hands_off_after_writes_only_while_the_stream_is_young(monkeypatch
     async def main():
         async with Tunnel(TunnelParams.for_mode("fast3", key="handoff-relay")) as t, \
                 blob_server(size) as (port, digest):
-            for _ in range(200):
-                if t.pool.slots[0].conn is not None and t.pool.slots[0].detected.is_set():
-                    break
-                await asyncio.sleep(0.05)
-            fwd = TcpForward(t.pool, ("127.0.0.1", 0), f"127.0.0.1:{port}")
+            await session_ready(t)
+            fwd = forward.TcpForward(t.pool, ("127.0.0.1", 0), f"127.0.0.1:{port}")
             await fwd.start()
             try:
-                r, w = await asyncio.open_connection("127.0.0.1", fwd.sockets[0].getsockname()[1])
-                w.write(b"GET\n")
-                h, n = hashlib.sha256(), 0
-                while data := await asyncio.wait_for(r.read(1 << 16), 20):
-                    h.update(data)
-                    n += len(data)
-                w.close()
+                got = await forward_get(fwd.sockets[0].getsockname()[1])
             finally:
                 await fwd.stop()
-            return n, h.hexdigest(), digest
-    n, got, digest = asyncio.run(asyncio.wait_for(main(), 50))
-    assert (n, got) == (size, digest)
+            return got, digest
+    got, digest = asyncio.run(asyncio.wait_for(main(), 50))
+    assert got == (size, digest)
     assert calls  # the first writes handed off
     # writes of both relays (the download's are the many); handoffs only for the first
     assert len(calls) <= relay.HANDOFF_BYTES // 1024 + 4

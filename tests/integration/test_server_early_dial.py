@@ -7,9 +7,8 @@ import socket
 
 import pytest
 
+from harness import ServerPair
 from paqet.proto import appmsg
-from paqet.server.app import Server
-from paqet.tunnel.connection import TunnelConnection
 from paqet.tunnel.params import TunnelParams
 
 pytestmark = pytest.mark.timeout(30)
@@ -23,37 +22,21 @@ def test_request_reaches_the_target_inside_the_pump(status):
     port = lsock.getsockname()[1]
 
     async def main():
-        a_out, b_out = [], []
-        a = TunnelConnection(conv=9, peer=("b", 1), send=lambda w, p: a_out.append(w),
-                             params=P, client=True)
-        b = TunnelConnection(conv=9, peer=("a", 1), send=lambda w, p: b_out.append(w),
-                             params=P, client=False)
-        srv = Server(P, backend=None)
-        b.set_stream_handler(lambda st: b.after_events(lambda: srv._opened(b, st)))
+        pair = ServerPair(P, conv=9)
         msg = (appmsg.TcpConnectStatus if status else appmsg.TcpConnect)("127.0.0.1", port)
-        st = a.open_stream()
+        st = pair.a.open_stream()
         st.write(appmsg.encode(msg, "alpha21") + b"GET / HTTP/1.0\r\n\r\n")
-        for _ in range(8):
-            await asyncio.sleep(0)
-        for w in a_out:
-            b.datagram_received(w)
-        b.pump_now()
+        await pair.to_server()
         # no await since the pump: no task has run
         conn, _ = lsock.accept()
         conn.settimeout(0)
         got = conn.recv(100)
         first = None
         if status:  # the PTCPS reply was written in the same pump: the client reads 0x00
-            for _ in range(8):
-                await asyncio.sleep(0)
-            for w in b_out:
-                a.datagram_received(w)
-            a.pump_now()
+            await pair.to_client()
             first = await asyncio.wait_for(st.read(1), 5)
-        await srv._tasks.cancel_all(1)
+        await pair.close()
         conn.close()
-        a.close()
-        b.close()
         return got, first
     try:
         got, first = asyncio.run(main())
@@ -71,27 +54,15 @@ def test_a_stream_closed_with_its_header_does_not_break_the_session():
     port = lsock.getsockname()[1]
 
     async def main():
-        a_out = []
-        a = TunnelConnection(conv=11, peer=("b", 1), send=lambda w, p: a_out.append(w),
-                             params=P, client=True)
-        b = TunnelConnection(conv=11, peer=("a", 1), send=lambda w, p: None, params=P,
-                             client=False)
-        srv = Server(P, backend=None)
-        b.set_stream_handler(lambda st: b.after_events(lambda: srv._opened(b, st)))
-        st = a.open_stream()
+        pair = ServerPair(P, conv=11)
+        st = pair.a.open_stream()
         st.write(appmsg.encode(appmsg.TcpConnectStatus("127.0.0.1", port), "alpha21"))
         st.close()
+        await pair.to_server()
         for _ in range(8):
             await asyncio.sleep(0)
-        for w in a_out:
-            b.datagram_received(w)
-        b.pump_now()
-        for _ in range(8):
-            await asyncio.sleep(0)
-        broken = b.closed, b.close_reason
-        await srv._tasks.cancel_all(1)
-        a.close()
-        b.close()
+        broken = pair.b.closed, pair.b.close_reason
+        await pair.close()
         return broken
     try:
         closed, reason = asyncio.run(main())

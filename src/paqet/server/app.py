@@ -108,8 +108,12 @@ class Server:
             if conn is None:
                 return
             log.info("accepted new connection from %s:%s", conn.peer[0], conn.peer[1])
-            conn.set_stream_handler(
-                lambda st, c=conn: c.after_events(lambda: self._opened(c, st)))
+            self.serve_streams(conn)
+
+    def serve_streams(self, conn: TunnelConnection) -> None:
+        """Handle the streams a session's client opens (each once the pump's events that
+        brought it are processed: `_opened`)."""
+        conn.set_stream_handler(lambda st: conn.after_events(lambda: self._opened(conn, st)))
 
     def _session_closed(self, conn: TunnelConnection, reason: str) -> None:
         if not self._stopping:
