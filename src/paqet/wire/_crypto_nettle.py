@@ -130,7 +130,7 @@ def cfb(name: str, key: bytes, iv: bytes, ext: bool | None = None):
     """A kcp-go CFB BlockCrypt for `name` over Nettle, or None (see module doc). `ext`:
     through the C extension (None: when it is built), or through ctypes (False)."""
     spec = _CIPHERS.get(name)
-    if _LIB is None or spec is None:
+    if _LIB is None or spec is None or (ext and _EXT is None):
         return None
     bs, set_key, with_len, encrypt = spec
     try:
@@ -147,8 +147,6 @@ def cfb(name: str, key: bytes, iv: bytes, ext: bool | None = None):
         setk.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         ok = setk(ctx, key)
     if set_key in _CHECKED and not ok:
-        return None
-    if ext and _EXT is None:
         return None
     kind = ExtCFB if _EXT is not None and ext is not False else NettleCFB
     return kind(bs, ctx, ctypes.cast(fn, ctypes.c_void_p).value, iv[:bs])

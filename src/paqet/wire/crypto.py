@@ -12,6 +12,7 @@ import functools
 import hashlib
 import struct
 import threading
+import types
 from concurrent.futures import Future
 
 
@@ -19,13 +20,13 @@ from . import _crypto_nettle
 
 # `cryptography` is imported when a cipher needs it (not for Nettle's ciphers): its Rust
 # binding alone takes ~50 ms to import, a tenth of a process's start-up.
-_create_enc = None  # set by _cryptography(): the binding Cipher() wraps
+_create_enc = None  # set by _lib(): the binding Cipher() wraps
 
 
 @functools.cache
-def _cryptography():
-    """(Cipher, algorithms, modes, decrepit algorithms, decrepit modes, AESGCM,
-    ChaCha20Poly1305), imported on first use."""
+def _lib() -> types.SimpleNamespace:
+    """The parts of `cryptography` the ciphers use (Cipher, algorithms, modes, the decrepit
+    dalg / dmodes, AESGCM, ChaCha20Poly1305), imported on first use."""
     global _create_enc
     from cryptography.hazmat.decrepit.ciphers import algorithms as dalg
     from cryptography.hazmat.decrepit.ciphers import modes as dmodes
@@ -36,7 +37,9 @@ def _cryptography():
         _create_enc = _rust_openssl.ciphers.create_encryption_ctx
     except (ImportError, AttributeError):  # pragma: no cover - other cryptography versions
         _create_enc = None
-    return Cipher, algorithms, modes, dalg, dmodes, AESGCM, ChaCha20Poly1305
+    return types.SimpleNamespace(Cipher=Cipher, algorithms=algorithms, modes=modes, dalg=dalg,
+                                 dmodes=dmodes, AESGCM=AESGCM,
+                                 ChaCha20Poly1305=ChaCha20Poly1305)
 
 INITIAL_VECTOR = bytes.fromhex("a7734f9c12ac1b01a415f2c1fc78e66b")
 SALT = b"paqet"
@@ -120,13 +123,13 @@ class _CFB:
     tag = 0
 
     def __init__(self, algorithm) -> None:
-        Cipher, _, modes, _, dmodes, _, _ = _cryptography()
-        self._cipher = Cipher
+        lib = _lib()
+        self._cipher = lib.Cipher
         self.alg = algorithm
         self.bs = algorithm.block_size // 8
         self.iv = INITIAL_VECTOR[:self.bs]
-        self._ecb = Cipher(algorithm, modes.ECB()).encryptor()
-        self._mode = dmodes.CFB(self.iv)  # the IV never changes: one mode object serves all
+        self._ecb = lib.Cipher(algorithm, lib.modes.ECB()).encryptor()
+        self._mode = lib.dmodes.CFB(self.iv)  # the IV never changes: one mode object serves all
         if _create_enc is not None:
             try:
                 _create_enc(algorithm, self._mode).update(b"")
@@ -311,19 +314,16 @@ def make_block(name: str, derived: bytes, accel: bool = True):
         fast = _crypto_nettle.cfb(name, key, INITIAL_VECTOR)
         if fast is not None:
             return fast
-    if name in ("aes", "aes-128", "aes-192", "sm4", "blowfish", "cast5", "3des", "aes-128-gcm",
-                "chacha20"):
-        _, algorithms, _, dalg, _, AESGCM, ChaCha20Poly1305 = _cryptography()
     if name in ("aes", "aes-128", "aes-192"):
-        return _CFB(algorithms.AES(key))
+        return _CFB(_lib().algorithms.AES(key))
     if name == "sm4":
-        return _CFB(algorithms.SM4(key))
+        return _CFB(_lib().algorithms.SM4(key))
     if name == "blowfish":
-        return _CFB(dalg.Blowfish(key))
+        return _CFB(_lib().dalg.Blowfish(key))
     if name == "cast5":
-        return _CFB(dalg.CAST5(key))
+        return _CFB(_lib().dalg.CAST5(key))
     if name == "3des":
-        return _CFB(dalg.TripleDES(key))
+        return _CFB(_lib().dalg.TripleDES(key))
     if name == "twofish":
         import twofish
         return _BlockFnCFB(twofish.Twofish(key).encrypt, 16)
@@ -338,7 +338,7 @@ def make_block(name: str, derived: bytes, accel: bool = True):
     if name == "none":
         return _NoneCrypt()
     if name == "aes-128-gcm":
-        return _Aead(AESGCM(key))
+        return _Aead(_lib().AESGCM(key))
     if name == "chacha20":
-        return _Aead(ChaCha20Poly1305(key))
+        return _Aead(_lib().ChaCha20Poly1305(key))
     return None  # null
