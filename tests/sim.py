@@ -156,3 +156,157 @@ class KcpSmuxEndpoint:
 
     def datagrams_to_send(self):
         return self.k.datagrams_to_send()
+
+
+class Bottleneck:
+    """A modelled bottleneck, one direction: random loss at entry, a drop-tail buffer of
+    `buffer` frames in front of a line of `rate` bytes per ms, then a constant delay (one
+    FIFO: order is kept). Each datagram costs `overhead` bytes more on the line (the frame's
+    Ethernet/IP/TCP headers and the codec's). Same interface as Link."""
+
+    def __init__(self, *, rate: float, buffer: int, delay_ms: int, loss: float = 0.0,
+                 overhead: int = 78, seed: int = 1) -> None:
+        import collections
+        self.rng = random.Random(seed)
+        self.rate, self.buffer, self.delay_ms, self.loss = rate, buffer, delay_ms, loss
+        self.overhead = overhead
+        self._line_free = 0.0
+        self._exits: collections.deque = collections.deque()  # line exit times queued
+        self._q: collections.deque = collections.deque()      # (due ms, data), FIFO
+        self.sent = self.dropped = self.overflow = self.delivered = 0
+        self.bytes_delivered = 0
+        self.max_queue = 0
+
+    def queued(self, now: float) -> int:
+        ex = self._exits
+        while ex and ex[0] <= now:
+            ex.popleft()
+        return len(ex)
+
+    def send(self, data: bytes, now: int) -> None:
+        self.sent += 1
+        if self.loss and self.rng.random() < self.loss:
+            self.dropped += 1
+            return
+        n = self.queued(now)
+        if n >= self.buffer:
+            self.overflow += 1
+            return
+        start = self._line_free if self._line_free > now else float(now)
+        end = start + (len(data) + self.overhead) / self.rate
+        self._line_free = end
+        self._exits.append(end)
+        if n + 1 > self.max_queue:
+            self.max_queue = n + 1
+        due = int(end + self.delay_ms + 0.999999)
+        self._q.append((due, data))
+
+    def next_time(self):
+        return self._q[0][0] if self._q else None
+
+    def due(self, now: int) -> list[bytes]:
+        out = []
+        q = self._q
+        while q and q[0][0] <= now:
+            d = q.popleft()[1]
+            out.append(d)
+            self.bytes_delivered += len(d)
+        self.delivered += len(out)
+        return out
+
+
+class BulkKcp:
+    """A KCP endpoint (stream mode, kcp-go's defaults for a mode, our batching) with a bulk
+    source that keeps `backlog` segments queued while it has bytes left to send, and a sink
+    that reads everything. `cc`: attach a rate controller (kcp.rate.RateController); `rw`:
+    a receive window (kcp.window.ReceiveWindow)."""
+
+    defer_flush = True
+
+    def __init__(self, mode: str = "fast3", *, snd: int = 1024, rcv: int = 1024,
+                 total: int = 0, backlog: int = 256, cc=None, conv: int = 0x1234,
+                 mtu: int = 1330, start_after: int = 0, rw=None) -> None:
+        from paqet.kcp.engine import KCP
+        from paqet.kcp.presets import configure
+        k = configure(KCP(conv), mode, mtu=mtu, sndwnd=snd, rcvwnd=rcv)
+        k.defer_flush = True
+        if cc is not None:
+            k.cc = cc
+        if rw is not None:
+            k.rw = rw
+        self.k = k
+        # the bulk starts when the peer's first bytes arrive (a request: by then KCP knows
+        # the peer's window and the RTT, as in a real download); `request` sends them
+        self.total = total
+        self.left = 0 if total else 0
+        self.started = False
+        self.asked = False
+        self.start_after = start_after
+        self.backlog = backlog
+        self.received = 0
+        self.marks: list = []  # (ms, bytes received so far), one per flush that read data
+        self._chunk = bytes(k.mss) * 16
+
+    def input(self, data, now):
+        self.k.input(data, now)
+
+    def flush_pending(self, now):
+        self._read(now)
+        self._fill(now)
+        self.k.flush_pending(now)
+
+    def _read(self, now):
+        k = self.k
+        got = 0
+        while True:
+            d = k.recv()
+            if not d:
+                break
+            got += len(d)
+        if got:
+            self.received += got
+            self.marks.append((now, self.received))
+            self.asked = True
+
+    def request(self, n: int = 100) -> None:
+        """Queue n bytes for the peer (a request that starts its bulk, or a hello)."""
+        self.k.send(bytes(n))
+
+    def _fill(self, now):
+        k = self.k
+        if self.total and not self.started and self.asked and now >= self.start_after:
+            self.started = True
+            self.start_ms = now
+            self.left = self.total
+        while self.left > 0 and k.wait_snd < self.backlog:
+            n = min(self.left, len(self._chunk))
+            k.send(self._chunk[:n])
+            self.left -= n
+
+    def flush(self, now):
+        self._read(now)
+        self._fill(now)
+        r = self.k.flush(now)
+        if self.total and not self.started and self.asked:
+            r = min(r, max(1, self.start_after - now))
+        return r
+
+    def datagrams_to_send(self):
+        return self.k.datagrams_to_send()
+
+    def rate_series(self, bin_ms: int = 100) -> list[float]:
+        """Bytes received per ms in consecutive bins of bin_ms from 0."""
+        out = []
+        prev = 0
+        i = 0
+        marks = self.marks
+        if not marks:
+            return out
+        end = marks[-1][0]
+        for t in range(bin_ms, end + 1, bin_ms):
+            while i < len(marks) and marks[i][0] <= t:
+                i += 1
+            cur = marks[i - 1][1] if i else 0
+            out.append((cur - prev) / bin_ms)
+            prev = cur
+        return out

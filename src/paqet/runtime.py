@@ -28,20 +28,7 @@ class StartupError(RuntimeError):
 
 
 def tunnel_params(cfg: Config) -> TunnelParams:
-    k = cfg.transport.kcp
-    nd, iv, rs, nc, wd, an = k.effective_mode()
-    return TunnelParams(block=k.block, key=k.key, dshard=k.dshard, pshard=k.pshard, mtu=k.mtu,
-                        sndwnd=k.sndwnd, rcvwnd=k.rcvwnd, nodelay=nd, interval=iv, resend=rs,
-                        nc=nc, wdelay=wd, acknodelay=an, smuxbuf=k.smuxbuf,
-                        streambuf=k.streambuf, keepalive_ms=k.smuxkalive * 1000,
-                        keepalive_timeout_ms=k.smuxktimeout * 1000,
-                        replay_window=cfg.limits.replay_window,
-                        replay_horizon_ms=int(cfg.limits.replay_horizon * 1000),
-                        max_streams=cfg.limits.max_streams,
-                        send_buffer=cfg.limits.session_send_buffer,
-                        request_timeout=cfg.limits.request_timeout,
-                        idle_timeout=cfg.limits.idle_timeout,
-                        udp_idle_timeout=cfg.limits.udp_idle_timeout)
+    return TunnelParams.from_config(cfg)
 
 
 def resolve(host: str, port: int) -> tuple[str, int]:

@@ -387,7 +387,8 @@ class ClientPool:
             return
         reader = appmsg.MessageReader("alpha21")
         try:
-            st.write(appmsg.encode(appmsg.Hello(appmsg.CAP_STATUS), "alpha21"))
+            caps = appmsg.CAP_STATUS | (appmsg.CAP_PACED if conn.paced else 0)
+            st.write(appmsg.encode(appmsg.Hello(caps), "alpha21"))
             async with asyncio.timeout(5.0):
                 while True:
                     data = await st.read()
@@ -397,6 +398,8 @@ class ClientPool:
                     if msg is not None:
                         if isinstance(msg, appmsg.Hello) and conn is (slot.conn):
                             slot.caps = msg.caps & appmsg.CAP_STATUS
+                            if msg.caps & appmsg.CAP_PACED:
+                                conn.peer_paces()
                             log.debug("connection %d: server extensions %#x", slot.index + 1,
                                       slot.caps)
                         return

@@ -15,7 +15,8 @@ import msgspec.inspect as mi
 import yaml
 
 from paqet.config import schema, values
-from paqet.config.schema import ROLE_DEFAULTS, ZERO_MEANS_DEFAULT, Config
+from paqet.config.schema import (ROLE_DEFAULTS, SMUXBUF_DEFAULT, STREAMBUF_DEFAULT,
+                                 ZERO_MEANS_DEFAULT, Config)
 
 log = logging.getLogger("paqet.config")
 
@@ -397,10 +398,13 @@ def load_config_text(text: str, source: str = "<config>") -> Config:
     d = ROLE_DEFAULTS[role]
     if cfg.network.pcap.sockbuf is None:
         cfg.network.pcap.sockbuf = d["sockbuf"]
-    if cfg.transport.kcp.rcvwnd is None:
-        cfg.transport.kcp.rcvwnd = d["rcvwnd"]
-    if cfg.transport.kcp.sndwnd is None:
-        cfg.transport.kcp.sndwnd = d["sndwnd"]
+    k = cfg.transport.kcp
+    defaulted = []
+    for key, value in (("rcvwnd", d["rcvwnd"]), ("sndwnd", d["sndwnd"]),
+                       ("smuxbuf", SMUXBUF_DEFAULT), ("streambuf", STREAMBUF_DEFAULT)):
+        if getattr(k, key) is None:
+            setattr(k, key, value)
+            defaulted.append(f"transport.kcp.{key}")
     if not cfg.network.tcp.local_flag:
         cfg.network.tcp.local_flag = ["PA"]
     if not cfg.network.tcp.remote_flag:
@@ -432,6 +436,7 @@ def load_config_text(text: str, source: str = "<config>") -> Config:
         raise ConfigError(path, msg + more, source)
     cfg.warnings = warnings
     cfg.source = source
+    cfg.defaulted = defaulted
     return cfg
 
 

@@ -27,6 +27,7 @@ ROLE_DEFAULTS = {
     "client": {"sockbuf": 4194304, "rcvwnd": 512, "sndwnd": 128},
     "server": {"sockbuf": 8388608, "rcvwnd": 1024, "sndwnd": 1024},
 }
+SMUXBUF_DEFAULT, STREAMBUF_DEFAULT = 4194304, 2097152
 
 
 class _S(Struct, kw_only=True, omit_defaults=True):
@@ -108,10 +109,14 @@ class Kcp(_S, kw_only=True):
     key: str = ""
     dshard: Annotated[int, Meta(ge=0, le=255)] = 0
     pshard: Annotated[int, Meta(ge=0, le=255)] = 0
-    smuxbuf: Annotated[int, Meta(ge=1024, le=2147483647)] = 4194304
-    streambuf: Annotated[int, Meta(ge=1024, le=2147483647)] = 2097152
+    # left out: 4 MiB / 2 MiB, and with congestion "bbr" grown with the path (docs/config.md)
+    smuxbuf: Annotated[int, Meta(ge=1024, le=2147483647)] | None = None
+    streambuf: Annotated[int, Meta(ge=1024, le=2147483647)] | None = None
     smuxkalive: Annotated[int, Meta(ge=1, le=3600)] = 2
     smuxktimeout: Annotated[int, Meta(ge=1, le=86400)] = 8
+    # beyond upstream: "bbr" paces our sends from the measured path (kcp/rate.py) and sizes
+    # windows left out of the file from it (kcp/window.py); "kcp" sends as kcp-go does
+    congestion: Literal["bbr", "kcp"] = "bbr"
 
     def effective_mode(self) -> tuple[int, int, int, int, bool, bool]:
         """(nodelay, interval, resend, nc, wdelay, acknodelay) after the mode preset."""
@@ -149,6 +154,10 @@ class Limits(_S, kw_only=True):
     # bytes read from local sockets / targets and queued for one session but not yet
     # acknowledged by the peer (smux + KCP queues); readers wait while it is reached
     session_send_buffer: Annotated[int, Meta(ge=65536, le=1 << 31)] = 8 << 20
+    # bytes a session may hold for us on the receiving side when windows follow the path
+    # (congestion "bbr" and windows left out): bounds the KCP receive window and the smux
+    # buffers they grow to
+    session_receive_buffer: Annotated[int, Meta(ge=65536, le=1 << 31)] = 16 << 20
     # seconds to finish a request: a SOCKS5 handshake or HTTP request head (client), the
     # app message at the start of a stream (server)
     request_timeout: Annotated[float, Meta(gt=0, le=3600)] = 10.0
@@ -185,6 +194,9 @@ class Config(_S, kw_only=True):
     # filled by the loader, not read from YAML
     warnings: list[str] = msgspec.field(default_factory=list)
     source: str = ""
+    # keys left out of the file and filled with their defaults ("transport.kcp.rcvwnd", ...):
+    # windows that may follow the path
+    defaulted: list[str] = msgspec.field(default_factory=list)
 
     @property
     def local_flags(self) -> list[int]:

@@ -52,7 +52,10 @@ def _diff(a: int, b: int) -> int:
 
 class Segment:
     # rkey: kcp-go's resendts on the engine's unwrapped clock (KCP._now_u)
-    __slots__ = ("sn", "ts", "rto", "fastack", "xmit", "acked", "data", "frg", "rkey")
+    # dlv, dlv_t, fst, alim: the rate controller's stamps at the last transmission (the
+    # delivered count and its time, the first send time of that flight, app-limited)
+    __slots__ = ("sn", "ts", "rto", "fastack", "xmit", "acked", "data", "frg", "rkey",
+                 "dlv", "dlv_t", "fst", "alim")
 
     def __init__(self, data, frg: int = 0) -> None:
         self.data = data
@@ -64,6 +67,8 @@ class Segment:
         self.xmit = 0
         self.acked = False
         self.rkey = 0
+        self.dlv = self.dlv_t = self.fst = 0
+        self.alim = False
 
 
 class KCP:
@@ -110,6 +115,18 @@ class KCP:
         self.write_delay = False
         self.defer_flush = False
         self._pending_flush = 0  # 0 none, 1 ack-only, 2 full
+        # Beyond kcp-go: a rate controller (kcp.rate.RateController) paces new segments
+        # and caps the flight; None sends as kcp-go does. The wire format is the same.
+        self.cc = None
+        self.delivered = 0        # segments acknowledged (ACK or una), for rate samples
+        self.delivered_t = 0
+        self.first_sent_t = 0
+        self.app_limited_until = 0  # delivered count until which samples are app-limited
+        self.pace_wait = 0        # ms until pacing lets the next queued segment go (0: not held)
+        # Beyond kcp-go: the advertised window from kcp.window.ReceiveWindow (rcv_wnd is
+        # then the memory bound on what we accept); None advertises as kcp-go
+        self.rw = None
+        self._rcv_hi = 0          # 1 + the highest sn received (for rw: the span of holes)
         self.snd_queue: collections.deque[Segment] = collections.deque()
         self.snd_buf: collections.deque[Segment] = collections.deque()
         # the segments of snd_buf not yet acknowledged, in sn order: ACK processing and the
@@ -345,6 +362,13 @@ class KCP:
             else:
                 self.rx_rttvar += (delta - self.rx_rttvar) >> 2
         rto = (self.rx_srtt + max(self.interval, self.rx_rttvar << 2)) & M32
+        if self.cc is not None:
+            # paced sends keep the RTT steady, so rttvar shrinks to nothing and a queue of
+            # a few ms (a bandwidth probe) would fire the RTO for segments that are only
+            # late: with the controller, an RTO waits at least half an RTT more
+            floor = self.rx_srtt + (self.rx_srtt >> 1) + self.interval
+            if rto < floor:
+                rto = floor
         self.rx_rto = min(max(rto, self.rx_minrto), RTO_MAX)
 
     def _compact_fa(self) -> None:
@@ -388,6 +412,11 @@ class KCP:
                             self._move_rcv_buf()
                     else:
                         self.repeat_segments += 1
+                        d = -1
+                    if d >= 0 and self.rw is not None:
+                        self.rw.on_data(now, ts, 1)
+                        if ((sn + 1 - self._rcv_hi) & M32) - 1 < 0x7FFFFFFF:
+                            self._rcv_hi = (sn + 1) & M32
                 elif d >= 0x80000000 + rcv_wnd:
                     acklist.append(sn)
                     acklist.append(ts)
@@ -412,6 +441,11 @@ class KCP:
         ret = 0
         nseg = 0
         dels = 0
+        track = self.cc is not None
+        ndel = 0
+        newest = None
+        rw = self.rw
+        rw_n = rw_ts = 0
         while n - off >= OVERHEAD:
             c, cmd, frg, wnd, ts, sn, una, length = unpack(data, off)
             if c != conv:
@@ -444,7 +478,12 @@ class KCP:
                     if not 0 < ((una - s0) & M32) < 0x80000000:
                         break
                     snd_buf.popleft().acked = True  # gone: its heap entry is stale
-                    if unacked.pop(s0, None) is not None:
+                    g = unacked.pop(s0, None)
+                    if g is not None:
+                        if track:
+                            ndel += 1
+                            if newest is None or ((g.ts - newest.ts) & M32) < 0x80000000:
+                                newest = g
                         if fa_walk.pop(s0, None) is not None:
                             dels += 1
                         else:
@@ -471,6 +510,10 @@ class KCP:
                 seg = unacked.pop(sn, None)
                 if seg is not None:
                     seg.acked = True
+                    if track:
+                        ndel += 1
+                        if newest is None or ((seg.ts - newest.ts) & M32) < 0x80000000:
+                            newest = seg
                     if fa_walk.pop(sn, None) is not None:
                         dels += 1
                     elif fa_extra:
@@ -566,6 +609,12 @@ class KCP:
                             self._move_rcv_buf()
                     else:
                         self.repeat_segments += 1
+                        d = -1
+                    if d >= 0 and rw is not None:
+                        rw_n += 1
+                        rw_ts = ts
+                        if ((sn + 1 - self._rcv_hi) & M32) - 1 < 0x7FFFFFFF:
+                            self._rcv_hi = (sn + 1) & M32
                 elif d >= 0x80000000 + rcv_wnd:  # an old duplicate (sn < rcv_nxt): ACK only
                     acklist.append(sn)
                     acklist.append(ts)
@@ -585,10 +634,17 @@ class KCP:
         if ret:
             self.bad_input += 1
             return ret
+        rtt = -1
         if ack_seen and regular:
             rtt = _diff(now, latest)
             if rtt >= 0:
                 self._update_ack(rtt)
+                if rw is not None:
+                    rw.on_rtt(now, rtt)
+        if rw_n:
+            rw.on_data(now, rw_ts, rw_n)
+        if ndel:
+            self._rate_sample(now, ndel, newest, rtt)
         if snd_una != snd_una_old and self.nocwnd == 0 and self.cwnd < self.rmt_wnd:
             mss = self.mss
             if self.cwnd < self.ssthresh:
@@ -616,6 +672,19 @@ class KCP:
             else:
                 self.flush(now, True)
         return 0
+
+    def _rate_sample(self, now: int, ndel: int, p: Segment, rtt: int) -> None:
+        """Segments were acknowledged: advance the delivered count and give the controller
+        one sample, from the most recently sent of them (BBR's rate sampling)."""
+        self.delivered = delivered = self.delivered + ndel
+        self.delivered_t = now
+        self.first_sent_t = p.ts
+        send_el = _diff(p.ts, p.fst)
+        ack_el = _diff(now, p.dlv_t)
+        iv = send_el if send_el > ack_el else ack_el
+        if self.app_limited_until and delivered > self.app_limited_until:
+            self.app_limited_until = 0
+        self.cc.on_ack(now, p.dlv, delivered, iv, p.alim, rtt, len(self._unacked))
 
     @property
     def ack_flush_can_wait(self) -> bool:
@@ -657,6 +726,13 @@ class KCP:
         size = 0
         conv = self.conv
         wnd = self.rcv_wnd - len(self.rcv_queue)
+        rw = self.rw
+        if rw is not None:
+            rw.update(now)
+            span = (self._rcv_hi - self.rcv_nxt) & M32
+            adv = rw.advertise(span if span < 0x80000000 else 0)
+            if adv < wnd:
+                wnd = adv
         if wnd < 0:
             wnd = 0
         una = self.rcv_nxt
@@ -723,6 +799,12 @@ class KCP:
         snd_queue = self.snd_queue
         snd_buf = self.snd_buf
         new_segs = 0
+        cc = self.cc
+        paced = False
+        if cc is not None:
+            self.pace_wait = 0
+            if ack_only:
+                snd_queue = ()  # the controller's sends go with full flushes only
         if snd_queue:
             limit = (self.snd_una + cwnd) & M32
             nxt = self.snd_nxt
@@ -732,7 +814,13 @@ class KCP:
                 fa_walk = self._fa_walk
                 popleft = snd_queue.popleft
                 append = snd_buf.append
-                for _ in range(min(room, len(snd_queue))):
+                n = min(room, len(snd_queue))
+                if cc is not None:
+                    allow = cc.allowance(now, len(unacked))
+                    if allow < n:
+                        n = allow
+                        paced = allow < len(snd_queue)
+                for _ in range(n):
                     seg = popleft()
                     seg.sn = nxt
                     unacked[nxt] = seg
@@ -753,6 +841,17 @@ class KCP:
         # never-sent tail, `_fa_segs` and the RTO heap's due entries: we visit just these, in
         # sn order, and get the same datagrams. The heap also gives kcp-go's return value
         # (the earliest resendts) without a pass over the window.
+        alim = False
+        if cc is not None:
+            if not self._unacked or len(self._unacked) == new_segs:
+                # a new flight after an idle moment: its rate samples start now
+                self.first_sent_t = self.delivered_t = now
+            if not self.snd_queue and len(self._unacked) < cc.cwnd:
+                # nothing more to send: samples from these segments show the application's
+                # rate, not the path's
+                self.app_limited_until = self.delivered + len(self._unacked) or 1
+            alim = self.app_limited_until > 0
+            dlv, dlv_t, fst = self.delivered, self.delivered_t, self.first_sent_t
         d = (now - self._last_now) & M32
         self._now_u += d - 0x100000000 if d & 0x80000000 else d
         self._last_now = now
@@ -823,6 +922,11 @@ class KCP:
                 seg.xmit = 1
                 seg.ts = now
                 nout += 1
+                if cc is not None:
+                    seg.dlv = dlv
+                    seg.dlv_t = dlv_t
+                    seg.fst = fst
+                    seg.alim = alim
                 data = seg.data
                 ln = len(data)
                 if size + OVERHEAD + ln > mtu and parts:
@@ -901,6 +1005,11 @@ class KCP:
                     lst.append(seg)
             seg.xmit = xmit = xmit + 1
             seg.ts = now
+            if cc is not None:
+                seg.dlv = dlv
+                seg.dlv_t = dlv_t
+                seg.fst = fst
+                seg.alim = alim
             data = seg.data
             ln = len(data)
             if size + OVERHEAD + ln > mtu and parts:
@@ -933,6 +1042,13 @@ class KCP:
                 self._compact_fa()
         # kcp-go returns min(interval, the smallest positive resendts - now)
         min_rto = self.interval
+        if cc is not None:
+            if nout:
+                cc.spend(nout)
+            if paced:
+                self.pace_wait = w = cc.next_send_in()
+                if w < min_rto:
+                    min_rto = w
         while heap:
             e = heap[0]
             key, _, group, i = e

@@ -23,6 +23,9 @@ PPING, PPONG, PTCPF, PTCP, PUDP = 1, 2, 3, 4, 5
 # PTCPS after a PHELLO reply listed CAP_STATUS.
 PHELLO, PTCPS = 0x10, 0x14
 CAP_STATUS = 0x01
+# the sender of the Hello paces its KCP sends (congestion "bbr"): the receiver may then
+# advertise windows that do not need to pace it (kcp/window.py, peer_paces)
+CAP_PACED = 0x02
 MAX_HOST, MAX_FLAGS, MAX_BODY = 253, 64, 4096
 DIALECTS = ("alpha21", "alpha20", "gob")
 

@@ -205,7 +205,10 @@ class Server:
             self.backend.set_peer_flags(conn.peer, flags or None)
             log.debug("client %s:%s set TCP flags %s", conn.peer[0], conn.peer[1], flags)
         elif isinstance(msg, appmsg.Hello) and self.dialect == "auto":
-            st.write(appmsg.encode(appmsg.Hello(appmsg.CAP_STATUS), "alpha21"))
+            if msg.caps & appmsg.CAP_PACED:
+                conn.peer_paces()
+            caps = appmsg.CAP_STATUS | (appmsg.CAP_PACED if conn.paced else 0)
+            st.write(appmsg.encode(appmsg.Hello(caps), "alpha21"))
             await st.drain()
         elif isinstance(msg, appmsg.TcpConnect):
             await self._tcp(conn, st, msg.host, msg.port, reader.rest, sock=sock, ready=ready)

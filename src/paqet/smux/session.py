@@ -315,19 +315,43 @@ class SmuxSession:
             return True
         return False
 
+    def set_buffers(self, max_receive_buffer: int, max_stream_buffer: int) -> bool:
+        """Change the session's receive buffer and the per-stream window we announce (the
+        shell sizes them from the path). A larger window is announced at once (v2: a UPD
+        for every stream that has received data); a smaller one with the next UPD. True
+        when frames were queued."""
+        if not 0 < max_stream_buffer <= max_receive_buffer <= 0x7FFFFFFF:
+            raise ValueError("buffers must be positive, the stream's not the larger")
+        self.bucket += max_receive_buffer - self.max_receive_buffer
+        self.max_receive_buffer = max_receive_buffer
+        grew = max_stream_buffer > self.max_stream_buffer
+        self.max_stream_buffer = max_stream_buffer
+        if not grew or self.version != 2:
+            return False
+        queued = False
+        for st in self.streams.values():
+            if st.read or st.buffered:
+                self._queue_upd(st)
+                queued = True
+        return queued
+
     def _queue_upd(self, st: _Stream) -> None:
         """UPD with what the application consumed so far; the half-window count restarts."""
         self._ctrl.append(encode_upd(2, st.sid, st.read, self.max_stream_buffer))
         st.incr = 0
 
     # -- sending -----------------------------------------------------------------------------
-    def data_to_send(self, lazy: bool = False) -> bytes:
+    def data_to_send(self, lazy: bool = False, limit: int = 0) -> bytes:
         """All queued frames: control frames first, then data frames round-robin between
         streams (one frame per stream per turn; a stream's own frames keep their order).
         Waiting first window updates go with any other frame, or alone when lazy is set
-        (the shell's timer)."""
+        (the shell's timer). `limit` > 0: data frames only until their payload reaches
+        `limit` bytes; the rest stays queued (so a stream that writes later still gets
+        its turn before them)."""
         if self._lazy and (lazy or self._ctrl or self._data):
             self._flush_lazy()
+        if 0 < limit < self.queued_bytes:
+            return self._data_upto(limit)
         ctrl, data = self._ctrl, self._data
         self.queued_bytes = 0
         if not data:
@@ -355,6 +379,36 @@ class SmuxSession:
                     live.append(q)
             queues = live
             i += 2
+        return b"".join(parts)
+
+    def _data_upto(self, limit: int) -> bytes:
+        parts = self._ctrl
+        self._ctrl = []
+        queues = [[sid, q, 0] for sid, q in self._data.items()]
+        size = 0
+        first: list = []   # streams whose turn the limit cut off: they go first next time
+        while queues:
+            live = []
+            for n, e in enumerate(queues):
+                sid, q, i = e
+                parts.append(q[i])
+                payload = q[i + 1]
+                parts.append(payload)
+                size += len(payload)
+                e[2] = i = i + 2
+                if len(q) > i:
+                    live.append(e)
+                if size >= limit:
+                    first = queues[n + 1:]
+                    break
+            queues = live
+            if size >= limit:
+                break
+        rest = {}
+        for sid, q, i in first + queues:
+            rest[sid] = q[i:] if i else q
+        self._data = rest
+        self.queued_bytes -= size
         return b"".join(parts)
 
     def _flush_lazy(self) -> None:

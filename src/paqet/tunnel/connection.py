@@ -18,6 +18,8 @@ import logging
 from typing import Callable
 
 from paqet.kcp.engine import KCP
+from paqet.kcp.rate import RateController
+from paqet.kcp.window import ReceiveWindow
 from paqet.smux import events as sev
 from paqet.smux.session import SmuxSession
 from paqet.tunnel.clock import now_ms
@@ -38,6 +40,15 @@ IDLE_TICK_MS = 1000
 #: a full flush or the KCP tick send them sooner). kcp-go with acknodelay off holds them up
 #: to a whole interval; this adds at most 2 ms to the peer's RTT samples.
 ACK_HOLD = 0.002
+#: congestion "bbr": the flight a new session may send before it has measured the path
+#: (kcp-go sends a whole window at once: paqet's client advertises 512)
+INIT_FLIGHT = 512
+#: ... and how much it keeps in KCP's send queue beyond what is in flight: the pacing rate
+#: times this many ms (at least QUEUE_MIN segments). The rest waits in smux's per-stream
+#: queues, so a stream that writes during a bulk transfer gets its turn at once.
+QUEUE_MS, QUEUE_MIN = 20, 64
+#: ms between two resizings of the smux buffers to the receive window
+SMUX_RESIZE_MS = 250
 
 
 class ConnectionClosed(ConnectionError):
@@ -90,6 +101,16 @@ class TunnelConnection:
         k.write_delay = params.wdelay
         k.defer_flush = True  # one flush per batch of received datagrams (see _pump_once)
         k.fast_limit = params.fast_limit
+        self._paced = params.congestion == "bbr"
+        if self._paced:
+            mss = k.mss
+            if params.auto_sndwnd:
+                k.snd_wnd = max(params.sndwnd, params.send_buffer // mss)
+            k.cc = RateController(init_cwnd=min(INIT_FLIGHT, k.snd_wnd), max_cwnd=k.snd_wnd)
+            if params.auto_rcvwnd:
+                k.rcv_wnd = cap = max(params.rcvwnd, params.recv_buffer // mss)
+                k.rw = ReceiveWindow(initial=params.rcvwnd, maximum=cap)
+        self._smux_resize_at = 0
         self.kcp = k
         self.smux = SmuxSession(
             client=client, version=params.smux_version, max_frame_size=params.max_frame_size,
@@ -118,7 +139,7 @@ class TunnelConnection:
         self.bytes_in = 0
         self.bytes_out = 0
         self.streams_opened = 0  # both directions, for stats
-        self._backlog_limit = max(2 * params.sndwnd, 64)
+        self._backlog_limit = max(2 * k.snd_wnd, 64)
         # Bytes read from local sockets/targets for this session and not yet acknowledged
         # by the peer (reserved by relays + smux queue + KCP queue and window) stay below
         # this; relays wait for room before they read (reserve_send).
@@ -367,7 +388,7 @@ class TunnelConnection:
         for st in list(self.streams.values()):
             if st._pending:
                 st._push_pending()
-        out = smux.data_to_send()
+        out = smux.data_to_send(limit=self._queue_room()) if self._paced else smux.data_to_send()
         if out:
             self.bytes_out += len(out)
             kcp.send(out)
@@ -420,7 +441,53 @@ class TunnelConnection:
         self.kcp.flush_pending(now)
         self._transmit(now)
 
+    @property
+    def paced(self) -> bool:
+        """Our KCP sender paces itself (congestion "bbr"): say so in the session's hello."""
+        return self._paced
+
+    def peer_paces(self) -> None:
+        """The peer said its sender paces itself: our receive window need not pace it."""
+        if self.kcp.rw is not None:
+            self.kcp.rw.peer_paces = True
+
+    def _queue_room(self) -> int:
+        """Bytes smux may hand to KCP now (congestion "bbr"): enough to keep the pacer busy
+        for QUEUE_MS, at least one frame."""
+        k = self.kcp
+        segs = int(k.cc.pacing_rate * QUEUE_MS)
+        if segs < QUEUE_MIN:
+            segs = QUEUE_MIN
+        room = (segs - len(k.snd_queue)) * k.mss
+        return room if room > 0 else 1
+
+    def _pace(self, wait_ms: int) -> None:
+        """The pacer holds segments for wait_ms: have the timer fire by then."""
+        t = self._timer
+        due = self.loop.time() + wait_ms / 1000.0
+        if t is None or t.when() > due + 0.0005:
+            self._schedule_timer(wait_ms)
+
+    def _resize_smux(self, now: int) -> None:
+        """Windows that follow the path: the smux buffers (per stream and per session)
+        hold two receive-window targets, within limits.session_receive_buffer."""
+        self._smux_resize_at = now + SMUX_RESIZE_MS
+        p = self.params
+        want = 2 * self.kcp.rw.target * self.kcp.mss
+        cap = p.recv_buffer
+        stream = min(max(want, p.streambuf), cap)
+        session = min(max(2 * stream, p.smuxbuf), max(cap, p.smuxbuf))
+        if stream > session:
+            stream = session
+        s = self.smux
+        old = s.max_stream_buffer
+        if stream > old * 5 // 4 or stream < old * 3 // 4:
+            s.set_buffers(session, stream)
+
     def _transmit(self, now: int) -> None:
+        w = self.kcp.pace_wait
+        if w:
+            self._pace(w)
         dgrams = self.kcp.datagrams_to_send()
         if not dgrams:
             return
@@ -509,7 +576,13 @@ class TunnelConnection:
             self._process_events()
             if self.closed:
                 return
-            out = self.smux.data_to_send(lazy=True)
+            if self._paced:
+                if self.kcp.rw is not None and self.params.auto_smux \
+                        and now >= self._smux_resize_at:
+                    self._resize_smux(now)
+                out = self.smux.data_to_send(lazy=True, limit=self._queue_room())
+            else:
+                out = self.smux.data_to_send(lazy=True)
             if out:
                 self.bytes_out += len(out)
                 self.kcp.send(out)

@@ -40,6 +40,14 @@ class TunnelParams:
     replay_horizon_ms: int = 60000  # how long the window aims to remember them
     max_streams: int = 1024         # open streams per session; SYNs beyond it get a FIN
     send_buffer: int = 8 << 20      # bytes queued for the peer per session (limits: docs)
+    # "bbr": our sender paces from the measured path (kcp/rate.py); "kcp": as kcp-go
+    congestion: str = "kcp"
+    # windows left out of the config follow the path under "bbr" (kcp/window.py, smux
+    # buffers), up to recv_buffer bytes held for the peer; explicit ones stay fixed
+    auto_sndwnd: bool = False
+    auto_rcvwnd: bool = False
+    auto_smux: bool = False
+    recv_buffer: int = 16 << 20
     # per-stream policy, read by the client and server shells (config: limits)
     request_timeout: float = 10.0   # s: SOCKS5 handshake / a stream's first app message
     idle_timeout: float = 7200.0    # s without a byte either way: TCP relay closed (0 = off)
@@ -57,7 +65,12 @@ class TunnelParams:
         """From a loaded paqet config (paqet.config)."""
         k = cfg.transport.kcp
         nd, iv, rs, nc, wd, an = k.effective_mode()
+        bbr = k.congestion == "bbr"
+        auto = set(cfg.defaulted) if bbr else set()
         return cls(
+            congestion=k.congestion, recv_buffer=cfg.limits.session_receive_buffer,
+            auto_sndwnd="transport.kcp.sndwnd" in auto, auto_rcvwnd="transport.kcp.rcvwnd" in auto,
+            auto_smux={"transport.kcp.smuxbuf", "transport.kcp.streambuf"} <= auto,
             block=k.block, key=k.key or "", dshard=k.dshard or 0, pshard=k.pshard or 0,
             mtu=k.mtu, sndwnd=k.sndwnd, rcvwnd=k.rcvwnd,
             nodelay=nd, interval=iv, resend=rs, nc=nc, wdelay=wd, acknodelay=an,

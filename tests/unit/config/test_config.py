@@ -340,3 +340,34 @@ def test_error_quoting_a_multi_line_value_stays_one_line():
         load(with_(SERVER, "network.tcp.local_flag", ["Pe x\ny"]))
     msg = str(exc.value)
     assert "\n" not in msg and "network.tcp.local_flag" in msg and "x\\ny" in msg
+
+
+def test_congestion_and_windows_that_follow_the_path():
+    from paqet.tunnel.params import TunnelParams
+    cfg = load(CLIENT)
+    k = cfg.transport.kcp
+    assert k.congestion == "bbr"
+    # left out: upstream's values, marked as defaulted (they then follow the path)
+    assert (k.rcvwnd, k.sndwnd, k.smuxbuf, k.streambuf) == (512, 128, 4194304, 2097152)
+    assert set(cfg.defaulted) == {"transport.kcp.rcvwnd", "transport.kcp.sndwnd",
+                                  "transport.kcp.smuxbuf", "transport.kcp.streambuf"}
+    p = TunnelParams.from_config(cfg)
+    assert p.congestion == "bbr" and p.auto_rcvwnd and p.auto_sndwnd and p.auto_smux
+    assert p.recv_buffer == 16 << 20
+    # explicit values stay fixed; 0 means the default (upstream's rule) and so follows
+    cfg = load(with_(with_(CLIENT, "transport.kcp.rcvwnd", 2048), "transport.kcp.sndwnd", 0))
+    p = TunnelParams.from_config(cfg)
+    assert p.rcvwnd == 2048 and not p.auto_rcvwnd and p.auto_sndwnd
+    # kcp-go's behaviour: nothing follows the path
+    p = TunnelParams.from_config(load(with_(CLIENT, "transport.kcp.congestion", "kcp")))
+    assert p.congestion == "kcp" and not (p.auto_rcvwnd or p.auto_sndwnd or p.auto_smux)
+    p = TunnelParams.from_config(load(with_(CLIENT, "limits.session_receive_buffer", 1 << 20)))
+    assert p.recv_buffer == 1 << 20
+
+
+@pytest.mark.parametrize("path,value", [("transport.kcp.congestion", "cubic"),
+                                        ("limits.session_receive_buffer", 1000)])
+def test_congestion_keys_reject_bad_values(path, value):
+    with pytest.raises(ConfigError) as e:
+        load(with_(CLIENT, path, value))
+    assert e.value.path == path

@@ -528,3 +528,40 @@ def test_events_do_not_depend_on_the_split(version, tail, piece, client):
     whole, evs = run(len(wire))
     split, evs2 = run(piece)
     assert evs == evs2 and whole.broken == split.broken and whole.bucket == split.bucket
+
+
+def test_data_to_send_limit_keeps_round_robin_and_the_rest():
+    s = SmuxSession(client=True)
+    a, b = s.open_stream(), s.open_stream()
+    s.data_to_send()
+    s.send_data(a, b"A" * 3000)
+    s.send_data(a, b"a" * 3000)
+    s.send_data(b, b"B" * 100)
+    first = parse_frames(s.data_to_send(limit=3000))
+    assert [(f[2], len(f[3])) for f in first] == [(a, 3000)]
+    assert s.queued_bytes == 3100
+    # the stream the limit cut off goes first next time
+    second = parse_frames(s.data_to_send(limit=1))
+    assert [(f[2], f[3][:1]) for f in second] == [(b, b"B")]
+    third = parse_frames(s.data_to_send())
+    assert [(f[2], f[3][:1]) for f in third] == [(a, b"a")] and s.queued_bytes == 0
+
+
+def test_set_buffers_announces_a_larger_window_at_once():
+    s = SmuxSession(client=False, max_receive_buffer=1 << 20, max_stream_buffer=1 << 19)
+    c = SmuxSession(client=True)
+    sid = c.open_stream()
+    c.send_data(sid, b"x" * 1000)
+    s.receive_data(c.data_to_send(), 0)
+    while s.next_event() is not None:
+        pass
+    s.stream_consumed(sid, 1000)
+    s.data_to_send(lazy=True)
+    bucket = s.bucket
+    assert s.set_buffers(4 << 20, 2 << 20)
+    assert s.bucket == bucket + (3 << 20)
+    upd = [f for f in parse_frames(s.data_to_send()) if f[1] == UPD]
+    assert upd and UPD_BODY.unpack(upd[-1][3]) == (1000, 2 << 20)
+    assert not s.set_buffers(4 << 20, 1 << 20)   # smaller: with the next UPD, no frame now
+    with pytest.raises(ValueError):
+        s.set_buffers(1 << 20, 2 << 20)

@@ -1,0 +1,285 @@
+"""A delivery-rate sender for KCP, in the spirit of BBR (Cardwell et al., "BBR:
+Congestion-Based Congestion Control", ACM Queue 2016; the Linux tcp_bbr.c).
+
+kcp-go with `nocongestion` (every paqet preset) sends whatever the windows allow at once;
+on a long path that is a burst of up to a window into a shallow bottleneck buffer. This
+controller decides *when* and *how much* our KCP sender sends, never what goes on the wire:
+
+* it models the path by two numbers: the bottleneck bandwidth (the largest delivery rate
+  measured over the last BW_ROUNDS round trips) and the round-trip propagation time (the
+  smallest RTT sample of the last MIN_RTT_MS);
+* new data leaves at `pacing_rate` = gain x bandwidth, in bursts of at most a couple of
+  milliseconds' worth (tokens), and never more than `cwnd` = gain x BDP segments are in
+  flight;
+* STARTUP doubles the rate each round trip until the bandwidth stops growing (or the RTT
+  shows a standing queue), DRAIN empties the queue that left, PROBE_BW cycles gains 1.25,
+  0.75, 1 x 6 (one min-RTT each) to find more bandwidth and give it back, PROBE_RTT lowers
+  the in-flight cap to half a BDP for 200 ms when the minimum RTT has not been seen for
+  MIN_RTT_MS;
+* loss is not a signal (random loss on long paths is not congestion): KCP's own fast
+  retransmission and RTO repair it, and retransmissions are charged to the pacing budget.
+
+Units: segments, milliseconds, segments per millisecond. Sans-I/O: the engine calls
+`on_ack` once per input datagram that acknowledged something (with one rate sample, taken as
+BBR does from the most recently sent segment acknowledged), and asks `allowance` /
+`next_send_in` while flushing.
+"""
+
+from __future__ import annotations
+
+STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt"
+HIGH_GAIN = 2.885              # 2/ln 2: BBR's startup gain
+STARTUP_GAIN = 2.0             # ours: the rate still doubles each round trip, and the flight
+                               # cap (2 BDP) bounds the queue STARTUP's last round leaves
+STARTUP_QUEUE_MS = 4           # STARTUP also ends on RTTs this much (or 1/16) above the minimum
+STARTUP_SAMPLES = 8            # ... in so many samples in a row
+DRAIN_GAIN = 1 / HIGH_GAIN
+CWND_GAIN = 2.0
+CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+BW_ROUNDS = 10                 # max filter of the bandwidth, in round trips
+MIN_RTT_MS = 10_000            # the minimum RTT expires after this long unseen
+PROBE_RTT_MS = 200
+FULL_BW_GROWTH = 1.25          # STARTUP ends after FULL_BW_COUNT rounds below this growth
+FULL_BW_COUNT = 3
+BURST_MS = 2                   # pacing tokens kept at most: this many ms at the pacing rate
+MIN_BURST = 4                  # ... and never fewer segments than this
+MIN_CWND = 4
+
+
+class RateController:
+    """The sender's model of the path and its pacing. `init_cwnd` is the flight allowed
+    before the first RTT sample (paced only by the first estimate), `max_cwnd` a hard cap
+    (the engine's memory bound)."""
+
+    __slots__ = ("mode", "btlbw", "min_rtt", "min_rtt_t", "rtt_seen", "round", "_next_round",
+                 "_bw_ring", "_bw_rounds", "full_bw", "full_cnt", "filled", "cycle", "cycle_t",
+                 "pacing_gain", "cwnd_gain", "pacing_rate", "cwnd", "init_cwnd", "max_cwnd",
+                 "tokens", "tokens_t", "probe_rtt_end", "probe_rtt_round", "rounds_app_limited",
+                 "samples", "_cycle_n", "_high_rtts", "_queue_seen")
+
+    def __init__(self, *, init_cwnd: int = 32, max_cwnd: int = 1 << 16, now: int = 0) -> None:
+        self.mode = STARTUP
+        self.btlbw = 0.0            # segments per ms
+        self.min_rtt = 0            # ms (0 until the first sample)
+        self.min_rtt_t = now
+        self.rtt_seen = False
+        self.round = 0
+        self._next_round = 0        # delivered count that starts the next round
+        self._bw_ring = [0.0] * BW_ROUNDS  # per-round maxima, indexed by round % BW_ROUNDS
+        self._bw_rounds = [-1] * BW_ROUNDS
+        self.full_bw = 0.0
+        self.full_cnt = 0
+        self.filled = False
+        self.cycle = 0
+        self.cycle_t = now
+        self._cycle_n = 0
+        self.pacing_gain = STARTUP_GAIN
+        self.cwnd_gain = STARTUP_GAIN
+        self.init_cwnd = max(MIN_CWND, init_cwnd)
+        self.max_cwnd = max(self.init_cwnd, max_cwnd)
+        self.cwnd = self.init_cwnd
+        # before any RTT sample: the initial flight within ~1 ms
+        self.pacing_rate = STARTUP_GAIN * self.init_cwnd
+        self.tokens = float(self.init_cwnd)
+        self.tokens_t = now
+        self.probe_rtt_end = -1
+        self.probe_rtt_round = -1
+        self.rounds_app_limited = 0
+        self.samples = 0
+        self._high_rtts = 0
+        self._queue_seen = False
+
+    # -- the model ---------------------------------------------------------------------------
+    @property
+    def bdp(self) -> float:
+        """Bandwidth-delay product in segments (the RTT floored at 1 ms: the clock's unit)."""
+        return self.btlbw * (self.min_rtt if self.min_rtt > 1 else 1)
+
+    def _bw_update(self, rate: float) -> None:
+        i = self.round % BW_ROUNDS
+        if self._bw_rounds[i] != self.round:
+            self._bw_rounds[i] = self.round
+            self._bw_ring[i] = rate
+        elif rate > self._bw_ring[i]:
+            self._bw_ring[i] = rate
+        lo = self.round - BW_ROUNDS
+        best = 0.0
+        for r, v in zip(self._bw_rounds, self._bw_ring):
+            if r > lo and v > best:
+                best = v
+        self.btlbw = best
+
+    def on_ack(self, now: int, prior_delivered: int, delivered: int, interval: int,
+               app_limited: bool, rtt: int, inflight: int) -> None:
+        """One acknowledgement event. `delivered`: segments acknowledged so far;
+        `prior_delivered`: that count when the sampled segment was sent, `interval` the ms
+        over which the difference was delivered (0: no sample); `rtt`: the datagram's RTT
+        sample in ms (-1 = none); `inflight`: segments still unacknowledged."""
+        # an interval shorter than the path's RTT comes from ACK compression: no sample
+        rate = ((delivered - prior_delivered) / interval
+                if interval > 0 and interval >= self.min_rtt else 0.0)
+        round_start = False
+        if prior_delivered >= self._next_round:
+            self._next_round = delivered
+            self.round += 1
+            round_start = True
+            if app_limited:
+                self.rounds_app_limited += 1
+        if rate > 0 and (not app_limited or rate > self.btlbw):
+            self.samples += 1
+            self._bw_update(rate)
+        expired = now - self.min_rtt_t > MIN_RTT_MS
+        if rtt >= 0 and (not self.rtt_seen or rtt <= self.min_rtt or expired):
+            self.min_rtt = rtt
+            self.min_rtt_t = now
+            self.rtt_seen = True
+        if expired and self.mode != PROBE_RTT and self.rtt_seen:
+            self._enter_probe_rtt(now)
+
+        mode = self.mode
+        if mode == STARTUP or mode == DRAIN:
+            if not self.filled and rtt >= 0 and self.round > 1:
+                # a standing queue: STARTUP_SAMPLES RTT samples in a row above the minimum
+                # by 1/16 of it (and STARTUP_QUEUE_MS); a burst's queue is gone sooner
+                if rtt > self.min_rtt + max(STARTUP_QUEUE_MS, self.min_rtt >> 4):
+                    self._high_rtts += 1
+                    if self._high_rtts >= STARTUP_SAMPLES:
+                        self.filled = True
+                else:
+                    self._high_rtts = 0
+            if round_start and not app_limited and not self.filled:
+                if self.btlbw >= self.full_bw * FULL_BW_GROWTH:
+                    self.full_bw = self.btlbw
+                    self.full_cnt = 0
+                else:
+                    self.full_cnt += 1
+                # the bandwidth stopped growing: full after FULL_BW_COUNT rounds, or at once
+                # when a queue stands (another round of doubling would overrun a shallow
+                # bottleneck buffer)
+                if self.full_cnt >= FULL_BW_COUNT or (self.full_cnt and self._queue_seen):
+                    self.filled = True
+                self._queue_seen = False
+            if mode == STARTUP and self.filled:
+                self.mode = mode = DRAIN
+                self.pacing_gain = DRAIN_GAIN
+                self.cwnd_gain = STARTUP_GAIN
+            if mode == DRAIN and inflight <= self.bdp:
+                self._enter_probe_bw(now)
+        elif mode == PROBE_BW:
+            phase_ms = self.min_rtt if self.min_rtt > 1 else 1
+            gain = self.pacing_gain
+            if now - self.cycle_t > phase_ms:
+                # the 1.25 phase runs until the flight reached 1.25 BDP (or a round passed
+                # twice over); the 0.75 one may end early once the queue is gone
+                if gain > 1 and inflight < gain * self.bdp and now - self.cycle_t <= 2 * phase_ms:
+                    pass
+                else:
+                    self._next_phase(now)
+            elif gain < 1 and inflight <= self.bdp:
+                self._next_phase(now)
+        elif mode == PROBE_RTT:
+            if self.probe_rtt_end < 0:
+                if inflight <= self._probe_rtt_cwnd():
+                    self.probe_rtt_end = now + PROBE_RTT_MS
+                    self.probe_rtt_round = self.round
+            elif now >= self.probe_rtt_end and self.round > self.probe_rtt_round:
+                self.min_rtt_t = now
+                if self.filled:
+                    self._enter_probe_bw(now)
+                else:
+                    self.mode = STARTUP
+                    self.pacing_gain = self.cwnd_gain = STARTUP_GAIN
+        self._set_rates()
+
+    def _enter_probe_bw(self, now: int) -> None:
+        self.mode = PROBE_BW
+        self.cwnd_gain = CWND_GAIN
+        # start anywhere but the 0.75 phase (as tcp_bbr), deterministic per controller
+        self._cycle_n += 1
+        self.cycle = (2 + self._cycle_n * 3) % len(CYCLE)
+        if self.cycle == 1:
+            self.cycle = 2
+        self.cycle_t = now
+        self.pacing_gain = CYCLE[self.cycle]
+
+    def _next_phase(self, now: int) -> None:
+        self.cycle = (self.cycle + 1) % len(CYCLE)
+        self.cycle_t = now
+        self.pacing_gain = CYCLE[self.cycle]
+
+    def _enter_probe_rtt(self, now: int) -> None:
+        self.mode = PROBE_RTT
+        self.pacing_gain = 1.0
+        self.probe_rtt_end = -1
+
+    def _probe_rtt_cwnd(self) -> float:
+        return max(MIN_CWND, self.bdp / 2)
+
+    def _set_rates(self) -> None:
+        bw = self.btlbw
+        if bw > 0:
+            rate = self.pacing_gain * bw
+            if not self.filled:
+                # the first samples come from a flight that had just started and understate
+                # the path: STARTUP paces at least the initial window per round trip
+                floor = self.pacing_gain * self.init_cwnd / (self.min_rtt if self.min_rtt > 1 else 1)
+                if rate < floor:
+                    rate = floor
+            self.pacing_rate = rate
+            bdp = self.bdp
+            cwnd = self.cwnd_gain * bdp + MIN_CWND
+            if self.mode == PROBE_RTT:
+                cwnd = self._probe_rtt_cwnd()
+            elif not self.filled and cwnd < self.init_cwnd:
+                cwnd = self.init_cwnd
+        elif self.rtt_seen:
+            rtt = self.min_rtt if self.min_rtt > 1 else 1
+            self.pacing_rate = STARTUP_GAIN * self.init_cwnd / rtt
+            cwnd = self.init_cwnd
+        else:
+            return
+        burst = self.pacing_rate * BURST_MS
+        if self.tokens > burst and self.tokens > MIN_BURST:
+            self.tokens = burst if burst > MIN_BURST else MIN_BURST
+        if cwnd < MIN_CWND:
+            cwnd = MIN_CWND
+        elif cwnd > self.max_cwnd:
+            cwnd = self.max_cwnd
+        self.cwnd = int(cwnd)
+
+    # -- pacing ------------------------------------------------------------------------------
+    def allowance(self, now: int, inflight: int) -> int:
+        """Segments that may leave now: pacing tokens (refilled since the last call) within
+        the in-flight cap. New data only; retransmissions are charged with `spend`."""
+        rate = self.pacing_rate
+        t = self.tokens_t
+        if now != t:
+            burst = rate * BURST_MS
+            if burst < MIN_BURST:
+                burst = MIN_BURST
+            tok = self.tokens + (now - t) * rate
+            self.tokens = tok if tok < burst else burst
+            self.tokens_t = now
+        room = self.cwnd - inflight
+        tok = int(self.tokens)
+        return tok if tok < room else (room if room > 0 else 0)
+
+    def spend(self, n: int) -> None:
+        """n segments left (new or retransmitted). Retransmissions may overdraw the budget:
+        new data then waits until it is paid back."""
+        tok = self.tokens - n
+        floor = -self.pacing_rate * BURST_MS
+        self.tokens = tok if tok > floor else floor
+
+    def next_send_in(self) -> int:
+        """ms until the pacing budget holds a whole segment again (>= 1)."""
+        need = 1.0 - self.tokens
+        if need <= 0:
+            return 1
+        ms = need / self.pacing_rate if self.pacing_rate > 0 else 1000
+        return max(1, int(ms + 0.999))
+
+    def stats(self) -> dict:
+        return {"mode": self.mode, "btlbw_seg_ms": round(self.btlbw, 3),
+                "min_rtt": self.min_rtt, "pacing_rate_seg_ms": round(self.pacing_rate, 3),
+                "cwnd": self.cwnd, "round": self.round}

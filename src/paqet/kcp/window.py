@@ -1,0 +1,175 @@
+"""The KCP receive window we advertise, sized from the path (beyond kcp-go).
+
+A KCP sender may have segments up to its una + the receiver's advertised window in flight.
+kcp-go advertises `rcvwnd - (segments read but not yet taken by the application)`: a fixed
+number, which caps every flow at rcvwnd x mss per round trip on a long path, or, set large,
+lets a sender without rate control (a Go paqet, kcptun) send a whole window at once into a
+shallow bottleneck buffer. This window follows the path instead:
+
+* the sender's right edge is placed `target` segments beyond the highest segment received
+  (not beyond the first hole): a loss does not stall the flow while it is repaired, and the
+  edge advances with every arrival, so an unpaced sender is clocked by them;
+* `target` is a round trip's worth of the arrival rate (a max filter over ROUNDS rounds of
+  one minimum RTT each) with headroom: doubling each round while no queue is seen at first
+  (the sender is finding the line), then 1.25 x rate x RTT while the path shows no standing
+  queue, and rate x (RTT + QUEUE_MS) when it does;
+* the queue is seen in the one-way delay of arriving segments: their send time stamp (the
+  peer's clock) against ours, less the smallest such difference of the last BASE_MS (clock
+  offsets cancel out).
+
+Sans-I/O, in segments and milliseconds. The engine feeds arrivals (`on_data`) and its RTT
+samples (`on_rtt`); `advertise(span)` gives the window to put in outgoing segments.
+"""
+
+from __future__ import annotations
+
+M32 = 0xFFFFFFFF
+ROUNDS = 8            # arrival-rate max filter, in rounds
+MIN_ROUND_MS = 10     # a round lasts one minimum RTT, at least this long
+BASE_MS = 10_000      # the one-way delay base is the minimum over this long (two halves)
+QUEUE_MS = 4          # a standing queue: the round's smallest one-way delay this far above
+                      # the base (and 1/16 of the RTT)
+STARTUP_GROWTH = 1.25  # growth per round while the line is not found (a sender without
+                       # pacing sends what the window allows at once: a doubling would
+                       # overrun a buffer of a quarter of the BDP)
+FOUND_GROWTH = 1.1     # the line is found when the rate grows less than this per round
+PROBE_ROUNDS = 8       # then, one round in so many probes with PROBE_GAIN
+PROBE_GAIN = 1.1
+PACED_GAIN = 2.0       # a sender that paces itself gets twice the measured BDP
+
+
+class ReceiveWindow:
+    """`initial`: the window before the path is measured (kcp-go's configured rcvwnd);
+    `maximum`: the memory bound (segments); `minimum`: the smallest target."""
+
+    __slots__ = ("target", "initial", "minimum", "maximum", "rtt_min", "rtt_t", "_off",
+                 "_base", "_base_prev", "_base_t", "_round_t", "_arrived", "_round_owd",
+                 "_rates", "_ri", "rate", "queue_ms", "found", "rounds", "peer_paces",
+                 "_full_rate", "_full_cnt", "_probe")
+
+    def __init__(self, *, initial: int = 512, maximum: int = 8192, minimum: int = 32,
+                 now: int = 0) -> None:
+        self.initial = initial
+        self.minimum = max(4, minimum)
+        self.maximum = max(self.minimum, maximum)
+        self.target = max(self.minimum, min(initial, self.maximum))
+        self.rtt_min = 0       # ms; 0 = no sample yet
+        self.rtt_t = now
+        self._off = None       # the first (now - ts): the clocks' offset, roughly
+        self._base = None      # smallest one-way delay (relative) in this half of BASE_MS
+        self._base_prev = None
+        self._base_t = now
+        self._round_t = now
+        self._arrived = 0
+        self._round_owd = None
+        self._rates = [0.0] * ROUNDS
+        self._ri = 0
+        self.rate = 0.0        # segments per ms: the max filter
+        self.queue_ms = 0      # the last round's standing queue estimate
+        self.found = False     # a standing queue was seen: the line's rate is known
+        self.rounds = 0
+        #: the peer's sender paces itself (one of ours with rate control: the shell sets
+        #: this once the session's hello said so)
+        self.peer_paces = False
+        self._full_rate = 0.0
+        self._full_cnt = 0
+        self._probe = 0
+
+    def on_rtt(self, now: int, rtt: int) -> None:
+        """An RTT sample of our own sends (a minimum kept over BASE_MS, never forgotten
+        without a new one)."""
+        if rtt < 0:
+            return
+        if self.rtt_min <= 0 or rtt <= self.rtt_min or now - self.rtt_t > BASE_MS:
+            self.rtt_min = rtt if rtt > 0 else 1
+            self.rtt_t = now
+
+    def on_data(self, now: int, ts: int, n: int) -> None:
+        """n new segments arrived; `ts` is the send time stamp of (one of) them."""
+        self._arrived += n
+        d = (now - ts) & M32
+        off = self._off
+        if off is None:
+            self._off = off = d
+        owd = (d - off) & M32
+        if owd & 0x80000000:
+            owd -= 0x100000000
+        r = self._round_owd
+        if r is None or owd < r:
+            self._round_owd = owd
+
+    def update(self, now: int) -> None:
+        """Close the round when one has passed (the engine calls this when it flushes)."""
+        rtt = self.rtt_min
+        length = rtt if rtt > MIN_ROUND_MS else MIN_ROUND_MS
+        el = now - self._round_t
+        if el < length:
+            return
+        self._round_t = now
+        arrived = self._arrived
+        owd = self._round_owd
+        self._arrived = 0
+        self._round_owd = None
+        if owd is not None:
+            # the base: the minimum of this half of BASE_MS and the previous half
+            b = self._base
+            if b is None or owd < b:
+                self._base = b = owd
+            if now - self._base_t > BASE_MS // 2:
+                self._base_prev, self._base = b, owd
+                self._base_t = now
+            base = b if self._base_prev is None or b < self._base_prev else self._base_prev
+            self.queue_ms = owd - base
+        if not arrived or rtt <= 0:
+            return
+        self.rounds += 1
+        rate = arrived / el
+        rates = self._rates
+        rates[self._ri] = rate
+        self._ri = (self._ri + 1) % ROUNDS
+        self.rate = best = max(rates)
+        limit = QUEUE_MS if QUEUE_MS > rtt >> 4 else rtt >> 4
+        if self.peer_paces:
+            # the sender paces itself at the path's rate: stay out of its way (twice what
+            # it delivers per round trip, as its own flight cap), within the memory bound
+            t = PACED_GAIN * best * rtt
+            self.target = int(t) if t > self.initial else self.initial
+        elif owd is not None and self.queue_ms > limit:
+            # a standing queue: a round trip at the line's rate and a small queue
+            self.found = True
+            t = best * (rtt + limit)
+            if t < self.target:
+                self.target = int(t)
+        elif not self.found:
+            # growing while what arrives grows with the window (the sender is limited by
+            # it); done when two rounds in a row brought less than FOUND_GROWTH more
+            if best >= self._full_rate * FOUND_GROWTH:
+                self._full_rate = best
+                self._full_cnt = 0
+            else:
+                self._full_cnt += 1
+                if self._full_cnt >= 2:
+                    self.found = True
+            t = (STARTUP_GROWTH * rate * rtt if not self.found else best * (rtt + limit))
+            if t > self.target or self.found:
+                self.target = int(t)
+        else:
+            # the line is found: a round trip at its rate and a small queue; every
+            # PROBE_ROUNDS rounds one round with PROBE_GAIN more, to see if the rate grows
+            self._probe += 1
+            gain = PROBE_GAIN if self._probe % PROBE_ROUNDS == 0 else 1.0
+            self.target = int(gain * best * (rtt + limit))
+        if self.target < self.minimum:
+            self.target = self.minimum
+        elif self.target > self.maximum:
+            self.target = self.maximum
+
+    def advertise(self, span: int) -> int:
+        """The window for outgoing segments: `span` (segments from the first missing one to
+        the highest received) plus the target, within the memory bound."""
+        w = span + self.target
+        return w if w < self.maximum else self.maximum
+
+    def stats(self) -> dict:
+        return {"target": self.target, "rate_seg_ms": round(self.rate, 3),
+                "rtt_min": self.rtt_min, "queue_ms": self.queue_ms, "found": self.found}

@@ -1,0 +1,154 @@
+"""RateController and ReceiveWindow as pure state machines, and the engine's use of them."""
+
+from paqet.kcp import rate as R
+from paqet.kcp.engine import KCP
+from paqet.kcp.presets import configure
+from paqet.kcp.rate import DRAIN, PROBE_BW, PROBE_RTT, STARTUP, RateController
+from paqet.kcp.window import ReceiveWindow
+
+
+def feed(c, now, delivered, rate_segs_per_ms, rtt, inflight, interval=100, alim=False):
+    prior = delivered - int(rate_segs_per_ms * interval)
+    c.on_ack(now, prior, delivered, interval, alim, rtt, inflight)
+
+
+def test_startup_until_the_bandwidth_stops_growing_then_drain_and_probe():
+    c = RateController(init_cwnd=32)
+    assert c.mode == STARTUP
+    now, dlv = 0, 0
+    for bw in (1, 2, 4, 8, 8, 8, 8, 8):   # rounds: growth, then a plateau
+        now += 100
+        dlv += bw * 100
+        feed(c, now, dlv, bw, 100, inflight=int(bw * 150))
+    assert c.filled and c.mode in (DRAIN, PROBE_BW)
+    now += 100
+    feed(c, now, dlv + 800, 8, 100, inflight=100)   # the queue drained: flight <= BDP
+    assert c.mode == PROBE_BW
+    assert abs(c.btlbw - 8) < 1e-9 and c.min_rtt == 100
+    assert c.cwnd == int(2 * 8 * 100 + R.MIN_CWND)
+    assert c.pacing_rate in {g * 8 for g in R.CYCLE}
+
+
+def test_startup_ends_early_on_a_standing_queue():
+    c = RateController(init_cwnd=32)
+    now, dlv = 0, 0
+    for bw in (1, 2, 4):
+        now += 100
+        dlv += bw * 100
+        feed(c, now, dlv, bw, 100, inflight=bw * 150)
+    assert not c.filled
+    for i in range(R.STARTUP_SAMPLES):   # RTTs 30 % above the minimum, in a row
+        now += 5
+        feed(c, now, dlv, 4, 130, inflight=600, interval=5)
+    assert c.filled
+
+
+def test_app_limited_samples_do_not_lower_the_estimate():
+    c = RateController()
+    feed(c, 100, 1000, 10, 50, 100)
+    feed(c, 200, 1100, 1, 50, 10, alim=True)
+    assert c.btlbw == 10
+
+
+def test_min_rtt_expiry_probes_rtt_with_half_a_bdp():
+    c = RateController()
+    feed(c, 100, 1000, 10, 50, 100)
+    c.filled = True
+    c._enter_probe_bw(100)
+    feed(c, 100 + R.MIN_RTT_MS + 1, 2000, 10, 80, 800)
+    assert c.mode == PROBE_RTT
+    assert c.cwnd == max(R.MIN_CWND, int(c.bdp / 2))
+
+
+def test_pacing_tokens_and_overdraft():
+    c = RateController(init_cwnd=10)
+    c.pacing_rate = 4.0          # segments per ms
+    c.cwnd = 1000
+    c.tokens, c.tokens_t = 0.0, 0
+    assert c.allowance(3, 0) == 8          # burst cap: 2 ms at the rate
+    c.spend(8)
+    assert c.allowance(3, 0) == 0 and c.next_send_in() == 1
+    c.spend(20)                            # retransmissions overdraw ...
+    assert c.tokens == -8.0                # ... down to one burst
+    assert c.next_send_in() == 3
+    assert c.allowance(100, 998) == 2      # the flight cap
+
+
+def test_engine_paces_new_segments_and_wakes_the_shell():
+    k = configure(KCP(1), "fast3", sndwnd=4096, rcvwnd=4096)
+    k.rmt_wnd = 4096
+    k.cc = c = RateController(init_cwnd=1000)
+    c.pacing_rate, c.tokens, c.tokens_t = 1.0, 0.0, 0
+    k.send(bytes(k.mss * 100))
+    k.flush(5)
+    sent = len(k.snd_buf)
+    assert sent == R.MIN_BURST             # the burst cap (2 ms at 1 segment/ms is less)
+    assert k.pace_wait >= 1
+    assert k.flush(5) <= k.pace_wait       # the next flush is due when tokens are back
+    k.flush(15)                            # 10 ms later: again only a burst's worth
+    assert len(k.snd_buf) == 2 * R.MIN_BURST
+    assert len(k.snd_queue) == 100 - 2 * R.MIN_BURST
+
+
+def test_engine_without_controller_sends_the_window_at_once():
+    k = configure(KCP(1), "fast3", sndwnd=4096, rcvwnd=4096)
+    k.rmt_wnd = 4096
+    k.send(bytes(k.mss * 100))
+    k.flush(5)
+    assert len(k.snd_buf) == 100 and k.pace_wait == 0
+
+
+def test_receive_window_grows_while_the_rate_grows_then_holds_near_the_bdp():
+    w = ReceiveWindow(initial=100, maximum=10000)
+    w.on_rtt(0, 100)
+    now, ts = 0, 5000
+    # a sender limited by our window: each round delivers what the window allowed
+    for _ in range(6):
+        n = w.target
+        for i in range(n):
+            w.on_data(now + i * 100 // n, ts + now + i * 100 // n, 1)
+        now += 100
+        w.update(now)
+    assert w.target > 100 * 1.25 ** 4
+    # the line: 5 segments per ms, whatever the window; the delay base stays
+    for _ in range(6):
+        for i in range(500):
+            w.on_data(now + i // 5, ts + now + i // 5, 1)
+        now += 100
+        w.update(now)
+    assert w.found
+    assert 500 <= w.target <= 500 * 1.2
+
+
+def test_receive_window_shrinks_on_a_standing_queue():
+    w = ReceiveWindow(initial=2000, maximum=10000)
+    w.on_rtt(0, 100)
+    now = 0
+    for rnd in range(8):
+        q = 0 if rnd < 4 else 30      # from round 4 every arrival is 30 ms late
+        for i in range(500):
+            w.on_data(now + i // 5, now + i // 5 - q, 1)
+        now += 100
+        w.update(now)
+    assert w.found and w.queue_ms == 30
+    assert w.target <= 5 * (100 + 6) + 1
+
+
+def test_receive_window_advertises_beyond_holes_within_the_bound():
+    w = ReceiveWindow(initial=300, maximum=1000)
+    assert w.advertise(0) == 300
+    assert w.advertise(200) == 500
+    assert w.advertise(900) == 1000
+
+
+def test_engine_advertises_the_window_and_accepts_up_to_the_bound():
+    from paqet.kcp.engine import encode_segment, PUSH, parse_segments
+    k = configure(KCP(7), "fast3", sndwnd=32, rcvwnd=2048)
+    k.rw = ReceiveWindow(initial=64, maximum=2048)
+    for sn in (0, 1, 500):               # a hole from 2 to 499
+        k.input(encode_segment(7, PUSH, 0, 32, 1000 + sn, sn, 0, b"x"), 10)
+    k.flush(10)
+    wnds = {s[3] for s in parse_segments(k.datagrams_to_send()[-1])}
+    # 501 - rcv_nxt(2) + 64 = 563: the edge is 64 beyond the highest segment received
+    assert wnds == {563}
+    assert 500 in k.rcv_buf               # accepted: within the memory bound
