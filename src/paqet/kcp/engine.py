@@ -38,6 +38,7 @@ THRESH_INIT, THRESH_MIN = 2, 2
 PROBE_INIT, PROBE_LIMIT = 500, 120000
 ASK_SEND, ASK_TELL = 1, 2
 NO_FASTACK = 0xFFFFFFFF
+MIN_RTO_BURST = 4  # RTO resends a paced flush may send whatever the tokens say
 
 _HDR = struct.Struct("<IBBHIIII")
 _unpack_from = _HDR.unpack_from
@@ -123,6 +124,8 @@ class KCP:
         self.first_sent_t = 0
         self.app_limited_until = 0  # delivered count until which samples are app-limited
         self.pace_wait = 0        # ms until pacing lets the next queued segment go (0: not held)
+        # bytes the shell holds back above KCP (smux's queues): not app-limited while > 0
+        self.backlog = 0
         # Beyond kcp-go: the advertised window from kcp.window.ReceiveWindow (rcv_wnd is
         # then the memory bound on what we accept); None advertises as kcp-go
         self.rw = None
@@ -820,6 +823,7 @@ class KCP:
                     if allow < n:
                         n = allow
                         paced = allow < len(snd_queue)
+
                 for _ in range(n):
                     seg = popleft()
                     seg.sn = nxt
@@ -846,7 +850,7 @@ class KCP:
             if not self._unacked or len(self._unacked) == new_segs:
                 # a new flight after an idle moment: its rate samples start now
                 self.first_sent_t = self.delivered_t = now
-            if not self.snd_queue and len(self._unacked) < cc.cwnd:
+            if not self.snd_queue and not self.backlog and len(self._unacked) < cc.cwnd:
                 # nothing more to send: samples from these segments show the application's
                 # rate, not the path's
                 self.app_limited_until = self.delivered + len(self._unacked) or 1
@@ -910,6 +914,13 @@ class KCP:
         key0 = now_u + rx_rto
         sent0 = []       # sent with rto = rx_rto: one heap entry for them all
         others = None    # other rtos (backed off): key -> segments
+        held = None      # RTO resends the pacer holds to the next ms
+        # with a controller, RTO resends take pacing tokens (at least MIN_RTO_BURST a flush)
+        rto_budget = None
+        if cc is not None:
+            rto_budget = int(cc.tokens) - new_segs
+            if rto_budget < MIN_RTO_BURST:
+                rto_budget = MIN_RTO_BURST
         if only_new:
             full = mtu - OVERHEAD
             # only never-sent segments: kcp-go's first-transmission branch for each
@@ -977,6 +988,19 @@ class KCP:
                 change += 1
                 self.early_retransmissions += 1
             elif seg.rkey <= now_u:   # kcp-go: _itimediff(current, resendts) >= 0
+                if rto_budget is not None:
+                    if rto_budget <= 0:
+                        # paced: this RTO resend waits for tokens (a timeout of a whole
+                        # flight would otherwise go out as one burst into the bottleneck)
+                        seg.rkey = now_u + 1
+                        if held is None:
+                            held = [seg]
+                        else:
+                            held.append(seg)
+                        if 0 < fa < NO_FASTACK:
+                            fa_segs[seg.sn] = seg
+                        continue
+                    rto_budget -= 1
                 if nodelay == 0:
                     rto = seg.rto = seg.rto + rx_rto
                 else:
@@ -1029,6 +1053,10 @@ class KCP:
             for key, lst in others.items():
                 counter += 1
                 heappush(heap, [key, counter, lst, 0])
+        if held is not None:
+            counter += 1
+            heappush(heap, [now_u + 1, counter, held, 0])
+            paced = True
         self._heap_n = counter
         self.retransmissions += change + lost
         self._fa_segs = fa_segs
@@ -1044,7 +1072,7 @@ class KCP:
         min_rto = self.interval
         if cc is not None:
             if nout:
-                cc.spend(nout)
+                cc.spend(nout, change + lost)
             if paced:
                 self.pace_wait = w = cc.next_send_in()
                 if w < min_rto:

@@ -31,8 +31,9 @@ STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt
 HIGH_GAIN = 2.885              # 2/ln 2: BBR's startup gain
 STARTUP_GAIN = 2.0             # ours: the rate still doubles each round trip, and the flight
                                # cap (2 BDP) bounds the queue STARTUP's last round leaves
-STARTUP_QUEUE_MS = 4           # STARTUP also ends on RTTs this much (or 1/16) above the minimum
-STARTUP_SAMPLES = 8            # ... in so many samples in a row
+STARTUP_QUEUE_MS = 10          # STARTUP also ends on RTTs this much (or 1/4 of the minimum,
+STARTUP_QUEUE_MAX = 20         # up to this) above the minimum, in a quarter round trip of
+STARTUP_SAMPLES = 8            # samples in a row (and at least this many)
 DRAIN_GAIN = 1 / HIGH_GAIN
 CWND_GAIN = 2.0
 CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
@@ -42,8 +43,12 @@ PROBE_RTT_MS = 200
 FULL_BW_GROWTH = 1.25          # STARTUP ends after FULL_BW_COUNT rounds below this growth
 FULL_BW_COUNT = 3
 BURST_MS = 2                   # pacing tokens kept at most: this many ms at the pacing rate
+LATE_MS = 8                    # ... or the ms since the last send, up to this many
 MIN_BURST = 4                  # ... and never fewer segments than this
 MIN_CWND = 4
+RTX_SHARE_MAX = 0.15           # the pacing budget pays for at most this share of resends,
+PROBE_QUEUE_MS = 20            # a bandwidth probe adds a queue of at most this many ms
+NO_QUEUE_MS = 5                # while the last RTT was within this (or 1/16) of the minimum
 
 
 class RateController:
@@ -55,7 +60,8 @@ class RateController:
                  "_bw_ring", "_bw_rounds", "full_bw", "full_cnt", "filled", "cycle", "cycle_t",
                  "pacing_gain", "cwnd_gain", "pacing_rate", "cwnd", "init_cwnd", "max_cwnd",
                  "tokens", "tokens_t", "probe_rtt_end", "probe_rtt_round", "rounds_app_limited",
-                 "samples", "_cycle_n", "_high_rtts", "_queue_seen")
+                 "samples", "_cycle_n", "_high_rtts", "_queue_seen", "exit", "_high_t",
+                 "rtx_share", "_sent_new", "_sent_rtx", "_no_queue")
 
     def __init__(self, *, init_cwnd: int = 32, max_cwnd: int = 1 << 16, now: int = 0) -> None:
         self.mode = STARTUP
@@ -88,6 +94,11 @@ class RateController:
         self.samples = 0
         self._high_rtts = 0
         self._queue_seen = False
+        self.exit = ""              # why STARTUP ended (stats)
+        self._high_t = 0
+        self.rtx_share = 0.0        # retransmissions per new segment, last round
+        self._sent_new = self._sent_rtx = 0
+        self._no_queue = True
 
     # -- the model ---------------------------------------------------------------------------
     @property
@@ -109,6 +120,15 @@ class RateController:
                 best = v
         self.btlbw = best
 
+    def _round_rtx(self) -> None:
+        new, rtx = self._sent_new, self._sent_rtx
+        if new + rtx >= 16:
+            # smoothed over rounds (a burst of resends after one overflow is not the path)
+            share = rtx / new if new > 0 else RTX_SHARE_MAX
+            share = 0.75 * self.rtx_share + 0.25 * share
+            self.rtx_share = share if share < RTX_SHARE_MAX else RTX_SHARE_MAX
+            self._sent_new = self._sent_rtx = 0
+
     def on_ack(self, now: int, prior_delivered: int, delivered: int, interval: int,
                app_limited: bool, rtt: int, inflight: int) -> None:
         """One acknowledgement event. `delivered`: segments acknowledged so far;
@@ -123,11 +143,15 @@ class RateController:
             self._next_round = delivered
             self.round += 1
             round_start = True
+            self._round_rtx()
             if app_limited:
                 self.rounds_app_limited += 1
         if rate > 0 and (not app_limited or rate > self.btlbw):
             self.samples += 1
             self._bw_update(rate)
+        if rtt >= 0:
+            mr = self.min_rtt
+            self._no_queue = rtt <= mr + (mr >> 4 if mr >> 4 > NO_QUEUE_MS else NO_QUEUE_MS)
         expired = now - self.min_rtt_t > MIN_RTT_MS
         if rtt >= 0 and (not self.rtt_seen or rtt <= self.min_rtt or expired):
             self.min_rtt = rtt
@@ -138,13 +162,23 @@ class RateController:
 
         mode = self.mode
         if mode == STARTUP or mode == DRAIN:
-            if not self.filled and rtt >= 0 and self.round > 1:
-                # a standing queue: STARTUP_SAMPLES RTT samples in a row above the minimum
-                # by 1/16 of it (and STARTUP_QUEUE_MS); a burst's queue is gone sooner
-                if rtt > self.min_rtt + max(STARTUP_QUEUE_MS, self.min_rtt >> 4):
+            if not self.filled and rtt >= 0 and self.round > 1 and not app_limited:
+                # a standing queue: RTT samples above the minimum by a quarter of it
+                # (STARTUP_QUEUE_MS at least, STARTUP_QUEUE_MAX at most) for a quarter of
+                # a round trip (and STARTUP_SAMPLES of them); a burst's queue, or the
+                # jitter of a busy host, is gone sooner
+                mr = self.min_rtt
+                q = mr >> 2
+                q = STARTUP_QUEUE_MS if q < STARTUP_QUEUE_MS else (
+                    STARTUP_QUEUE_MAX if q > STARTUP_QUEUE_MAX else q)
+                if rtt > mr + q:
+                    if not self._high_rtts:
+                        self._high_t = now
                     self._high_rtts += 1
-                    if self._high_rtts >= STARTUP_SAMPLES:
+                    if self._high_rtts >= STARTUP_SAMPLES and \
+                            now - self._high_t >= q:
                         self.filled = True
+                        self.exit = f"queue (rtt {rtt} ms, min {mr} ms)"
                 else:
                     self._high_rtts = 0
             if round_start and not app_limited and not self.filled:
@@ -158,6 +192,7 @@ class RateController:
                 # bottleneck buffer)
                 if self.full_cnt >= FULL_BW_COUNT or (self.full_cnt and self._queue_seen):
                     self.filled = True
+                    self.exit = "plateau"
                 self._queue_seen = False
             if mode == STARTUP and self.filled:
                 self.mode = mode = DRAIN
@@ -200,12 +235,25 @@ class RateController:
         if self.cycle == 1:
             self.cycle = 2
         self.cycle_t = now
-        self.pacing_gain = CYCLE[self.cycle]
+        self.pacing_gain = self._gain(self.cycle)
+
+    def _gain(self, phase: int) -> float:
+        """The cycle's gain for a phase: a probe adds (and the next phase takes back) a
+        queue of at most PROBE_QUEUE_MS at the line's rate, so a long path's probe does not
+        overrun a buffer of a few tens of ms (1.25 / 0.75 up to an RTT of 80 ms)."""
+        g = CYCLE[phase]
+        if g == 1.0:
+            return g
+        mr = self.min_rtt if self.min_rtt > 1 else 1
+        d = PROBE_QUEUE_MS / mr
+        if d > g - 1.0 if g > 1 else d > 1.0 - g:
+            return g
+        return 1.0 + d if g > 1 else 1.0 - d
 
     def _next_phase(self, now: int) -> None:
         self.cycle = (self.cycle + 1) % len(CYCLE)
         self.cycle_t = now
-        self.pacing_gain = CYCLE[self.cycle]
+        self.pacing_gain = self._gain(self.cycle)
 
     def _enter_probe_rtt(self, now: int) -> None:
         self.mode = PROBE_RTT
@@ -254,19 +302,28 @@ class RateController:
         rate = self.pacing_rate
         t = self.tokens_t
         if now != t:
-            burst = rate * BURST_MS
+            # a timer that fired late (a busy event loop) may send what was due meanwhile,
+            # up to LATE_MS of it: the pacing rate holds on a host whose timers are coarse
+            el = now - t
+            burst = rate * (BURST_MS if el < BURST_MS else (el if el < LATE_MS else LATE_MS))
             if burst < MIN_BURST:
                 burst = MIN_BURST
-            tok = self.tokens + (now - t) * rate
+            # the budget also pays for the share of retransmissions: the bandwidth estimate
+            # counts what was delivered once, and a path with random loss (5 %: a tenth of
+            # sends go again, lost ACKs included) would otherwise see its rate sink
+            # (only while the path shows no queue: resends after overflows are not paid)
+            tok = self.tokens + el * rate * (1.0 + (self.rtx_share if self._no_queue else 0.0))
             self.tokens = tok if tok < burst else burst
             self.tokens_t = now
         room = self.cwnd - inflight
         tok = int(self.tokens)
         return tok if tok < room else (room if room > 0 else 0)
 
-    def spend(self, n: int) -> None:
-        """n segments left (new or retransmitted). Retransmissions may overdraw the budget:
-        new data then waits until it is paid back."""
+    def spend(self, n: int, retransmitted: int = 0) -> None:
+        """n segments left, `retransmitted` of them sent again. Retransmissions may overdraw
+        the budget: new data then waits until it is paid back."""
+        self._sent_new += n - retransmitted
+        self._sent_rtx += retransmitted
         tok = self.tokens - n
         floor = -self.pacing_rate * BURST_MS
         self.tokens = tok if tok > floor else floor
@@ -282,4 +339,5 @@ class RateController:
     def stats(self) -> dict:
         return {"mode": self.mode, "btlbw_seg_ms": round(self.btlbw, 3),
                 "min_rtt": self.min_rtt, "pacing_rate_seg_ms": round(self.pacing_rate, 3),
-                "cwnd": self.cwnd, "round": self.round}
+                "cwnd": self.cwnd, "round": self.round, "startup_exit": self.exit,
+                "rtx_share": round(self.rtx_share, 3)}

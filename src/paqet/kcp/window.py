@@ -26,6 +26,7 @@ from __future__ import annotations
 M32 = 0xFFFFFFFF
 ROUNDS = 8            # arrival-rate max filter, in rounds
 MIN_ROUND_MS = 10     # a round lasts one minimum RTT, at least this long
+MIN_WINDOW_MS = 5     # the short window (an eighth of a round) lasts at least this long
 BASE_MS = 10_000      # the one-way delay base is the minimum over this long (two halves)
 QUEUE_MS = 4          # a standing queue: the round's smallest one-way delay this far above
                       # the base (and 1/16 of the RTT)
@@ -35,7 +36,9 @@ STARTUP_GROWTH = 1.25  # growth per round while the line is not found (a sender 
 FOUND_GROWTH = 1.1     # the line is found when the rate grows less than this per round
 PROBE_ROUNDS = 8       # then, one round in so many probes with PROBE_GAIN
 PROBE_GAIN = 1.1
-PACED_GAIN = 2.0       # a sender that paces itself gets twice the measured BDP
+PACED_GAIN = 4.0       # a sender that paces itself gets four times the measured BDP: it
+                       # caps its own flight at two, and may double it each round trip
+PACED_HEADROOM = 1.5   # ... until the line is found: then 1.5 BDP
 
 
 class ReceiveWindow:
@@ -45,7 +48,8 @@ class ReceiveWindow:
     __slots__ = ("target", "initial", "minimum", "maximum", "rtt_min", "rtt_t", "_off",
                  "_base", "_base_prev", "_base_t", "_round_t", "_arrived", "_round_owd",
                  "_rates", "_ri", "rate", "queue_ms", "found", "rounds", "peer_paces",
-                 "_full_rate", "_full_cnt", "_probe")
+                 "_full_rate", "_full_cnt", "_probe", "_win_owd", "_win_n", "_win_t",
+                 "_line", "_line_prev", "_line_t")
 
     def __init__(self, *, initial: int = 512, maximum: int = 8192, minimum: int = 32,
                  now: int = 0) -> None:
@@ -74,6 +78,11 @@ class ReceiveWindow:
         self._full_rate = 0.0
         self._full_cnt = 0
         self._probe = 0
+        self._win_owd = None
+        self._win_n = 0
+        self._win_t = now
+        self._line = self._line_prev = 0.0
+        self._line_t = now
 
     def on_rtt(self, now: int, rtt: int) -> None:
         """An RTT sample of our own sends (a minimum kept over BASE_MS, never forgotten
@@ -97,11 +106,21 @@ class ReceiveWindow:
         r = self._round_owd
         if r is None or owd < r:
             self._round_owd = owd
+        # a short window (an eighth of a round trip): its smallest one-way delay and its
+        # arrivals; update() looks at each as soon as it is complete
+        w = self._win_owd
+        if w is None or owd < w:
+            self._win_owd = owd
+        self._win_n += n
 
     def update(self, now: int) -> None:
-        """Close the round when one has passed (the engine calls this when it flushes)."""
+        """Close the short window and the round when they have passed (the engine calls
+        this when it flushes)."""
         rtt = self.rtt_min
         length = rtt if rtt > MIN_ROUND_MS else MIN_ROUND_MS
+        wl = length >> 3
+        if now - self._win_t >= (wl if wl > MIN_WINDOW_MS else MIN_WINDOW_MS):
+            self._window(now, rtt)
         el = now - self._round_t
         if el < length:
             return
@@ -128,15 +147,33 @@ class ReceiveWindow:
         rates[self._ri] = rate
         self._ri = (self._ri + 1) % ROUNDS
         self.rate = best = max(rates)
+        # the line's rate, remembered longer than the rounds' filter (an application that
+        # pauses or slows down does not shrink the window it gets when it goes on): the
+        # largest rate of this half of BASE_MS and of the previous half
+        if best > self._line:
+            self._line = best
+        if now - self._line_t > BASE_MS // 2:
+            self._line_prev, self._line = self._line, best
+            self._line_t = now
+        line = self._line if self._line > self._line_prev else self._line_prev
         limit = QUEUE_MS if QUEUE_MS > rtt >> 4 else rtt >> 4
         if self.peer_paces:
-            # the sender paces itself at the path's rate: stay out of its way (twice what
-            # it delivers per round trip, as its own flight cap), within the memory bound
-            t = PACED_GAIN * best * rtt
-            self.target = int(t) if t > self.initial else self.initial
+            # the sender paces itself at the path's rate: stay out of its way while it looks
+            # for the line (ahead of what its STARTUP may send next round); once the line
+            # is found, a round trip of it and PACED_HEADROOM more, so a STARTUP that goes
+            # on for a round too many cannot overrun a shallow buffer
+            if self.found:
+                t = PACED_HEADROOM * line * rtt
+            else:
+                t = PACED_GAIN * best * rtt
+            self.target = int(t) if t > self.minimum else self.minimum
+            if not self.found and self.target < self.initial:
+                self.target = self.initial
         elif owd is not None and self.queue_ms > limit:
-            # a standing queue: a round trip at the line's rate and a small queue
+            # a standing queue: a round trip at the line's rate and a small queue (the rate
+            # remembered was more than this path gives now)
             self.found = True
+            self._line = self._line_prev = best
             t = best * (rtt + limit)
             if t < self.target:
                 self.target = int(t)
@@ -158,11 +195,39 @@ class ReceiveWindow:
             # PROBE_ROUNDS rounds one round with PROBE_GAIN more, to see if the rate grows
             self._probe += 1
             gain = PROBE_GAIN if self._probe % PROBE_ROUNDS == 0 else 1.0
-            self.target = int(gain * best * (rtt + limit))
+            self.target = int(gain * line * (rtt + limit))
         if self.target < self.minimum:
             self.target = self.minimum
         elif self.target > self.maximum:
             self.target = self.maximum
+
+    def _window(self, now: int, rtt: int) -> None:
+        """A short window ended. While the line is not found: when all its arrivals were
+        later than the base by a queue's worth, the sender outran the line, and they came
+        at the line's rate: the line is found now (half a round trip after the queue began
+        to grow), not at the end of a round of it."""
+        owd, n, el = self._win_owd, self._win_n, now - self._win_t
+        self._win_owd = None
+        self._win_n = 0
+        self._win_t = now
+        if self.found or owd is None or n < 16 or rtt <= 0 or self.rounds < 2:
+            return
+        b = self._base
+        if self._base_prev is not None and (b is None or self._base_prev < b):
+            b = self._base_prev
+        if b is None:
+            b = self._round_owd
+            if b is None:
+                return
+        limit = QUEUE_MS if QUEUE_MS > rtt >> 4 else rtt >> 4
+        if owd - b > limit:
+            self.found = True
+            rate = n / el
+            self.rate = self._line = self._line_prev = rate
+            self._rates = [rate] * ROUNDS
+            if self.peer_paces:
+                t = int(PACED_HEADROOM * rate * rtt)
+                self.target = t if t > self.minimum else self.minimum
 
     def advertise(self, span: int) -> int:
         """The window for outgoing segments: `span` (segments from the first missing one to

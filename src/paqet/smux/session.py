@@ -347,9 +347,13 @@ class SmuxSession:
         Waiting first window updates go with any other frame, or alone when lazy is set
         (the shell's timer). `limit` > 0: data frames only until their payload reaches
         `limit` bytes; the rest stays queued (so a stream that writes later still gets
-        its turn before them)."""
+        its turn before them); `limit` < 0: control frames only."""
         if self._lazy and (lazy or self._ctrl or self._data):
             self._flush_lazy()
+        if limit < 0:
+            ctrl = self._ctrl
+            self._ctrl = []
+            return b"".join(ctrl)
         if 0 < limit < self.queued_bytes:
             return self._data_upto(limit)
         ctrl, data = self._ctrl, self._data

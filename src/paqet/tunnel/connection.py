@@ -49,6 +49,7 @@ INIT_FLIGHT = 512
 QUEUE_MS, QUEUE_MIN = 20, 64
 #: ms between two resizings of the smux buffers to the receive window
 SMUX_RESIZE_MS = 250
+SMUX_TARGETS = 4
 
 
 class ConnectionClosed(ConnectionError):
@@ -388,7 +389,11 @@ class TunnelConnection:
         for st in list(self.streams.values()):
             if st._pending:
                 st._push_pending()
-        out = smux.data_to_send(limit=self._queue_room()) if self._paced else smux.data_to_send()
+        if self._paced:
+            out = smux.data_to_send(limit=self._queue_room())
+            kcp.backlog = smux.queued_bytes + self.pending_out
+        else:
+            out = smux.data_to_send()
         if out:
             self.bytes_out += len(out)
             kcp.send(out)
@@ -453,13 +458,13 @@ class TunnelConnection:
 
     def _queue_room(self) -> int:
         """Bytes smux may hand to KCP now (congestion "bbr"): enough to keep the pacer busy
-        for QUEUE_MS, at least one frame."""
+        for QUEUE_MS; -1 (control frames only) when KCP's queue holds that already."""
         k = self.kcp
         segs = int(k.cc.pacing_rate * QUEUE_MS)
         if segs < QUEUE_MIN:
             segs = QUEUE_MIN
         room = (segs - len(k.snd_queue)) * k.mss
-        return room if room > 0 else 1
+        return room if room > 0 else -1
 
     def _pace(self, wait_ms: int) -> None:
         """The pacer holds segments for wait_ms: have the timer fire by then."""
@@ -469,11 +474,13 @@ class TunnelConnection:
             self._schedule_timer(wait_ms)
 
     def _resize_smux(self, now: int) -> None:
-        """Windows that follow the path: the smux buffers (per stream and per session)
-        hold two receive-window targets, within limits.session_receive_buffer."""
+        """Windows that follow the path: a stream's smux window holds SMUX_TARGETS
+        receive-window targets (a loss holds bytes back from the application for a round
+        trip or more, and the window reopens only by UPDs every half of it), the session's
+        buffer two such windows, within limits.session_receive_buffer."""
         self._smux_resize_at = now + SMUX_RESIZE_MS
         p = self.params
-        want = 2 * self.kcp.rw.target * self.kcp.mss
+        want = SMUX_TARGETS * self.kcp.rw.target * self.kcp.mss
         cap = p.recv_buffer
         stream = min(max(want, p.streambuf), cap)
         session = min(max(2 * stream, p.smuxbuf), max(cap, p.smuxbuf))
@@ -581,6 +588,7 @@ class TunnelConnection:
                         and now >= self._smux_resize_at:
                     self._resize_smux(now)
                 out = self.smux.data_to_send(lazy=True, limit=self._queue_room())
+                self.kcp.backlog = self.smux.queued_bytes + self.pending_out
             else:
                 out = self.smux.data_to_send(lazy=True)
             if out:

@@ -65,9 +65,12 @@ def test_pacing_tokens_and_overdraft():
     c.pacing_rate = 4.0          # segments per ms
     c.cwnd = 1000
     c.tokens, c.tokens_t = 0.0, 0
-    assert c.allowance(3, 0) == 8          # burst cap: 2 ms at the rate
+    assert c.allowance(1, 0) == 4          # 1 ms at the rate
+    assert c.allowance(2, 0) == 8          # burst cap: 2 ms at the rate (no more at once)
     c.spend(8)
-    assert c.allowance(3, 0) == 0 and c.next_send_in() == 1
+    assert c.allowance(2, 0) == 0 and c.next_send_in() == 1
+    assert c.allowance(30, 0) == 4 * R.LATE_MS   # a late timer sends what was due, capped
+    c.spend(4 * R.LATE_MS)
     c.spend(20)                            # retransmissions overdraw ...
     assert c.tokens == -8.0                # ... down to one burst
     assert c.next_send_in() == 3
@@ -82,12 +85,13 @@ def test_engine_paces_new_segments_and_wakes_the_shell():
     k.send(bytes(k.mss * 100))
     k.flush(5)
     sent = len(k.snd_buf)
-    assert sent == R.MIN_BURST             # the burst cap (2 ms at 1 segment/ms is less)
-    assert k.pace_wait >= 1
+    assert sent == 5                       # what 5 ms at 1 segment/ms allow
+    k.flush(5)
+    assert len(k.snd_buf) == sent and k.pace_wait >= 1
     assert k.flush(5) <= k.pace_wait       # the next flush is due when tokens are back
-    k.flush(15)                            # 10 ms later: again only a burst's worth
-    assert len(k.snd_buf) == 2 * R.MIN_BURST
-    assert len(k.snd_queue) == 100 - 2 * R.MIN_BURST
+    k.flush(30)                            # 25 ms later (a late timer): LATE_MS' worth
+    assert len(k.snd_buf) == sent + R.LATE_MS
+    assert len(k.snd_queue) == 100 - sent - R.LATE_MS
 
 
 def test_engine_without_controller_sends_the_window_at_once():
