@@ -847,6 +847,8 @@ class KCP:
         # (the earliest resendts) without a pass over the window.
         alim = False
         if cc is not None:
+            if self.snd_queue and not paced and self.rmt_wnd < self.snd_wnd:
+                cc.window_limited()
             if not self._unacked or len(self._unacked) == new_segs:
                 # a new flight after an idle moment: its rate samples start now
                 self.first_sent_t = self.delivered_t = now

@@ -48,6 +48,8 @@ MIN_BURST = 4                  # ... and never fewer segments than this
 MIN_CWND = 4
 RTX_SHARE_MAX = 0.15           # the pacing budget pays for at most this share of resends,
 PROBE_QUEUE_MS = 20            # a bandwidth probe adds a queue of at most this many ms
+STANDING_QUEUE_MS = 10         # PROBE_BW: a round of RTTs this much (or 1/8) above the
+CRUISE_CUT = 0.95              # minimum at gain 1 lowers the estimate by 5 %
 NO_QUEUE_MS = 5                # while the last RTT was within this (or 1/16) of the minimum
 
 
@@ -61,7 +63,7 @@ class RateController:
                  "pacing_gain", "cwnd_gain", "pacing_rate", "cwnd", "init_cwnd", "max_cwnd",
                  "tokens", "tokens_t", "probe_rtt_end", "probe_rtt_round", "rounds_app_limited",
                  "samples", "_cycle_n", "_high_rtts", "_queue_seen", "exit", "_high_t",
-                 "rtx_share", "_sent_new", "_sent_rtx", "_no_queue")
+                 "rtx_share", "_sent_new", "_sent_rtx", "_no_queue", "_rtt_round_min")
 
     def __init__(self, *, init_cwnd: int = 32, max_cwnd: int = 1 << 16, now: int = 0) -> None:
         self.mode = STARTUP
@@ -99,12 +101,26 @@ class RateController:
         self.rtx_share = 0.0        # retransmissions per new segment, last round
         self._sent_new = self._sent_rtx = 0
         self._no_queue = True
+        self._rtt_round_min = -1
 
     # -- the model ---------------------------------------------------------------------------
     @property
     def bdp(self) -> float:
         """Bandwidth-delay product in segments (the RTT floored at 1 ms: the clock's unit)."""
         return self.btlbw * (self.min_rtt if self.min_rtt > 1 else 1)
+
+    def _bw_scale(self, f: float) -> None:
+        self._bw_ring = [v * f for v in self._bw_ring]
+        self.btlbw *= f
+
+    def window_limited(self) -> None:
+        """The peer's receive window, not pacing, holds our data back. Our own receiver
+        caps a paced sender at a little more than the path's BDP once it has seen the
+        line (kcp/window.py): in STARTUP, past its first rounds (the peer's window before
+        it measured anything), that is a full pipe."""
+        if self.mode == STARTUP and not self.filled and self.round > 3:
+            self.filled = True
+            self.exit = "peer window"
 
     def _bw_update(self, rate: float) -> None:
         i = self.round % BW_ROUNDS
@@ -146,6 +162,9 @@ class RateController:
             self._round_rtx()
             if app_limited:
                 self.rounds_app_limited += 1
+            prev_rtt_min, self._rtt_round_min = self._rtt_round_min, -1
+        if rtt >= 0 and (self._rtt_round_min < 0 or rtt < self._rtt_round_min):
+            self._rtt_round_min = rtt
         if rate > 0 and (not app_limited or rate > self.btlbw):
             self.samples += 1
             self._bw_update(rate)
@@ -203,6 +222,14 @@ class RateController:
         elif mode == PROBE_BW:
             phase_ms = self.min_rtt if self.min_rtt > 1 else 1
             gain = self.pacing_gain
+            if round_start and gain == 1.0 and prev_rtt_min >= 0:
+                # cruising at the estimate, yet every RTT of a whole round shows a queue:
+                # the estimate is high (ACKs that came in a bunch gave a rate sample above
+                # the line), and pacing at it only grows the queue until the buffer
+                # overflows. Take CRUISE_CUT off it.
+                mr = self.min_rtt
+                if prev_rtt_min > mr + max(STANDING_QUEUE_MS, mr >> 3):
+                    self._bw_scale(CRUISE_CUT)
             if now - self.cycle_t > phase_ms:
                 # the 1.25 phase runs until the flight reached 1.25 BDP (or a round passed
                 # twice over); the 0.75 one may end early once the queue is gone
