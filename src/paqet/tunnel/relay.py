@@ -41,6 +41,12 @@ HANDOFF_BYTES = 64 << 10
 # One read buffer for every relay: each read is handed over (copied into the stream) in the
 # same callback, before any other read can start.
 _READ_BUF = memoryview(bytearray(CHUNK))
+#: a stream that has sent less than SHORT_STREAM so far (a request, a short reply) may read
+#: while the session's send budget is spent, up to FAST_LANE beyond it: its bytes then go
+#: out with the next pump (smux sends streams round-robin) instead of waiting until the bulk
+#: transfers that filled the budget drained it (at 100 Mbit/s, 8 MiB is 0.7 s)
+SHORT_STREAM = 64 << 10
+FAST_LANE = 1 << 20
 
 
 # Relayed bytes go out at once (the tunnel does its own batching): asyncio and uvloop set
@@ -127,6 +133,8 @@ class SocketRelay(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int):
         conn = self.conn
         room = conn.send_budget - conn.queued_out
+        if self.to_stream < SHORT_STREAM:
+            room += FAST_LANE
         if room >= CHUNK:
             return _READ_BUF
         return _READ_BUF[:room if room > 0 else 1]
@@ -156,7 +164,7 @@ class SocketRelay(asyncio.BufferedProtocol):
         st = self.st
         if st._pending:
             st._on_writable = self._room
-        elif self.conn.send_backlogged:
+        elif self._backlogged():
             self.conn.on_send_room(self._room)
         else:
             return
@@ -164,13 +172,22 @@ class SocketRelay(asyncio.BufferedProtocol):
             self.rpaused = True
             self.transport.pause_reading()
 
+    def _backlogged(self) -> bool:
+        """The session's send budget is spent (for a stream that has sent little so far:
+        the budget and FAST_LANE more, so a short reply does not wait behind the bulk
+        transfers that filled the budget)."""
+        conn = self.conn
+        if self.to_stream < SHORT_STREAM:
+            return conn.queued_out >= conn.send_budget + FAST_LANE
+        return conn.send_backlogged
+
     def _room(self) -> None:
         if not self.rpaused or self.done.done():
             return
         st = self.st
         if st._pending and not st._closed:
             st._on_writable = self._room
-        elif self.conn.send_backlogged and not self.conn.closed:
+        elif self._backlogged() and not self.conn.closed:
             self.conn.on_send_room(self._room)
         else:
             self.rpaused = False
