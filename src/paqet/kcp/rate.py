@@ -46,6 +46,7 @@ BURST_MS = 2                   # pacing tokens kept at most: this many ms at the
 LATE_MS = 8                    # ... or the ms since the last send, up to this many
 MIN_BURST = 4                  # ... and never fewer segments than this
 MIN_CWND = 4
+SHORT_RTT_MS = 5               # below this minimum RTT: no pacing, no PROBE_RTT (a LAN)
 RTX_SHARE_MAX = 0.15           # the pacing budget pays for at most this share of resends,
 PROBE_QUEUE_MS = 20            # a bandwidth probe adds a queue of at most this many ms
 STANDING_QUEUE_MS = 10         # PROBE_BW: a round of RTTs this much (or 1/8) above the
@@ -177,7 +178,10 @@ class RateController:
             self.min_rtt_t = now
             self.rtt_seen = True
         if expired and self.mode != PROBE_RTT and self.rtt_seen:
-            self._enter_probe_rtt(now)
+            if self.min_rtt >= SHORT_RTT_MS:
+                self._enter_probe_rtt(now)
+            else:
+                self.min_rtt_t = now
 
         mode = self.mode
         if mode == STARTUP or mode == DRAIN:
@@ -305,7 +309,10 @@ class RateController:
             cwnd = self.cwnd_gain * bdp + MIN_CWND
             if self.mode == PROBE_RTT:
                 cwnd = self._probe_rtt_cwnd()
-            elif not self.filled and cwnd < self.init_cwnd:
+            elif cwnd < self.init_cwnd:
+                # never less than kcp-go would send at once: on a short path (a LAN, where
+                # the RTT is below the clock's ms) the BDP says little of what our own
+                # processes keep in flight
                 cwnd = self.init_cwnd
         elif self.rtt_seen:
             rtt = self.min_rtt if self.min_rtt > 1 else 1
@@ -326,6 +333,11 @@ class RateController:
     def allowance(self, now: int, inflight: int) -> int:
         """Segments that may leave now: pacing tokens (refilled since the last call) within
         the in-flight cap. New data only; retransmissions are charged with `spend`."""
+        room = self.cwnd - inflight
+        if self.rtt_seen and self.min_rtt < SHORT_RTT_MS:
+            # a short path: no bottleneck buffer far away to spare a burst, and a pacer
+            # at ms resolution would only slow our own processes down
+            return room if room > 0 else 0
         rate = self.pacing_rate
         t = self.tokens_t
         if now != t:
@@ -342,7 +354,6 @@ class RateController:
             tok = self.tokens + el * rate * (1.0 + (self.rtx_share if self._no_queue else 0.0))
             self.tokens = tok if tok < burst else burst
             self.tokens_t = now
-        room = self.cwnd - inflight
         tok = int(self.tokens)
         return tok if tok < room else (room if room > 0 else 0)
 

@@ -54,7 +54,9 @@ class ReceiveWindow:
     def __init__(self, *, initial: int = 512, maximum: int = 8192, minimum: int = 32,
                  now: int = 0) -> None:
         self.initial = initial
-        self.minimum = max(4, minimum)
+        # never below the window kcp-go would advertise: a short path's BDP says little of
+        # what our own processes hold in flight
+        self.minimum = max(4, minimum, initial)
         self.maximum = max(self.minimum, maximum)
         self.target = max(self.minimum, min(initial, self.maximum))
         self.rtt_min = 0       # ms; 0 = no sample yet

@@ -125,7 +125,8 @@ def test_receive_window_grows_while_the_rate_grows_then_holds_near_the_bdp():
 
 
 def test_receive_window_shrinks_on_a_standing_queue():
-    w = ReceiveWindow(initial=2000, maximum=10000)
+    w = ReceiveWindow(initial=200, maximum=10000)
+    w.target = 2000               # grown earlier
     w.on_rtt(0, 100)
     now = 0
     for rnd in range(8):
@@ -135,7 +136,12 @@ def test_receive_window_shrinks_on_a_standing_queue():
         now += 100
         w.update(now)
     assert w.found and w.queue_ms == 30
-    assert w.target <= 5 * (100 + 6) + 1
+    assert 200 <= w.target <= 5 * (100 + 6) + 1
+    w.target = 100                # never below the window kcp-go would advertise
+    for i in range(500):
+        w.on_data(now + i // 5, now + i // 5 - 30, 1)
+    w.update(now + 100)
+    assert w.target == 200
 
 
 def test_receive_window_advertises_beyond_holes_within_the_bound():
