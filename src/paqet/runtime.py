@@ -177,14 +177,10 @@ class Network:
 
     def open_backend(self, port: int):
         cfg = self.cfg
+        from paqet.net.factory import open_backend
         if self.driver == "udp":
-            from paqet.net.udp import UdpBackend
-            host = self.ip4 or self.ip6 or ("0.0.0.0" if cfg.role == "server" else "0.0.0.0")
-            return UdpBackend(host, port, sockbuf=cfg.network.pcap.sockbuf)
-        if self.driver == "pcap":
-            from paqet.net.pcap import PcapBackend as Backend
-        else:
-            from paqet.net.afpacket import AfPacketBackend as Backend
+            return open_backend("udp", port=port, host=self.ip4 or self.ip6 or "0.0.0.0",
+                                sockbuf=cfg.network.pcap.sockbuf)
         from paqet.net.backend import reserve_port
         port, hold = reserve_port(port)
         fw = None
@@ -198,22 +194,19 @@ class Network:
                     hold.close()
                 raise StartupError(str(exc)) from None
         try:
-            b = Backend(
-                self.interface, port=port, src_ip4=self.ip4, src_ip6=self.ip6,
-                router_mac4=self.router_mac4, router_mac6=self.router_mac6,
+            b = open_backend(
+                self.driver, interface=self.interface, port=port, src_ip4=self.ip4,
+                src_ip6=self.ip6, router_mac4=self.router_mac4, router_mac6=self.router_mac6,
                 local_flags=cfg.local_flags, sockbuf=cfg.network.pcap.sockbuf,
                 learn_macs=self.router_mac4 is None or cfg.role == "server")
-        except PermissionError:
-            if fw:
-                fw.remove()
-            if hold is not None:
-                hold.close()
-            raise StartupError("raw packet sockets need root (or CAP_NET_RAW): run with sudo") from None
         except OSError as exc:
             if fw:
                 fw.remove()
             if hold is not None:
                 hold.close()
+            if isinstance(exc, PermissionError):
+                raise StartupError("raw packet sockets need root (or CAP_NET_RAW): run with "
+                                   "sudo") from None
             raise StartupError(f"cannot open a raw socket on {self.interface}: {exc}") from None
         builder = getattr(b, "builder", None)
         for ip, mac in self.dst_macs.items():

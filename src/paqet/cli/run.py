@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from paqet import logs
-from paqet.cli.main import EXIT_OK, load_or_exit
+from paqet.cli.exits import EXIT_OK, load_or_exit
 
 
 def summary(cfg) -> str:
