@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 scripts/setup.sh
-for f in examples/*.yaml; do .venv/bin/paqet run --check -c "$f" | head -1; done
+for f in examples/*.yaml; do .venv/bin/paqet run --check -c "$f" | sed -n 1p; done
 if [ "$(id -u)" = 0 ]; then
     exec .venv/bin/python scripts/demo.py
 fi

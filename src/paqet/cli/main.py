@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from paqet import logs
-from paqet.cli.exits import EXIT_CONFIG, EXIT_OK
+from paqet.cli.exits import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
 
 CONFIG_HELP = 'Path to the configuration file (default "config.yaml")'
 CONFIG_HELP_DUMP = 'Path to the configuration file. (default "config.yaml")'  # upstream's period
@@ -80,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _dispatch(argv)
+    except BrokenPipeError:
+        # stdout went away (`paqet run --check ... | head -1`): stop quietly, as a C tool
+        # killed by SIGPIPE would, without a traceback or a second error at exit
+        import os
+        import sys
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_RUNTIME
+
+
+def _dispatch(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -89,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.topic is None:
             parser.print_help()
             return EXIT_OK
-        return main([args.topic, "--help"])
+        return _dispatch([args.topic, "--help"])
     if args.command == "secret":
         from paqet.cli.secret import run
         return run()

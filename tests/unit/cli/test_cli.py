@@ -187,3 +187,17 @@ def test_noise_filter_knows_registered_types(logbuf):
     logs.add_benign(Closed)
     logging.getLogger("paqet.test").info("b %s", Closed())
     assert "b " not in logbuf.getvalue()
+
+
+def test_closed_stdout_stops_quietly():
+    """`paqet run --check ... | head -1`: the reader is gone before paqet writes; no
+    traceback, exit 1 (scripts/demo.sh once failed on this under `set -o pipefail`)."""
+    r_end, w_end = os.pipe()
+    os.close(r_end)
+    try:
+        p = subprocess.run([sys.executable, "-m", "paqet", "run", "--check", "-c",
+                            os.path.join(ROOT, "examples", "server.yaml")],
+                           stdout=w_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(w_end)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
