@@ -80,13 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import sys
     try:
-        return _dispatch(argv)
+        rc = _dispatch(argv)
+        sys.stdout.flush()  # here, not at exit, where a broken pipe cannot be caught
+        return rc
     except BrokenPipeError:
         # stdout went away (`paqet run --check ... | head -1`): stop quietly, as a C tool
         # killed by SIGPIPE would, without a traceback or a second error at exit
         import os
-        import sys
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_RUNTIME
 

@@ -192,12 +192,13 @@ def test_noise_filter_knows_registered_types(logbuf):
 def test_closed_stdout_stops_quietly():
     """`paqet run --check ... | head -1`: the reader is gone before paqet writes; no
     traceback, exit 1 (scripts/demo.sh once failed on this under `set -o pipefail`)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # the usual case
     r_end, w_end = os.pipe()
     os.close(r_end)
     try:
         p = subprocess.run([sys.executable, "-m", "paqet", "run", "--check", "-c",
                             os.path.join(ROOT, "examples", "server.yaml")],
-                           stdout=w_end, stderr=subprocess.PIPE, text=True, timeout=60)
+                           stdout=w_end, stderr=subprocess.PIPE, text=True, timeout=60, env=env)
     finally:
         os.close(w_end)
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
