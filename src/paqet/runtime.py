@@ -103,8 +103,9 @@ class Network:
         self.dst_macs: dict[str, bytes] = {}  # per-destination next hops (backup servers)
         net = cfg.network
         fam4, fam6 = net.ipv4, net.ipv6
-        self.ip4 = split_host_port(fam4.addr)[0] if fam4 and fam4.addr else None
-        self.ip6 = split_host_port(fam6.addr)[0] if fam6 and fam6.addr else None
+        # an empty IP (":9999") is detected below, as a missing addr
+        self.ip4 = (split_host_port(fam4.addr)[0] or None) if fam4 and fam4.addr else None
+        self.ip6 = (split_host_port(fam6.addr)[0] or None) if fam6 and fam6.addr else None
         mac4 = parse_mac(fam4.router_mac) if fam4 and fam4.router_mac else None
         mac6 = parse_mac(fam6.router_mac) if fam6 and fam6.router_mac else None
         self.interface = net.interface or None

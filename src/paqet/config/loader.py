@@ -265,10 +265,12 @@ def _check(cfg: Config) -> list[tuple[str, str]]:
             continue
         if fc.addr:
             try:
-                host, port = values.parse_addr(fc.addr, need_port=False, need_ip=True)
+                # an empty IP (":9999", "[]:9999") is detected, like a missing addr
+                host, port = values.parse_addr(fc.addr, need_port=False, need_ip=True,
+                                               empty_host=True)
                 ports[fam] = port
                 want4 = fam == "ipv4"
-                if (":" not in host) != want4:
+                if host and (":" not in host) != want4:
                     errs.append((f"network.{fam}.addr",
                                  f"'{fc.addr}' is not an {'IPv4' if want4 else 'IPv6'} address"))
             except values.ValueProblem as exc:

@@ -35,11 +35,14 @@ def split_host_port(s: str) -> tuple[str, int]:
     return host, p
 
 
-def parse_addr(s: str, *, need_port: bool = True, need_ip: bool = False) -> tuple[str, int]:
+def parse_addr(s: str, *, need_port: bool = True, need_ip: bool = False,
+               empty_host: bool = False) -> tuple[str, int]:
+    """(host, port) of "host:port"; need_ip: the host must be an IP address (or, with
+    empty_host, nothing at all)."""
     host, port = split_host_port(s)
     if need_port and not 1 <= port <= 65535:
         raise ValueProblem(f"port must be between 1-65535 in '{s}'")
-    if need_ip:
+    if need_ip and not (empty_host and not host):
         try:
             ipaddress.ip_address(host)
         except ValueError:

@@ -340,3 +340,29 @@ def test_error_quoting_a_multi_line_value_stays_one_line():
         load(with_(SERVER, "network.tcp.local_flag", ["Pe x\ny"]))
     msg = str(exc.value)
     assert "\n" not in msg and "network.tcp.local_flag" in msg and "x\\ny" in msg
+
+
+@pytest.mark.parametrize("fam,addr", [("ipv4", ":9999"), ("ipv6", ":9999"), ("ipv6", "[]:9999")])
+def test_empty_ip_means_detect(fam, addr, monkeypatch):
+    """network.ipv4.addr ":9999": the port is taken, the IP left to detection (it was
+    refused as "'' in ':9999' is not an IP address")."""
+    d = with_(with_(SERVER, "network", {}), f"network.{fam}", {"addr": addr})
+    s = load(d)
+    assert s.local_port == 9999 and not s.warnings
+    from paqet.net import autodetect
+    from paqet.runtime import Network
+    seen = []
+
+    def fake_detect(server_ip, **kw):
+        seen.append(kw.get("local_ip"))
+        return autodetect.NetworkChoice("eth9", 9, ip4="198.18.0.2", ip6="2001:2::2")
+    monkeypatch.setattr(autodetect, "detect", fake_detect)
+    net = Network(s, None)
+    assert seen == [None]  # no "" handed on as an address to look for
+    assert (net.interface, net.ip4, net.ip6) == ("eth9", "198.18.0.2", "2001:2::2")
+
+
+def test_an_ip_of_the_wrong_family_still_refused():
+    with pytest.raises(ConfigError) as e:
+        load(with_(SERVER, "network.ipv4.addr", "[2001:2::2]:9999"))
+    assert e.value.path == "network.ipv4.addr" and "not an IPv4 address" in str(e.value)
