@@ -279,8 +279,10 @@ class Runtime:
             net = await asyncio.to_thread(Network, cfg, None)
             self.backend = net.open_backend(cfg.local_port)
             from paqet.tunnel.guard import ListenerLimits
+            from paqet.tunnel.users import UserSpec
             self.server = Server(params, self.backend,
-                                 limits=ListenerLimits.from_config(cfg.limits))
+                                 limits=ListenerLimits.from_config(cfg.limits),
+                                 users=UserSpec.from_config(cfg))
             await self.server.start()
             log.info("server listening for packets on :%d (interface %s)",
                      self.backend.local_port, net.interface or "udp")
@@ -434,6 +436,8 @@ async def serve(cfg: Config) -> int:
 
 def run(cfg: Config) -> int:
     crypto.derive_key_soon(cfg.transport.kcp.key or "")  # derived while the rest starts
+    for u in cfg.users:
+        crypto.derive_key_soon(u.key)
     try:
         import uvloop
         runner = uvloop.run
