@@ -257,7 +257,8 @@ class Runtime:
         svc = StatsService(self.cfg.role, self.connections, socket_path=socket_path(self.cfg),
                            prometheus=st.prometheus, log_interval=st.log_interval,
                            drop_sources=[listener.drops] if listener is not None else None,
-                           process_drops=[RingDrops(self.backends)])
+                           process_drops=[RingDrops(self.backends)],
+                           users=listener.users.figures if listener is not None else None)
         if listener is not None:
             prev = listener.on_session_closed
 
@@ -369,6 +370,9 @@ class Runtime:
             log.info("stats %s", conn.stats())
         if self.server is not None and self.server.listener is not None:
             log.info("stats drops %s", self.server.listener.drops)
+            from paqet.tunnel.stats import user_name
+            for name, figures in self.server.listener.users.figures().items():
+                log.info("stats user %s %s", user_name(name), figures)
         total = backend_counters(self.backends())
         if total:
             # frames the kernel dropped before we read them (RX ring full) and sends refused
