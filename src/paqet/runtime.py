@@ -21,6 +21,9 @@ from paqet.tunnel.params import TunnelParams
 from paqet.wire import crypto
 
 log = logging.getLogger("paqet")
+#: what a reload did or refused, shown whatever log.level says (the operator asked for it)
+reload_log = logging.getLogger("paqet.reload")
+reload_log.setLevel(logging.INFO)
 
 
 class StartupError(RuntimeError):
@@ -240,14 +243,38 @@ class RingDrops:
         return [("ring_full", backend_counters(self._backends()).get("kernel_drops", 0))]
 
 
+def _listener_entries(cfg: Config) -> list[tuple[str, int, object]]:
+    """(kind, index, entry) of a client config's listeners, in start order."""
+    return ([("socks5", i, e) for i, e in enumerate(cfg.socks5)]
+            + [("http", i, e) for i, e in enumerate(cfg.http)]
+            + [("forward", i, e) for i, e in enumerate(cfg.forward)])
+
+
+def _listener_key(kind: str, entry) -> bytes:
+    """Identifies a listener across reloads: its kind and every field of its entry."""
+    import msgspec
+    return kind.encode() + b" " + msgspec.json.encode(entry)
+
+
+def _listener_name(key: bytes) -> str:
+    """"forward 127.0.0.1:8080" from a _listener_key."""
+    import json
+    kind, _, entry = key.decode().partition(" ")
+    return f"{kind} {json.loads(entry).get('listen', '')}"
+
+
 class Runtime:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.parts: list = []
+        self.listeners: dict[bytes, object] = {}  # a client's socks5/http/forward listeners
+        self.retired: list = []  # listeners a reload removed: their connections finish
         self.pool = None
+        self.flows = None
         self.server = None
         self.backend = None
         self.stats = None  # control.StatsService once started
+        self._reloading = False
 
     async def _start_stats(self) -> None:
         """The stats service (control socket, Prometheus, periodic log line): control.py."""
@@ -289,9 +316,7 @@ class Runtime:
                      self.backend.local_port, net.interface or "udp")
             await self._start_stats()
             return
-        from paqet.client.forward import TcpForward, UdpForward, split_host_port as shp
         from paqet.client.pool import ClientPool
-        from paqet.client.socks import Socks5Listener
         from paqet.client.udpflows import UdpFlows
         host, port = split_host_port(cfg.server.addr)
         server = resolve(host, port)
@@ -319,36 +344,38 @@ class Runtime:
                             local_port)
         flows = UdpFlows(self.pool)
         flows.start()
+        self.flows = flows
         self.parts.append(flows)
-        for i, s in enumerate(cfg.socks5):
-            lh, lp = shp(s.listen)
-            sl = Socks5Listener(self.pool, flows, (lh or "0.0.0.0", lp), username=s.username,
-                                password=s.password)
-            try:
-                await sl.start()
-            except OSError as exc:
-                raise StartupError(f"socks5[{i}]: cannot listen on {s.listen}: {exc.strerror or exc}") from None
-            self.parts.append(sl)
-        for i, h in enumerate(cfg.http):
-            from paqet.client.httpproxy import HttpProxyListener
-            lh, lp = shp(h.listen)
-            hl = HttpProxyListener(self.pool, (lh or "0.0.0.0", lp), username=h.username,
-                                   password=h.password)
-            try:
-                await hl.start()
-            except OSError as exc:
-                raise StartupError(f"http[{i}]: cannot listen on {h.listen}: {exc.strerror or exc}") from None
-            self.parts.append(hl)
-        for i, f in enumerate(cfg.forward):
-            lh, lp = shp(f.listen)
-            fw = (TcpForward(self.pool, (lh or "0.0.0.0", lp), f.target) if f.protocol == "tcp"
-                  else UdpForward(self.pool, flows, (lh or "0.0.0.0", lp), f.target))
-            try:
-                await fw.start()
-            except OSError as exc:
-                raise StartupError(f"forward[{i}]: cannot listen on {f.listen}: {exc.strerror or exc}") from None
-            self.parts.append(fw)
+        for kind, i, entry in _listener_entries(cfg):
+            part = await self._open_listener(kind, i, entry)
+            self.listeners[_listener_key(kind, entry)] = part
         await self._start_stats()
+
+    async def _open_listener(self, kind: str, i: int, entry):
+        """One socks5 / http / forward listener of the config, started; StartupError with
+        the entry's key path when its address cannot be bound."""
+        from paqet.client.forward import TcpForward, UdpForward
+        from paqet.client.forward import split_host_port as shp
+        lh, lp = shp(entry.listen)
+        addr = (lh or "0.0.0.0", lp)
+        if kind == "socks5":
+            from paqet.client.socks import Socks5Listener
+            part = Socks5Listener(self.pool, self.flows, addr, username=entry.username,
+                                  password=entry.password)
+        elif kind == "http":
+            from paqet.client.httpproxy import HttpProxyListener
+            part = HttpProxyListener(self.pool, addr, username=entry.username,
+                                     password=entry.password)
+        elif entry.protocol == "tcp":
+            part = TcpForward(self.pool, addr, entry.target)
+        else:
+            part = UdpForward(self.pool, self.flows, addr, entry.target)
+        try:
+            await part.start()
+        except OSError as exc:
+            raise StartupError(f"{kind}[{i}]: cannot listen on {entry.listen}: "
+                               f"{exc.strerror or exc}") from None
+        return part
 
     def connections(self) -> list:
         if self.server is not None and self.server.listener is not None:
@@ -362,6 +389,100 @@ class Runtime:
         if self.server is not None:
             return [self.server.backend]
         return self.pool.backends() if self.pool is not None else []
+
+    async def reload(self) -> None:
+        """SIGHUP: read the configuration file again and apply what can change while
+        running (config/changes.py): log level, limits, users (server), socks5 / http /
+        forward listeners (client). A file that does not load is refused with its error and
+        the running configuration stays; keys that need a restart are named and keep their
+        running values. Sessions and connections the change does not concern go on."""
+        if self._reloading:
+            reload_log.warning("reload: the previous SIGHUP is still being applied; this one "
+                               "is ignored")
+            return
+        self._reloading = True
+        try:
+            await self._reload()
+        except Exception:
+            reload_log.exception("reload failed")
+        finally:
+            self._reloading = False
+
+    async def _reload(self) -> None:
+        from paqet import logs
+        from paqet.config import ConfigError, load_config
+        from paqet.config.changes import applied, split
+        old = self.cfg
+        path = old.source
+        logging.getLogger("paqet.config").setLevel(logging.WARNING)  # its warnings: shown
+        try:
+            new = await asyncio.to_thread(load_config, path)
+        except ConfigError as exc:
+            reload_log.error("reload refused: %s; the running configuration stays in force",
+                             exc)
+            return
+        live, restart = split(old, new)
+        if restart:
+            reload_log.warning("reload: %s changed in %s but cannot change while running: "
+                               "restart paqet for %s (the running values stay)",
+                               ", ".join(restart), path, "it" if len(restart) == 1 else "them")
+        if not live:
+            reload_log.info("reload: %s: nothing that changes live is different", path)
+            return
+        cfg = applied(old, new)
+        done: list[str] = []
+        if "log.level" in live:
+            logs.set_level(cfg.log.level)
+            done.append(f"log.level {cfg.log.level}")
+        if any(k.startswith("limits.") for k in live):
+            done.append("limits")
+        params = tunnel_params(cfg)
+        if self.server is not None:
+            done += await self._reload_server(cfg, params, live)
+        elif self.pool is not None:
+            self.pool.params = params  # sessions made from now on
+            done += await self._reload_listeners(cfg)
+        self.cfg = cfg
+        reload_log.info("reload: %s applied: %s", path, "; ".join(done) or "no change")
+
+    async def _reload_server(self, cfg: Config, params, live: list[str]) -> list[str]:
+        from paqet.tunnel.guard import ListenerLimits
+        from paqet.tunnel.stats import user_name
+        from paqet.tunnel.users import UserSpec
+        listener = self.server.listener
+        if any(k.startswith("limits.") for k in live):
+            listener.set_limits(ListenerLimits.from_config(cfg.limits))
+        specs = UserSpec.from_config(cfg)
+        await asyncio.to_thread(lambda: [crypto.derive_key(k)
+                                         for k in listener.users.new_keys(specs)])
+        self.server.params = params
+        added, removed, rekeyed = listener.set_users(params, specs)
+        done = []
+        if added or removed or rekeyed:
+            done.append("users " + " ".join([f"+{user_name(n)}" for n in added]
+                                            + [f"-{user_name(n)}" for n in removed]
+                                            + [f"~{user_name(n)} (new key)" for n in rekeyed]))
+        elif "users" in live:
+            done.append("users' limits")
+        return done
+
+    async def _reload_listeners(self, cfg: Config) -> list[str]:
+        want = {_listener_key(kind, e): (kind, i, e) for kind, i, e in _listener_entries(cfg)}
+        done = []
+        for key in [k for k in self.listeners if k not in want]:
+            part = self.listeners.pop(key)
+            part.stop_accepting()
+            self.retired.append(part)
+            done.append(f"-{_listener_name(key)}")
+        for key, (kind, i, entry) in want.items():
+            if key in self.listeners:
+                continue
+            try:
+                self.listeners[key] = await self._open_listener(kind, i, entry)
+                done.append(f"+{kind}[{i}] {entry.listen}")
+            except StartupError as exc:
+                reload_log.error("reload: %s", exc)
+        return ["listeners " + " ".join(done)] if done else []
 
     def log_stats(self) -> None:
         """SIGUSR1: one line of statistics per tunnel session; a server adds its listener's
@@ -385,7 +506,7 @@ class Runtime:
     async def stop(self) -> None:
         if self.stats is not None:
             await self.stats.stop()
-        for p in reversed(self.parts):
+        for p in list(self.listeners.values()) + self.retired + list(reversed(self.parts)):
             try:
                 if hasattr(p, "stop"):
                     await p.stop()
@@ -421,6 +542,17 @@ async def serve(cfg: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     rt = Runtime(cfg)
     loop.add_signal_handler(signal.SIGUSR1, rt.log_stats)
+    reloads: set = set()
+    running = []
+
+    def sighup() -> None:
+        if not running:
+            reload_log.warning("reload: SIGHUP before start-up finished: ignored")
+            return
+        t = loop.create_task(rt.reload())
+        reloads.add(t)
+        t.add_done_callback(reloads.discard)
+    loop.add_signal_handler(signal.SIGHUP, sighup)
     try:
         try:
             await rt.start()
@@ -428,6 +560,7 @@ async def serve(cfg: Config) -> int:
             print(f"paqet: {exc}", file=sys.stderr, flush=True)
             return 1
         _tune_gc()
+        running.append(True)  # SIGHUP re-reads the config from now on
         await stop.wait()
         print("shutdown signal received, shutting down...", file=sys.stderr, flush=True)
     finally:

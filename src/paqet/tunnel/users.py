@@ -181,6 +181,14 @@ class UserTable:
             self._last_user = {ip: u for ip, u in self._last_user.items() if id(u) not in gone}
         return added, removed, rekeyed
 
+    def new_keys(self, specs: list[UserSpec]) -> list[str]:
+        """The key texts of `specs` that update() would derive (new users, new keys): a
+        reload derives them in a thread first (PBKDF2, ~40 ms each), and update() then
+        finds them in derive_key's cache."""
+        old = self.by_name
+        return [s.key for s in specs if isinstance(s.key, str)
+                and (s.name not in old or old[s.name].spec.key != s.key)]
+
     @property
     def crypt(self):
         """The first user's block (header and tag sizes are the block's, whoever's key)."""
