@@ -285,7 +285,8 @@ class Runtime:
                            prometheus=st.prometheus, log_interval=st.log_interval,
                            drop_sources=[listener.drops] if listener is not None else None,
                            process_drops=[RingDrops(self.backends)],
-                           users=listener.users.figures if listener is not None else None)
+                           users=listener.users.figures if listener is not None else None,
+                           user_of=listener.user_name if listener is not None else None)
         if listener is not None:
             prev = listener.on_session_closed
 

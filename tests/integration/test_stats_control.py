@@ -79,6 +79,7 @@ def test_transfer_moves_counters_read_over_control_socket(tmp_path):
     u = s["users"][""]
     assert u["sessions"] == 1 and u["sessions_total"] >= 1
     assert u["bytes_in"] == s["totals"]["rx_bytes"] and u["bytes_out"] == s["totals"]["tx_bytes"]
+    assert s["session_list"][0]["user"] == "" and "user" not in c["session_list"][0]
     # removed on exit
     assert not (tmp_path / "client.sock").exists() and not (tmp_path / "server.sock").exists()
 

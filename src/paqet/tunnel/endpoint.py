@@ -292,6 +292,11 @@ class TunnelListener:
         self._dirty.add(conn)
         self._accept_q.put_nowait(conn)
 
+    def user_name(self, conn: TunnelConnection) -> str | None:
+        """The name of the user whose key opened `conn` (None: not one of ours)."""
+        u = self.user_of.get(conn)
+        return u.name if u is not None else None
+
     # -- reload ------------------------------------------------------------------------
     def set_users(self, params: TunnelParams, users: list[UserSpec]) -> tuple[list, list, list]:
         """A new list of users (SIGHUP): the sessions of removed users, and of users whose

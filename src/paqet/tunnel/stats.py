@@ -90,8 +90,10 @@ class StatsCollector:
         #: (the packet sockets' `ring_full`)
         self.process_drops: list = []
         #: a server's per-user figures: () -> {name: {bytes_in, bytes_out, sessions,
-        #: sessions_total}} (tunnel.users.UserTable.figures)
+        #: sessions_total}} (tunnel.users.UserTable.figures), and the user of a session
+        #: (conn -> name or None)
         self.users = None
+        self.user_of = None
 
     # -- bookkeeping ---------------------------------------------------------------------
     def _observe(self, conns) -> list:
@@ -242,6 +244,10 @@ class StatsCollector:
         drops = getattr(c, "drops", None)
         if drops and not any(drops is s for s in self.drop_sources):
             out["drops"] = dict(drops)
+        if self.user_of is not None:
+            user = self.user_of(c)
+            if user is not None:
+                out["user"] = user
         return out
 
 
@@ -329,14 +335,16 @@ def format_table(snap: dict) -> str:
         lines.append("no open sessions" if not snap["sessions"] else
                      f"({snap['sessions']} sessions not listed)")
         return "\n".join(lines)
-    head = ("peer", "conv", "age", "srtt", "rttvar", "streams", "sent", "recv", "up", "down",
-            "retrans", "fast", "tmo", "loss", "fec", "drops")
+    by_user = any("user" in s for s in sess)
+    head = ("peer",) + (("user",) if by_user else ()) + (
+        "conv", "age", "srtt", "rttvar", "streams", "sent", "recv", "up", "down",
+        "retrans", "fast", "tmo", "loss", "fec", "drops")
     rows = [head]
     for s in sess:
         sr = s["rates"]
         drops = s.get("drops")
         rows.append((
-            s["peer"], f"{s['conv']:08x}", human_duration(s["age_s"]), f"{s['srtt_ms']}ms",
+            s["peer"], *((user_name(s.get("user", "")),) if by_user else ()), f"{s['conv']:08x}", human_duration(s["age_s"]), f"{s['srtt_ms']}ms",
             f"{s['rttvar_ms']}ms", str(s["streams"]), human_bytes(s["tx_bytes"]),
             human_bytes(s["rx_bytes"]), human_rate(sr["tx_Bps"]), human_rate(sr["rx_Bps"]),
             str(s["retrans"]), str(s["fast_retrans"] + s["early_retrans"]),

@@ -187,6 +187,14 @@ def test_users_in_the_snapshot_and_the_table():
     assert lines[head].split() == ["user", "sessions", "since", "start", "received", "sent"]
     assert lines[head + 1].split() == ["(unnamed)", "0", "0", "0", "B", "0", "B"]
     assert lines[head + 2].split() == ["alice", "2", "3", "2.0", "KiB", "5.0", "MiB"]
+    c = FakeConn(client=False)
+    col.user_of = {c: "alice"}.get
+    snap = col.snapshot([c], 2000)
+    assert snap["session_list"][0]["user"] == "alice"
+    text = format_table(snap)
+    rows = [x.split() for x in text.splitlines()]
+    assert ["peer", "user", "conv"] in [r[:3] for r in rows]
+    assert ["198.18.0.2:9999", "alice", "00000001"] in [r[:3] for r in rows]
 
 
 def test_socket_path_rules():
