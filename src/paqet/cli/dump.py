@@ -25,7 +25,9 @@ def run(args) -> int:
     decode = {}
     if args.decode:
         k = cfg.transport.kcp
-        decode = dict(block=k.block, key=k.key, dshard=k.dshard, pshard=k.pshard)
+        # with users: and no transport.kcp.key, the first user's key
+        key = k.key or (cfg.users[0].key if cfg.users else "")
+        decode = dict(block=k.block, key=key, dshard=k.dshard, pshard=k.pshard)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
 

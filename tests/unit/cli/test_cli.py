@@ -202,3 +202,14 @@ def test_closed_stdout_stops_quietly():
     finally:
         os.close(w_end)
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+
+
+def test_run_check_lists_the_users(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("role: server\nlisten: {addr: ':9999'}\ntransport: {protocol: kcp, kcp: {key: k}}\n"
+                 "users:\n  - {name: alice, key: ka, max_sessions: 2, daily_quota: 1GiB}\n"
+                 "  - {name: bob, key: kb}\n")
+    r = _paqet("run", "--check", "-c", str(p))
+    assert r.returncode == 0, r.stderr
+    assert ("  users: alice (at most 2 sessions, 1.0 GiB a day), bob; and the unnamed user of "
+            "transport.kcp.key") in r.stdout
