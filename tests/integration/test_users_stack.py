@@ -167,3 +167,39 @@ def test_daily_quota_closes_sessions_until_the_next_day():
                 assert not u.over_quota
         srv.listener.close()
     run(main())
+
+
+def test_rate_limit_holds_datagrams_back_both_ways_and_loses_nothing():
+    from harness import echo_server, socks_connect
+    rate = 1_000_000
+
+    async def main():
+        srv, port = await server([UserSpec("alice", "key-alice", rate_limit=rate),
+                                  UserSpec("bob", "key-bob")])
+        lst = srv.listener
+        alice = lst.users.by_name["alice"]
+        async with blob_server(3 << 20) as (pb, hb), echo_server() as pe:
+            async with Client("key-alice", port) as a:
+                loop = asyncio.get_running_loop()
+                t0 = loop.time()
+                assert await fetch(a.port, pb) == (3 << 20, hb)
+                took = loop.time() - t0
+                print(f"dropped {alice.shaper_out.dropped}, delayed {alice.shaper_out.delayed}; 3 MiB at a limit of {rate} B/s: {took:.2f} s "
+                      f"({(3 << 20) / took / 1e6:.2f} MB/s)")
+                out = alice.shaper_out
+                assert out.delayed > 1000 and out.dropped < out.delayed // 10
+                # an upload, echoed back: the limit holds what comes in too
+                r, w, rep = await socks_connect(a.port, "127.0.0.1", pe)
+                assert rep == 0
+                data = bytes(range(256)) * 4096  # 1 MiB
+                w.write(data)
+                assert await asyncio.wait_for(r.readexactly(len(data)), 30) == data
+                w.close()
+                assert alice.shaper_in.delayed > 100
+                # lifted by a reload: nothing is held back any more
+                lst.set_users(PARAMS, [UserSpec("alice", "key-alice"), UserSpec("bob", "key-bob")])
+                before = out.delayed
+                assert await fetch(a.port, pb) == (3 << 20, hb)
+                assert out.delayed == before
+        srv.listener.close()
+    run(main())

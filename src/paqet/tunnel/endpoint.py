@@ -14,6 +14,7 @@ from paqet.tunnel.clock import now_ms
 from paqet.tunnel.connection import TunnelConnection
 from paqet.tunnel.guard import DropLog, ListenerLimits, TokenBuckets
 from paqet.tunnel.params import TunnelParams
+from paqet.tunnel.shaper import DROP, PASS
 from paqet.tunnel.users import User, UserSpec, UserTable
 
 log = logging.getLogger("paqet.tunnel")
@@ -152,7 +153,7 @@ class ClientTunnel:
 
 DROP_REASONS = ("bad_frame", "bad_crc", "no_conv", "no_session", "replay", "stale", "rate_limited",
                 "session_rate", "table_full", "backlog_full", "conv_mismatch", "expired",
-                "trial_limit", "user_sessions", "user_quota")
+                "trial_limit", "user_sessions", "user_quota", "user_rate")
 
 
 class TunnelListener:
@@ -213,6 +214,13 @@ class TunnelListener:
         self._guard_state: tuple = ((), ())
         self._set_guard = getattr(backend, "set_guard", None)
         self._dirty: set[TunnelConnection] = set()  # sessions fed in the current batch
+        # users' rate limits (tunnel.shaper): the sessions of named users (their incoming
+        # datagrams pass the user's shaper), the shapers holding datagrams back, and the
+        # one timer that hands them out
+        self._named: dict[TunnelConnection, User] = {}
+        self._waiting: dict = {}   # Shaper -> deliver(items)
+        self._shape_timer: asyncio.TimerHandle | None = None
+        self._shape_at = 0.0
         self._reader = _Reader(backend, self._on_datagram, self._batch_end)
         self.closed = False
         self._loop = asyncio.get_running_loop()
@@ -225,6 +233,10 @@ class TunnelListener:
         key = (ip, port)
         conn = self.sessions.get(key)
         if conn is not None and conn.bytes_in:  # established: never rate limited
+            named = self._named
+            if named and conn in named and named[conn].shaper_in is not None:
+                self._shape_in(named[conn], conn, payload)
+                return
             if conn.datagram_received(payload):
                 self._dirty.add(conn)
                 return
@@ -280,17 +292,93 @@ class TunnelListener:
             # receive sequence and keep the peer's dead session looking alive.
             drops["no_session"] += 1
             return
-        conn = TunnelConnection(conv=conv, peer=addr, send=self.backend.send, params=user.params,
+        # a named user's datagrams pass their rate limit, when they have one (or get one)
+        send = self._sender(user) if user.name else self.backend.send
+        conn = TunnelConnection(conv=conv, peer=addr, send=send, params=user.params,
                                 client=False, on_closed=self._closed_cb, drops=drops,
                                 replayed=self._replayed if self._set_guard else None)
         if self._set_guard is not None:
             conn.on_replays = self._replays_waiting
         self.sessions[key] = conn
         self.user_of[conn] = user
+        if user.name:
+            self._named[conn] = user
         self.users.opened(user, conn, key[0])
         conn.first_datagram(payload, kcp)
         self._dirty.add(conn)
         self._accept_q.put_nowait(conn)
+
+    # -- users' rate limits --------------------------------------------------------------
+    def _sender(self, user: User):
+        """The send function of a named user's sessions: through the user's shaper."""
+        out = self.backend.send
+        drops = self.drops
+
+        def send(payload, addr) -> None:
+            sh = user.shaper_out
+            if sh is None:
+                out(payload, addr)
+                return
+            r = sh.offer((payload, addr), len(payload), now_ms())
+            if r == PASS:
+                out(payload, addr)
+            elif r == DROP:
+                drops["user_rate"] += 1
+            else:
+                self._held(sh, self._send_held)
+        return send
+
+    def _send_held(self, items) -> None:
+        out = self.backend.send
+        for payload, addr in items:
+            out(payload, addr)
+
+    def _shape_in(self, user: User, conn: TunnelConnection, payload) -> None:
+        sh = user.shaper_in
+        r = sh.offer((conn, payload), len(payload), now_ms())
+        if r == PASS:
+            if conn.datagram_received(payload):
+                self._dirty.add(conn)
+        elif r == DROP:
+            self.drops["user_rate"] += 1
+        else:
+            self._held(sh, self._feed_held)
+
+    def _feed_held(self, items) -> None:
+        for conn, payload in items:
+            if not conn.closed and conn.datagram_received(payload):
+                self._dirty.add(conn)
+
+    def _held(self, sh, deliver) -> None:
+        """`sh` holds a datagram back: wake up when its first one is due."""
+        self._waiting[sh] = deliver
+        when = self._loop.time() + max(1, sh.next_ms() or 1) / 1000.0
+        if self._shape_timer is None or when < self._shape_at - 0.0005:
+            if self._shape_timer is not None:
+                self._shape_timer.cancel()
+            self._shape_at = when
+            self._shape_timer = self._loop.call_at(when, self._release)
+
+    def _release(self) -> None:
+        """Hand out what the shapers hold that is due, then sleep until the next is."""
+        self._shape_timer = None
+        if self.closed:
+            return
+        now = now_ms()
+        nxt = None
+        for sh, deliver in list(self._waiting.items()):
+            items = sh.due(now)
+            if items:
+                deliver(items)
+            n = sh.next_ms()
+            if n is None:
+                del self._waiting[sh]
+            elif nxt is None or n < nxt:
+                nxt = n
+        self._batch_end()
+        if nxt is not None:
+            self._shape_at = self._loop.time() + max(1, nxt) / 1000.0
+            self._shape_timer = self._loop.call_at(self._shape_at, self._release)
 
     def user_name(self, conn: TunnelConnection) -> str | None:
         """The name of the user whose key opened `conn` (None: not one of ours)."""
@@ -421,6 +509,7 @@ class TunnelListener:
         user = self.user_of.pop(conn, None)
         if user is not None:
             user.session_closed(conn)
+        self._named.pop(conn, None)
         if self.on_session_closed is not None:
             self.on_session_closed(conn, reason)
 
@@ -435,6 +524,9 @@ class TunnelListener:
             return
         self.closed = True
         self._sweeper.cancel()
+        if self._shape_timer is not None:
+            self._shape_timer.cancel()
+            self._shape_timer = None
         self._reader.close()
         for conn in list(self.sessions.values()):
             conn.close("server shutting down")

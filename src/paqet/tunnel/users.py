@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 
 from paqet.tunnel.params import TunnelParams
+from paqet.tunnel.shaper import Shaper
 from paqet.wire.crypto import derive_key
 from paqet.wire.datagram import MIN_PLAIN, DatagramCodec
 from paqet.wire.fec import TYPE_DATA, TYPE_OOB, TYPE_PARITY
@@ -63,7 +64,8 @@ class User:
     by the listener)."""
 
     __slots__ = ("name", "spec", "params", "probe", "prefix", "sessions", "closed_in",
-                 "closed_out", "sessions_total", "day", "day_base", "over_quota", "_key")
+                 "closed_out", "sessions_total", "day", "day_base", "over_quota", "_key",
+                 "shaper_out", "shaper_in")
 
     def __init__(self, spec: UserSpec, params: TunnelParams) -> None:
         self.name = spec.name
@@ -75,11 +77,20 @@ class User:
         self.day_base = 0                   # bytes both ways when that day began
         self.over_quota = False
         self._key = None
+        #: the rate limit, each way (tunnel.shaper); None: the user never had one
+        self.shaper_out: Shaper | None = None
+        self.shaper_in: Shaper | None = None
         self.set_spec(spec, params)
 
     def set_spec(self, spec: UserSpec, params: TunnelParams) -> bool:
-        """Take new settings; True when the key changed (a new cipher)."""
+        """Take new settings; True when the key changed (a new cipher). A new rate limit
+        holds at once (0 lifts it)."""
         self.spec = spec
+        if self.shaper_out is not None:
+            self.shaper_out.set_rate(spec.rate_limit)
+            self.shaper_in.set_rate(spec.rate_limit)
+        elif spec.rate_limit:
+            self.shaper_out, self.shaper_in = Shaper(spec.rate_limit), Shaper(spec.rate_limit)
         changed = spec.key != self._key
         if changed:
             self._key = spec.key
