@@ -573,9 +573,9 @@ async def serve(cfg: Config) -> int:
 
 
 def run(cfg: Config) -> int:
-    crypto.derive_key_soon(cfg.transport.kcp.key or "")  # derived while the rest starts
-    for u in cfg.users:
-        crypto.derive_key_soon(u.key)
+    for key in [cfg.transport.kcp.key] if not cfg.users else \
+            [cfg.transport.kcp.key] * bool(cfg.transport.kcp.key) + [u.key for u in cfg.users]:
+        crypto.derive_key_soon(key)  # derived in threads while the rest starts
     try:
         import uvloop
         runner = uvloop.run
