@@ -573,8 +573,10 @@ async def serve(cfg: Config) -> int:
 
 
 def run(cfg: Config) -> int:
-    for key in [cfg.transport.kcp.key] if not cfg.users else \
-            [cfg.transport.kcp.key] * bool(cfg.transport.kcp.key) + [u.key for u in cfg.users]:
+    keys = [u.key for u in cfg.users]
+    if cfg.transport.kcp.key or not keys:  # (the unnamed user's, or upstream's one key)
+        keys.append(cfg.transport.kcp.key)
+    for key in keys:
         crypto.derive_key_soon(key)  # derived in threads while the rest starts
     try:
         import uvloop
