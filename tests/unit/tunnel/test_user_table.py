@@ -117,3 +117,19 @@ def test_the_unnamed_user_and_users_from_a_config():
     assert UserSpec.from_config(both) == [UserSpec("", "k"), UserSpec("a", "ka", daily_quota=1000)]
     users_only = load_config_text(base % "block: aes" + "users: [{name: a, key: ka}]")
     assert UserSpec.from_config(users_only) == [UserSpec("a", "ka")]
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])  # aes, salsa20, aes-128-gcm with FEC 10/3
+def test_a_go_clients_first_datagram_finds_its_user(index):
+    """A Go paqet client has one key: among other users' keys, its recorded first datagram
+    (tests/vectors/sessions.json) finds the user with that key, and the conv it sent."""
+    import json
+    vec = os.path.join(os.path.dirname(__file__), "..", "..", "vectors", "sessions.json")
+    sess = json.load(open(vec))["sessions"][index]
+    p = TunnelParams.for_mode("fast3", block=sess["block"], key="",
+                              dshard=sess["data_shards"], pshard=sess["parity_shards"])
+    others = [UserSpec(f"u{i}", f"other-{i}") for i in range(9)]
+    t = UserTable(p, others[:6] + [UserSpec("go", sess["key_string"])] + others[6:])
+    first = next(d for d in sess["datagrams"] if d["dir"] == "c2s")
+    user, kcp = t.find(bytes.fromhex(first["wire"]), "198.18.0.1", 0)
+    assert user.name == "go" and int.from_bytes(kcp[:4], "little") == sess["conv"]
