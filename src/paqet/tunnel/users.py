@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from paqet.tunnel.guard import TokenBuckets
 from paqet.tunnel.params import TunnelParams
 from paqet.tunnel.shaper import Shaper
 from paqet.wire.crypto import derive_key
@@ -153,14 +154,10 @@ class UserTable:
     def __init__(self, params: TunnelParams, specs: list[UserSpec], *,
                  free_trials: int = FREE_TRIALS, extra_per_s: float = EXTRA_TRIALS_PER_S,
                  extra_burst: int = EXTRA_TRIALS_BURST) -> None:
-        self.params = params
         self.users: list[User] = []
         self.by_name: dict[str, User] = {}
         self.free_trials = max(1, free_trials)
-        self._extra_rate = extra_per_s / 1000.0   # per ms
-        self._extra_burst = float(extra_burst)
-        self._extra = float(extra_burst)
-        self._extra_at: int | None = None
+        self._extra = TokenBuckets(extra_per_s, extra_burst, max_keys=1)  # one bucket for all
         self._cursor = 0
         self._last_user: dict[str, User] = {}     # source IP -> the user it last opened with
         self.update(params, specs)
@@ -171,7 +168,6 @@ class UserTable:
         whose key changed): the caller closes the sessions of the last two."""
         if not specs:
             raise ValueError("a server needs at least one user (key)")
-        self.params = params
         old = self.by_name
         users, added, rekeyed = [], [], []
         for spec in specs:
@@ -231,7 +227,7 @@ class UserTable:
             k += 1
             if u is first:
                 continue
-            if tried >= free and not self._take_extra(now_ms):
+            if tried >= free and not self._extra.take(0, now_ms):
                 k -= 1
                 result = TRIAL_LIMIT
                 break
@@ -267,20 +263,6 @@ class UserTable:
         if kcp is None or len(kcp) < 24:  # parity, OOB, short FEC data: no conv (kcp-go)
             return NO_CONV
         return u, kcp
-
-    def _take_extra(self, now_ms: int) -> bool:
-        t = self._extra_at
-        tokens = self._extra
-        if t is not None:
-            tokens += ((now_ms - t) & 0xFFFFFFFF) * self._extra_rate
-            if tokens > self._extra_burst:
-                tokens = self._extra_burst
-        self._extra_at = now_ms
-        if tokens >= 1.0:
-            self._extra = tokens - 1.0
-            return True
-        self._extra = tokens
-        return False
 
     def opened(self, u: User, conn, ip: str) -> None:
         """A session of `u` from `ip` was made."""

@@ -71,7 +71,7 @@ def test_under_a_flood_every_user_still_gets_in_by_retransmitting(counted):
     """The few trials a datagram gets start where the last datagram stopped, so a client's
     retransmitted first datagram meets its key within n / FREE_TRIALS tries."""
     n = 20
-    t = UserTable(PARAMS, specs(n), extra_burst=0, extra_per_s=0)
+    t = UserTable(PARAMS, specs(n), extra_burst=1, extra_per_s=0.001)
     for target in range(n):
         for attempt in range(n // users_mod.FREE_TRIALS + 1):
             t.find(os.urandom(300), "198.18.1.1", 0)  # junk between two retransmissions
@@ -85,7 +85,7 @@ def test_under_a_flood_every_user_still_gets_in_by_retransmitting(counted):
 
 
 def test_a_source_tries_its_last_user_first(counted):
-    t = UserTable(PARAMS, specs(30), extra_burst=0, extra_per_s=0)
+    t = UserTable(PARAMS, specs(30), extra_burst=1, extra_per_s=0.001)
     u = t.by_name["u17"]
     t.opened(u, object(), "198.18.0.5")
     counted.clear()
