@@ -256,18 +256,12 @@ def _listener_key(kind: str, entry) -> bytes:
     return kind.encode() + b" " + msgspec.json.encode(entry)
 
 
-def _listener_name(key: bytes) -> str:
-    """"forward 127.0.0.1:8080" from a _listener_key."""
-    import json
-    kind, _, entry = key.decode().partition(" ")
-    return f"{kind} {json.loads(entry).get('listen', '')}"
-
-
 class Runtime:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.parts: list = []
-        self.listeners: dict[bytes, object] = {}  # a client's socks5/http/forward listeners
+        #: a client's socks5/http/forward listeners: _listener_key -> ("forward ADDR", part)
+        self.listeners: dict[bytes, tuple[str, object]] = {}
         self.retired: list = []  # listeners a reload removed: their connections finish
         self.pool = None
         self.flows = None
@@ -348,8 +342,8 @@ class Runtime:
         self.flows = flows
         self.parts.append(flows)
         for kind, i, entry in _listener_entries(cfg):
-            part = await self._open_listener(kind, i, entry)
-            self.listeners[_listener_key(kind, entry)] = part
+            self.listeners[_listener_key(kind, entry)] = (
+                f"{kind} {entry.listen}", await self._open_listener(kind, i, entry))
         await self._start_stats()
 
     async def _open_listener(self, kind: str, i: int, entry):
@@ -471,15 +465,16 @@ class Runtime:
         want = {_listener_key(kind, e): (kind, i, e) for kind, i, e in _listener_entries(cfg)}
         done = []
         for key in [k for k in self.listeners if k not in want]:
-            part = self.listeners.pop(key)
+            name, part = self.listeners.pop(key)
             part.stop_accepting()
             self.retired.append(part)
-            done.append(f"-{_listener_name(key)}")
+            done.append(f"-{name}")
         for key, (kind, i, entry) in want.items():
             if key in self.listeners:
                 continue
             try:
-                self.listeners[key] = await self._open_listener(kind, i, entry)
+                self.listeners[key] = (f"{kind} {entry.listen}",
+                                       await self._open_listener(kind, i, entry))
                 done.append(f"+{kind}[{i}] {entry.listen}")
             except StartupError as exc:
                 reload_log.error("reload: %s", exc)
@@ -507,7 +502,8 @@ class Runtime:
     async def stop(self) -> None:
         if self.stats is not None:
             await self.stats.stop()
-        for p in list(self.listeners.values()) + self.retired + list(reversed(self.parts)):
+        for p in ([p for _, p in self.listeners.values()] + self.retired
+                  + list(reversed(self.parts))):
             try:
                 if hasattr(p, "stop"):
                     await p.stop()
