@@ -4,7 +4,13 @@ well-formed datagrams opening sessions from many addresses; each through the bac
 parser and TunnelListener's input path (no sockets: a fake backend), beside the cost of a
 legitimate datagram of an established session.
 
-    .venv/bin/python bench/flood.py [--n 20000] [--block aes] [--size 1350]
+Then the same garbage (random source IPs) against a server with one user and with --users
+users (tunnel.users: every user's key may have to be tried): µs per datagram as fast as it
+goes, and the CPU share of a flood paced at --rate frames a second for --seconds, the two
+servers alternating --repeat times in this run, with the ratio of each pair.
+
+    .venv/bin/python bench/flood.py [--n 20000] [--block aes] [--size 1350] [--users 20]
+                                    [--rate 100000] [--seconds 2] [--repeat 3]
 """
 
 import argparse
@@ -18,6 +24,7 @@ from paqet.kcp.engine import encode_segment
 from paqet.smux.frame import NOP, PSH, encode_frame
 from paqet.tunnel.endpoint import TunnelListener
 from paqet.tunnel.params import TunnelParams
+from paqet.tunnel.users import UserSpec
 from paqet.wire.datagram import DatagramCodec
 from paqet.wire.frame import FrameBuilder, parse_payload
 
@@ -142,6 +149,73 @@ async def main_async(a):
             parse_payload(f, "ether", PORT)
         best = min(best, time.process_time() - t0)
     print(f"{'(parse_payload alone)':<36}{best / n * 1e6:>12.2f}")
+    await users_flood(a, params, garbage, srcs2)
+
+
+async def paced(listener, raw_frames, rate: float, seconds: float) -> tuple[float, float]:
+    """Feed frames at `rate` a second for `seconds` (cycling through raw_frames), the
+    reader's way (parse, then the listener), yielding to the loop between batches of 256.
+    Returns (CPU seconds, frames fed, wall seconds)."""
+    feed = listener._on_datagram
+    n = len(raw_frames)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    c0 = time.process_time()
+    sent = 0
+    end = t0 + seconds
+    while True:
+        now = loop.time()
+        if now >= end:
+            break
+        due = int((now - t0) * rate)
+        if due <= sent:
+            await asyncio.sleep(min(0.001, end - now))
+            continue
+        for _ in range(min(due - sent, 256)):
+            item = parse_payload(raw_frames[sent % n], "ether", PORT)
+            if item is not None:
+                feed(item[0], item[1])
+            sent += 1
+        await asyncio.sleep(0)
+    return time.process_time() - c0, sent, loop.time() - t0
+
+
+async def users_flood(a, params, garbage, srcs):
+    """Garbage from random source IPs against 1 user and a.users users."""
+    raw = frames(garbage, srcs)
+    many = [UserSpec(f"user{i}", f"bench-key-{i}") for i in range(a.users)]
+    one = many[:1]
+
+    def listener(users):
+        return TunnelListener(FakeBackend(), params, users=users)
+    print(f"\ngarbage from random source IPs, a server with 1 user and with {a.users} users")
+    lst1, lstn = listener(one), listener(many)
+    u1 = await run(lst1, raw)
+    un = await run(lstn, raw)
+    print(f"  as fast as it goes: {u1:.2f} µs/datagram with 1 user, {un:.2f} with {a.users} "
+          f"({un / u1:.2f}x); drops with {a.users}: "
+          f"{ {k: v for k, v in lstn.drops.items() if v} }")
+    lst1.close()
+    lstn.close()
+    print(f"  paced at {a.rate:.0f} frames/s for {a.seconds:g} s each, alternating; CPU "
+          f"per frame (a busy machine may not reach the rate: the share of a core is "
+          f"given at the rate reached):")
+    ratios = []
+    for r in range(a.repeat):
+        got = {}
+        for label, users in (("1", one), (str(a.users), many)):
+            lst = listener(users)
+            cpu, sent, wall = await paced(lst, raw, a.rate, a.seconds)
+            got[label] = cpu / sent
+            tried = lst.drops.get("trial_limit", 0)
+            print(f"    run {r + 1}, {label:>3} user(s): {cpu / sent * 1e6:5.2f} µs/frame, "
+                  f"{sent / wall:8.0f} frames/s, CPU {cpu / wall * 100:5.1f} % of a core, "
+                  f"trial_limit drops {tried}", flush=True)
+            lst.close()
+        ratios.append(got[str(a.users)] / got["1"])
+        print(f"    run {r + 1}: {a.users} users / 1 user = {ratios[-1]:.2f}x", flush=True)
+    print(f"  CPU per frame, {a.users} users / 1 user: min {min(ratios):.2f}x, max "
+          f"{max(ratios):.2f}x over {len(ratios)} pairs")
 
 
 def main():
@@ -149,6 +223,10 @@ def main():
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--block", default="aes")
     ap.add_argument("--size", type=int, default=1350)
+    ap.add_argument("--users", type=int, default=20)
+    ap.add_argument("--rate", type=float, default=100000)
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
     asyncio.run(main_async(a))
 

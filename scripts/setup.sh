@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs what paqet and its tests need: Debian packages (when root and apt-get exist),
-# then a virtual environment in .venv with paqet installed from this checkout.
+# Installs what paqet and its tests need: Debian packages (through apt-get, as root: directly
+# when run as root, else through sudo), then a virtual environment in .venv, as the user who
+# runs it, with paqet installed from this checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 need_apt=()
 command -v nft >/dev/null || need_apt+=(nftables)
@@ -19,14 +21,18 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v ping >/dev/null || need_apt+=(iputils-ping)
 command -v ethtool >/dev/null || need_apt+=(ethtool)
 if [ ${#need_apt[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    if command -v apt-get >/dev/null && can_be_root; then
         echo "setup: installing Debian packages: ${need_apt[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -q >/dev/null
-        apt-get install -y -q "${need_apt[@]}" >/dev/null
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}" >/dev/null
     else
-        echo "setup: missing ${need_apt[*]} (run as root to install them); tests that need them will be skipped"
+        echo "setup: missing ${need_apt[*]} (run as root, or install sudo, to install them); tests that need them will be skipped"
     fi
+fi
+
+if [ -e .venv ] && [ ! -w .venv ]; then
+    echo "setup: .venv belongs to another user (made by an earlier run as root?): remove it, or run this as that user" >&2
+    exit 1
 fi
 
 PY=${PYTHON:-python3}

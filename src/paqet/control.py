@@ -188,13 +188,16 @@ class StatsService:
     """Owns the collector and the three outlets. `connections` returns the live
     TunnelConnections; `drop_sources` the drop dicts that outlive sessions (a server's
     listener), `process_drops` drop counts of the process itself (the packet sockets' full
-    rings)."""
+    rings), `users` a server's per-user figures (tunnel.users.UserTable.figures) and
+    `user_of` the user of a session (TunnelListener.user_name)."""
 
     def __init__(self, role: str, connections, *, socket_path: str | None = None,
                  prometheus: str = "", log_interval: float = 60.0,
-                 drop_sources=None, process_drops=None) -> None:
+                 drop_sources=None, process_drops=None, users=None, user_of=None) -> None:
         self.connections = connections
         self.collector = StatsCollector(role, start_ms=now_ms(), pid=os.getpid())
+        self.collector.users = users
+        self.collector.user_of = user_of
         if drop_sources:
             self.collector.drop_sources.extend(drop_sources)
         if process_drops:

@@ -80,3 +80,8 @@ def setup(level: str = "info", stream=None) -> None:
     root.addHandler(_handler)
     root.setLevel(LEVELS.get(level, logging.INFO))
     root.propagate = False
+
+
+def set_level(level: str) -> None:
+    """A new threshold for the `paqet` loggers (a reload's log.level)."""
+    logging.getLogger("paqet").setLevel(LEVELS.get(level, logging.INFO))

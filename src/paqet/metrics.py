@@ -3,7 +3,7 @@
 scrape; the asyncio shell (control.py) serves them, so nothing runs in another thread.
 
 Process metrics are counters and gauges without labels (drops: one series per reason);
-per-session metrics carry `peer` and `conv` labels, for the SESSION_SERIES_LIMIT busiest
+a server's per-user metrics carry a `user` label (every configured user); per-session metrics carry `peer` and `conv` labels, for the SESSION_SERIES_LIMIT busiest
 sessions only: a server with thousands of sessions would otherwise spend most of a second per
 scrape in the event loop and hand Prometheus thousands of short-lived series.
 """
@@ -65,6 +65,23 @@ class SnapshotCollector:
         for reason, n in sorted(snap["drops"].items()):
             dr.add_metric([reason], n)
         yield dr
+        users = snap.get("users") or {}
+        ufams = (
+            ("bytes_in", CounterMetricFamily("paqet_user_received_bytes", "Tunnel payload "
+                                             "bytes received from the user's clients",
+                                             labels=["user"])),
+            ("bytes_out", CounterMetricFamily("paqet_user_sent_bytes", "Tunnel payload bytes "
+                                              "sent to the user's clients", labels=["user"])),
+            ("sessions", GaugeMetricFamily("paqet_user_sessions", "The user's sessions open",
+                                           labels=["user"])),
+            ("sessions_total", CounterMetricFamily("paqet_user_sessions_opened",
+                                                   "The user's sessions since start",
+                                                   labels=["user"])),
+        )
+        for key, fam in ufams:
+            for name, u in sorted(users.items()):
+                fam.add_metric([name], u[key])
+            yield fam
         labels = ["peer", "conv"]
         fams = {
             "srtt": GaugeMetricFamily("paqet_session_srtt_seconds", "Smoothed RTT", labels=labels),

@@ -21,6 +21,9 @@ from paqet.tunnel.params import TunnelParams
 from paqet.wire import crypto
 
 log = logging.getLogger("paqet")
+#: what a reload did or refused, shown whatever log.level says (the operator asked for it)
+reload_log = logging.getLogger("paqet.reload")
+reload_log.setLevel(logging.INFO)
 
 
 class StartupError(RuntimeError):
@@ -90,8 +93,9 @@ class Network:
         self.dst_macs: dict[str, bytes] = {}  # per-destination next hops (backup servers)
         net = cfg.network
         fam4, fam6 = net.ipv4, net.ipv6
-        self.ip4 = split_host_port(fam4.addr)[0] if fam4 and fam4.addr else None
-        self.ip6 = split_host_port(fam6.addr)[0] if fam6 and fam6.addr else None
+        # an empty IP (":9999") is detected below, as a missing addr
+        self.ip4 = (split_host_port(fam4.addr)[0] or None) if fam4 and fam4.addr else None
+        self.ip6 = (split_host_port(fam6.addr)[0] or None) if fam6 and fam6.addr else None
         mac4 = parse_mac(fam4.router_mac) if fam4 and fam4.router_mac else None
         mac6 = parse_mac(fam6.router_mac) if fam6 and fam6.router_mac else None
         self.interface = net.interface or None
@@ -164,14 +168,10 @@ class Network:
 
     def open_backend(self, port: int):
         cfg = self.cfg
+        from paqet.net.factory import open_backend
         if self.driver == "udp":
-            from paqet.net.udp import UdpBackend
-            host = self.ip4 or self.ip6 or ("0.0.0.0" if cfg.role == "server" else "0.0.0.0")
-            return UdpBackend(host, port, sockbuf=cfg.network.pcap.sockbuf)
-        if self.driver == "pcap":
-            from paqet.net.pcap import PcapBackend as Backend
-        else:
-            from paqet.net.afpacket import AfPacketBackend as Backend
+            return open_backend("udp", port=port, host=self.ip4 or self.ip6 or "0.0.0.0",
+                                sockbuf=cfg.network.pcap.sockbuf)
         from paqet.net.backend import reserve_port
         port, hold = reserve_port(port)
         fw = None
@@ -185,22 +185,19 @@ class Network:
                     hold.close()
                 raise StartupError(str(exc)) from None
         try:
-            b = Backend(
-                self.interface, port=port, src_ip4=self.ip4, src_ip6=self.ip6,
-                router_mac4=self.router_mac4, router_mac6=self.router_mac6,
+            b = open_backend(
+                self.driver, interface=self.interface, port=port, src_ip4=self.ip4,
+                src_ip6=self.ip6, router_mac4=self.router_mac4, router_mac6=self.router_mac6,
                 local_flags=cfg.local_flags, sockbuf=cfg.network.pcap.sockbuf,
                 learn_macs=self.router_mac4 is None or cfg.role == "server")
-        except PermissionError:
-            if fw:
-                fw.remove()
-            if hold is not None:
-                hold.close()
-            raise StartupError("raw packet sockets need root (or CAP_NET_RAW): run with sudo") from None
         except OSError as exc:
             if fw:
                 fw.remove()
             if hold is not None:
                 hold.close()
+            if isinstance(exc, PermissionError):
+                raise StartupError("raw packet sockets need root (or CAP_NET_RAW): run with "
+                                   "sudo") from None
             raise StartupError(f"cannot open a raw socket on {self.interface}: {exc}") from None
         builder = getattr(b, "builder", None)
         for ip, mac in self.dst_macs.items():
@@ -233,14 +230,32 @@ class RingDrops:
         return [("ring_full", backend_counters(self._backends()).get("kernel_drops", 0))]
 
 
+def _listener_entries(cfg: Config) -> list[tuple[str, int, object]]:
+    """(kind, index, entry) of a client config's listeners, in start order."""
+    return ([("socks5", i, e) for i, e in enumerate(cfg.socks5)]
+            + [("http", i, e) for i, e in enumerate(cfg.http)]
+            + [("forward", i, e) for i, e in enumerate(cfg.forward)])
+
+
+def _listener_key(kind: str, entry) -> bytes:
+    """Identifies a listener across reloads: its kind and every field of its entry."""
+    import msgspec
+    return kind.encode() + b" " + msgspec.json.encode(entry)
+
+
 class Runtime:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.parts: list = []
+        #: a client's socks5/http/forward listeners: _listener_key -> ("forward ADDR", part)
+        self.listeners: dict[bytes, tuple[str, object]] = {}
+        self.retired: list = []  # listeners a reload removed: their connections finish
         self.pool = None
+        self.flows = None
         self.server = None
         self.backend = None
         self.stats = None  # control.StatsService once started
+        self._reloading = False
 
     async def _start_stats(self) -> None:
         """The stats service (control socket, Prometheus, periodic log line): control.py."""
@@ -250,7 +265,9 @@ class Runtime:
         svc = StatsService(self.cfg.role, self.connections, socket_path=socket_path(self.cfg),
                            prometheus=st.prometheus, log_interval=st.log_interval,
                            drop_sources=[listener.drops] if listener is not None else None,
-                           process_drops=[RingDrops(self.backends)])
+                           process_drops=[RingDrops(self.backends)],
+                           users=listener.users.figures if listener is not None else None,
+                           user_of=listener.user_name if listener is not None else None)
         if listener is not None:
             prev = listener.on_session_closed
 
@@ -272,16 +289,16 @@ class Runtime:
             net = await asyncio.to_thread(Network, cfg, None)
             self.backend = net.open_backend(cfg.local_port)
             from paqet.tunnel.guard import ListenerLimits
+            from paqet.tunnel.users import UserSpec
             self.server = Server(params, self.backend,
-                                 limits=ListenerLimits.from_config(cfg.limits))
+                                 limits=ListenerLimits.from_config(cfg.limits),
+                                 users=UserSpec.from_config(cfg))
             await self.server.start()
             log.info("server listening for packets on :%d (interface %s)",
                      self.backend.local_port, net.interface or "udp")
             await self._start_stats()
             return
-        from paqet.client.forward import TcpForward, UdpForward, split_host_port as shp
         from paqet.client.pool import ClientPool
-        from paqet.client.socks import Socks5Listener
         from paqet.client.udpflows import UdpFlows
         host, port = split_host_port(cfg.server.addr)
         server = resolve(host, port)
@@ -309,36 +326,38 @@ class Runtime:
                             local_port)
         flows = UdpFlows(self.pool)
         flows.start()
+        self.flows = flows
         self.parts.append(flows)
-        for i, s in enumerate(cfg.socks5):
-            lh, lp = shp(s.listen)
-            sl = Socks5Listener(self.pool, flows, (lh or "0.0.0.0", lp), username=s.username,
-                                password=s.password)
-            try:
-                await sl.start()
-            except OSError as exc:
-                raise StartupError(f"socks5[{i}]: cannot listen on {s.listen}: {exc.strerror or exc}") from None
-            self.parts.append(sl)
-        for i, h in enumerate(cfg.http):
-            from paqet.client.httpproxy import HttpProxyListener
-            lh, lp = shp(h.listen)
-            hl = HttpProxyListener(self.pool, (lh or "0.0.0.0", lp), username=h.username,
-                                   password=h.password)
-            try:
-                await hl.start()
-            except OSError as exc:
-                raise StartupError(f"http[{i}]: cannot listen on {h.listen}: {exc.strerror or exc}") from None
-            self.parts.append(hl)
-        for i, f in enumerate(cfg.forward):
-            lh, lp = shp(f.listen)
-            fw = (TcpForward(self.pool, (lh or "0.0.0.0", lp), f.target) if f.protocol == "tcp"
-                  else UdpForward(self.pool, flows, (lh or "0.0.0.0", lp), f.target))
-            try:
-                await fw.start()
-            except OSError as exc:
-                raise StartupError(f"forward[{i}]: cannot listen on {f.listen}: {exc.strerror or exc}") from None
-            self.parts.append(fw)
+        for kind, i, entry in _listener_entries(cfg):
+            self.listeners[_listener_key(kind, entry)] = (
+                f"{kind} {entry.listen}", await self._open_listener(kind, i, entry))
         await self._start_stats()
+
+    async def _open_listener(self, kind: str, i: int, entry):
+        """One socks5 / http / forward listener of the config, started; StartupError with
+        the entry's key path when its address cannot be bound."""
+        from paqet.client.forward import TcpForward, UdpForward
+        from paqet.client.forward import split_host_port as shp
+        lh, lp = shp(entry.listen)
+        addr = (lh or "0.0.0.0", lp)
+        if kind == "socks5":
+            from paqet.client.socks import Socks5Listener
+            part = Socks5Listener(self.pool, self.flows, addr, username=entry.username,
+                                  password=entry.password)
+        elif kind == "http":
+            from paqet.client.httpproxy import HttpProxyListener
+            part = HttpProxyListener(self.pool, addr, username=entry.username,
+                                     password=entry.password)
+        elif entry.protocol == "tcp":
+            part = TcpForward(self.pool, addr, entry.target)
+        else:
+            part = UdpForward(self.pool, self.flows, addr, entry.target)
+        try:
+            await part.start()
+        except OSError as exc:
+            raise StartupError(f"{kind}[{i}]: cannot listen on {entry.listen}: "
+                               f"{exc.strerror or exc}") from None
+        return part
 
     def connections(self) -> list:
         if self.server is not None and self.server.listener is not None:
@@ -353,6 +372,101 @@ class Runtime:
             return [self.server.backend]
         return self.pool.backends() if self.pool is not None else []
 
+    async def reload(self) -> None:
+        """SIGHUP: read the configuration file again and apply what can change while
+        running (config/changes.py): log level, limits, users (server), socks5 / http /
+        forward listeners (client). A file that does not load is refused with its error and
+        the running configuration stays; keys that need a restart are named and keep their
+        running values. Sessions and connections the change does not concern go on."""
+        if self._reloading:
+            reload_log.warning("reload: the previous SIGHUP is still being applied; this one "
+                               "is ignored")
+            return
+        self._reloading = True
+        try:
+            await self._reload()
+        except Exception:
+            reload_log.exception("reload failed")
+        finally:
+            self._reloading = False
+
+    async def _reload(self) -> None:
+        from paqet import logs
+        from paqet.config import ConfigError, load_config
+        from paqet.config.changes import applied, split
+        old = self.cfg
+        path = old.source
+        logging.getLogger("paqet.config").setLevel(logging.WARNING)  # its warnings: shown
+        try:
+            new = await asyncio.to_thread(load_config, path)
+        except ConfigError as exc:
+            reload_log.error("reload refused: %s; the running configuration stays in force",
+                             exc)
+            return
+        live, restart = split(old, new)
+        if restart:
+            reload_log.warning("reload: %s changed in %s but cannot change while running: "
+                               "restart paqet for %s (the running values stay)",
+                               ", ".join(restart), path, "it" if len(restart) == 1 else "them")
+        if not live:
+            reload_log.info("reload: %s: nothing that changes live is different", path)
+            return
+        cfg = applied(old, new)
+        done: list[str] = []
+        if "log.level" in live:
+            logs.set_level(cfg.log.level)
+            done.append(f"log.level {cfg.log.level}")
+        if any(k.startswith("limits.") for k in live):
+            done.append("limits")
+        params = tunnel_params(cfg)
+        if self.server is not None:
+            done += await self._reload_server(cfg, params, live)
+        elif self.pool is not None:
+            self.pool.params = params  # sessions made from now on
+            done += await self._reload_listeners(cfg)
+        self.cfg = cfg
+        reload_log.info("reload: %s applied: %s", path, "; ".join(done) or "no change")
+
+    async def _reload_server(self, cfg: Config, params, live: list[str]) -> list[str]:
+        from paqet.tunnel.guard import ListenerLimits
+        from paqet.tunnel.stats import user_name
+        from paqet.tunnel.users import UserSpec
+        listener = self.server.listener
+        if any(k.startswith("limits.") for k in live):
+            listener.set_limits(ListenerLimits.from_config(cfg.limits))
+        specs = UserSpec.from_config(cfg)
+        await asyncio.to_thread(lambda: [crypto.derive_key(k)
+                                         for k in listener.users.new_keys(specs)])
+        self.server.params = params
+        added, removed, rekeyed = listener.set_users(params, specs)
+        done = []
+        if added or removed or rekeyed:
+            done.append("users " + " ".join([f"+{user_name(n)}" for n in added]
+                                            + [f"-{user_name(n)}" for n in removed]
+                                            + [f"~{user_name(n)} (new key)" for n in rekeyed]))
+        elif "users" in live:
+            done.append("users' limits")
+        return done
+
+    async def _reload_listeners(self, cfg: Config) -> list[str]:
+        want = {_listener_key(kind, e): (kind, i, e) for kind, i, e in _listener_entries(cfg)}
+        done = []
+        for key in [k for k in self.listeners if k not in want]:
+            name, part = self.listeners.pop(key)
+            part.stop_accepting()
+            self.retired.append(part)
+            done.append(f"-{name}")
+        for key, (kind, i, entry) in want.items():
+            if key in self.listeners:
+                continue
+            try:
+                self.listeners[key] = (f"{kind} {entry.listen}",
+                                       await self._open_listener(kind, i, entry))
+                done.append(f"+{kind}[{i}] {entry.listen}")
+            except StartupError as exc:
+                reload_log.error("reload: %s", exc)
+        return ["listeners " + " ".join(done)] if done else []
+
     def log_stats(self) -> None:
         """SIGUSR1: one line of statistics per tunnel session; a server adds its listener's
         drop counters (docs/reliability.md); then the process summary line."""
@@ -360,6 +474,9 @@ class Runtime:
             log.info("stats %s", conn.stats())
         if self.server is not None and self.server.listener is not None:
             log.info("stats drops %s", self.server.listener.drops)
+            from paqet.tunnel.stats import user_name
+            for name, figures in self.server.listener.users.figures().items():
+                log.info("stats user %s %s", user_name(name), figures)
         total = backend_counters(self.backends())
         if total:
             # frames the kernel dropped before we read them (RX ring full) and sends refused
@@ -372,7 +489,8 @@ class Runtime:
     async def stop(self) -> None:
         if self.stats is not None:
             await self.stats.stop()
-        for p in reversed(self.parts):
+        for p in ([p for _, p in self.listeners.values()] + self.retired
+                  + list(reversed(self.parts))):
             try:
                 if hasattr(p, "stop"):
                     await p.stop()
@@ -408,6 +526,17 @@ async def serve(cfg: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     rt = Runtime(cfg)
     loop.add_signal_handler(signal.SIGUSR1, rt.log_stats)
+    reloads: set = set()
+    running = []
+
+    def sighup() -> None:
+        if not running:
+            reload_log.warning("reload: SIGHUP before start-up finished: ignored")
+            return
+        t = loop.create_task(rt.reload())
+        reloads.add(t)
+        t.add_done_callback(reloads.discard)
+    loop.add_signal_handler(signal.SIGHUP, sighup)
     try:
         try:
             await rt.start()
@@ -415,6 +544,7 @@ async def serve(cfg: Config) -> int:
             print(f"paqet: {exc}", file=sys.stderr, flush=True)
             return 1
         _tune_gc()
+        running.append(True)  # SIGHUP re-reads the config from now on
         await stop.wait()
         print("shutdown signal received, shutting down...", file=sys.stderr, flush=True)
     finally:
@@ -426,7 +556,11 @@ async def serve(cfg: Config) -> int:
 
 
 def run(cfg: Config) -> int:
-    crypto.derive_key_soon(cfg.transport.kcp.key or "")  # derived while the rest starts
+    keys = [u.key for u in cfg.users]
+    if cfg.transport.kcp.key or not keys:  # (the unnamed user's, or upstream's one key)
+        keys.append(cfg.transport.kcp.key)
+    for key in keys:
+        crypto.derive_key_soon(key)  # derived in threads while the rest starts
     try:
         import uvloop
         runner = uvloop.run

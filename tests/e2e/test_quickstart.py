@@ -5,7 +5,7 @@ repository, ending with a page fetched through the tunnel.
 
 What is substituted: only the documented placeholders (REPO_URL: this checkout; SERVER_IP:
 the server namespace's address; YOUR_KEY: what the doc's own `paqet secret` block printed),
-and one line of the install block, `sudo ./scripts/setup.sh`: it would install Debian
+and one line of the install block, `./scripts/setup.sh`: it would install Debian
 packages and pip-install paqet with all its dependencies into the clone's `.venv`, which on
 this machine is slow, needs the package index, and is what `scripts/test.sh` and
 `scripts/demo.sh` already run. In its place the test makes the `.venv/bin/paqet` that
@@ -38,7 +38,7 @@ from paqetlab import wait_port
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DOC = os.path.join(ROOT, "docs", "quickstart.md")
-SETUP_LINE = "sudo ./scripts/setup.sh"
+SETUP_LINE = "./scripts/setup.sh"
 MARK = re.compile(r"^<!-- qs: (.*?) -->\s*$")
 
 
@@ -135,7 +135,7 @@ class Host:
 
 
 def fake_setup() -> str:
-    """What replaces `sudo ./scripts/setup.sh` (run in the clone's directory): the
+    """What replaces `./scripts/setup.sh` (run in the clone's directory): the
     .venv/bin/paqet setup.sh would install, on the shared interpreter and the clone's src."""
     return (f"mkdir -p .venv/bin && printf '%s\\n' '#!/bin/sh' "
             f"\"PYTHONPATH=\\\"$PWD/src\\\" exec {shlex.quote(sys.executable)} -m paqet \\\"\\$@\\\"\" "

@@ -181,7 +181,8 @@ def test_checksums_on_the_wire(lab, tmp_path, offload):
 
 IPONLY = r'''
 import json, select, sys, time
-from paqet.net.afpacket import AfPacketBackend, link_type
+from paqet.net.afpacket import AfPacketBackend
+from paqet.net.interface import link_type
 from paqet.net.pcap import PcapBackend
 role, iface, src4, src6, port, peer4, peer6, peer_port, offload = sys.argv[1:10]
 assert link_type(iface) == "ip", link_type(iface)

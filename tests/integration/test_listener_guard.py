@@ -83,7 +83,7 @@ def test_garbage_creates_nothing_and_is_counted():
         assert d["bad_frame"] >= 25          # shorter than nonce + CRC + a KCP header, or > 1500
         assert d["bad_crc"] > 1900
         # the prefix check turned most away before the whole datagram was decrypted
-        assert lst._probe.stats.crc_errors < 200
+        assert lst.users.users[0].probe.stats.crc_errors < 200
         lst.close()
     run(main())
 

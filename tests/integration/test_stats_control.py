@@ -74,6 +74,12 @@ def test_transfer_moves_counters_read_over_control_socket(tmp_path):
         assert "replay" in snap["drops"]
     assert c["session_list"][0]["client"] and "drops" in c["session_list"][0]
     assert not s["session_list"][0]["client"] and s["listener_drops"]
+    # the server's one key is the unnamed user; its figures are its session's
+    assert c["users"] == {} and list(s["users"]) == [""]
+    u = s["users"][""]
+    assert u["sessions"] == 1 and u["sessions_total"] >= 1
+    assert u["bytes_in"] == s["totals"]["rx_bytes"] and u["bytes_out"] == s["totals"]["tx_bytes"]
+    assert s["session_list"][0]["user"] == "" and "user" not in c["session_list"][0]
     # removed on exit
     assert not (tmp_path / "client.sock").exists() and not (tmp_path / "server.sock").exists()
 
@@ -126,6 +132,10 @@ def test_prometheus_endpoint_serves_parseable_text(tmp_path):
     kinds = {s.labels["kind"] for s in fams["paqet_retransmits"].samples}
     assert kinds == {"fast", "early", "timeout"}
     assert {s.labels["reason"] for s in fams["paqet_drops"].samples} >= {"replay", "bad_crc"}
+    users = {s.name: s for s in fams["paqet_user_received_bytes"].samples}
+    assert [s.labels["user"] for s in fams["paqet_user_received_bytes"].samples] == [""]
+    assert users["paqet_user_received_bytes_total"].value > 5000
+    assert fams["paqet_user_sessions"].samples[0].value == 1
 
 
 class _LossyUdp:

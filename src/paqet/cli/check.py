@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 
-from paqet.cli.main import EXIT_OK, EXIT_RUNTIME
+from paqet.cli.exits import EXIT_OK, EXIT_RUNTIME
 
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
 PING_BUDGET = 20.0  # seconds for the whole tunnel check, whatever -n and -W say

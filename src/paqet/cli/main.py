@@ -4,33 +4,12 @@ check and stats (ours)."""
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 
 from paqet import logs
+from paqet.cli.exits import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
 
-EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 CONFIG_HELP = 'Path to the configuration file (default "config.yaml")'
 CONFIG_HELP_DUMP = 'Path to the configuration file. (default "config.yaml")'  # upstream's period
-
-
-def _stdlog(msg: str) -> None:
-    """Go std-log style line on stderr, as upstream's cmd layer prints."""
-    print(f"{time.strftime('%Y/%m/%d %H:%M:%S')} {msg}", file=sys.stderr, flush=True)
-
-
-def load_or_exit(path: str, role: str | None = None):
-    from paqet.config import ConfigError, load_config
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        print(f"paqet: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
-    if role is not None and cfg.role != role:
-        print(f"paqet: role: this command requires a {role} configuration "
-              f"({path} has role {cfg.role!r})", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG)
-    return cfg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import sys
+    try:
+        rc = _dispatch(argv)
+        sys.stdout.flush()  # here, not at exit, where a broken pipe cannot be caught
+        return rc
+    except BrokenPipeError:
+        # stdout went away (`paqet run --check ... | head -1`): stop quietly, as a C tool
+        # killed by SIGPIPE would, without a traceback or a second error at exit
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_RUNTIME
+
+
+def _dispatch(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -110,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.topic is None:
             parser.print_help()
             return EXIT_OK
-        return main([args.topic, "--help"])
+        return _dispatch([args.topic, "--help"])
     if args.command == "secret":
         from paqet.cli.secret import run
         return run()

@@ -8,7 +8,7 @@ import math
 import sys
 
 from paqet import logs
-from paqet.cli.main import EXIT_OK, EXIT_RUNTIME, load_or_exit
+from paqet.cli.exits import EXIT_OK, EXIT_RUNTIME, load_or_exit
 
 
 async def open_session(cfg, server: tuple[str, int], net):

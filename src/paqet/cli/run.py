@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from paqet import logs
-from paqet.cli.main import EXIT_OK, load_or_exit
+from paqet.cli.exits import EXIT_OK, load_or_exit
+
+
+def _user_text(u) -> str:
+    from paqet.tunnel.stats import human_bytes, human_rate
+    limits = [f"at most {u.max_sessions} sessions" if u.max_sessions else "",
+              f"{human_rate(u.rate_limit)} each way" if u.rate_limit else "",
+              f"{human_bytes(u.daily_quota)} a day" if u.daily_quota else ""]
+    limits = [x for x in limits if x]
+    return u.name + (f" ({', '.join(limits)})" if limits else "")
 
 
 def summary(cfg) -> str:
@@ -29,6 +38,10 @@ def summary(cfg) -> str:
             lines.append(f"  http proxy {[h.listen for h in cfg.http]}")
     else:
         lines.append(f"  listen {cfg.listen.addr}")
+        if cfg.users:
+            lines.append("  users: " + ", ".join(_user_text(u) for u in cfg.users)
+                         + ("; and the unnamed user of transport.kcp.key"
+                            if cfg.transport.kcp.key else ""))
     from paqet.control import socket_path
     st = cfg.stats
     lines.append(f"  stats: control socket {socket_path(cfg) or 'off'}, prometheus "

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from paqet.cli.main import EXIT_OK, EXIT_RUNTIME, load_or_exit
+from paqet.cli.exits import EXIT_OK, EXIT_RUNTIME, load_or_exit
 
 
 def run(args) -> int:

@@ -174,6 +174,10 @@ class TcpForward:
             sock.close()
         self.sockets = []
 
+    def stop_accepting(self) -> None:
+        """Close the listening sockets; connections already accepted go on (a reload)."""
+        self._close_sockets()
+
     async def stop(self) -> None:
         self._close_sockets()
         await self._tasks.cancel_all(1)
@@ -222,9 +226,13 @@ class UdpForward:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(payload, addr)
 
-    async def stop(self) -> None:
+    def stop_accepting(self) -> None:
+        """UDP has no connections to let finish: the socket closes (a reload)."""
         if self.transport is not None:
             self.transport.close()
+
+    async def stop(self) -> None:
+        self.stop_accepting()
 
 
 __all__ = ["TcpForward", "UdpForward", "split_host_port", "StreamClosed"]

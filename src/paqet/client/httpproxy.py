@@ -50,9 +50,13 @@ class HttpProxyListener:
         assert self.server is not None
         return self.server.sockets[0].getsockname()[1]
 
-    async def stop(self) -> None:
+    def stop_accepting(self) -> None:
+        """Close the listening socket; connections already accepted go on (a reload)."""
         if self.server is not None:
             self.server.close()
+
+    async def stop(self) -> None:
+        self.stop_accepting()
         for t in list(self._tasks):
             t.cancel()
 

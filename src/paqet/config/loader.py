@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import os
 import re
 import typing
 
@@ -266,10 +267,12 @@ def _check(cfg: Config) -> list[tuple[str, str]]:
             continue
         if fc.addr:
             try:
-                host, port = values.parse_addr(fc.addr, need_port=False, need_ip=True)
+                # an empty IP (":9999", "[]:9999") is detected, like a missing addr
+                host, port = values.parse_addr(fc.addr, need_port=False, need_ip=True,
+                                               empty_host=True)
                 ports[fam] = port
                 want4 = fam == "ipv4"
-                if (":" not in host) != want4:
+                if host and (":" not in host) != want4:
                     errs.append((f"network.{fam}.addr",
                                  f"'{fc.addr}' is not an {'IPv4' if want4 else 'IPv6'} address"))
             except values.ValueProblem as exc:
@@ -289,10 +292,12 @@ def _check(cfg: Config) -> list[tuple[str, str]]:
             except values.ValueProblem as exc:
                 errs.append((f"network.tcp.{key}[{i}]", str(exc)))
     k = cfg.transport.kcp
-    if k.block not in ("none", "null") and not k.key:
+    if k.block not in ("none", "null") and not k.key and not (role == "server" and cfg.users):
         errs.append(("transport.kcp.key",
                      f"a key is required with block '{k.block}' (generate one with `paqet secret`; "
-                     "only 'none' and 'null' need none)"))
+                     "only 'none' and 'null' need none" + ("; or list users: with a key each"
+                                                           if role == "server" else "") + ")"))
+    errs.extend(_check_users(cfg))
     if k.dshard + k.pshard > 256:
         errs.append(("transport.kcp.pshard", f"dshard + pshard must be at most 256 "
                                              f"(got {k.dshard} + {k.pshard})"))
@@ -338,6 +343,74 @@ def _check(cfg: Config) -> list[tuple[str, str]]:
         except (values.ValueProblem, ValueError) as exc:
             errs.append(("stats.prometheus", f"{exc} (allowed: ip:port or localhost:port, "
                                              "empty = off)"))
+    return errs
+
+
+_USER_NAME = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
+
+
+def _check_users(cfg: Config) -> list[tuple[str, str]]:
+    """`users:` (beyond upstream, server): names, keys and limits. Turns the sizes into
+    integers; key_file was read into key already (_read_key_files)."""
+    errs: list[tuple[str, str]] = []
+    if not cfg.users:
+        return errs
+    if cfg.role != "server":
+        return [("users", "only a server has users (a client has one transport.kcp.key)")]
+    block = cfg.transport.kcp.block
+    if block in ("none", "null"):
+        return [("users", f"block '{block}' has no key, so users cannot be told apart "
+                          "(choose a cipher in transport.kcp.block)")]
+    names: dict[str, int] = {}
+    keys: dict[str, str] = {cfg.transport.kcp.key: "transport.kcp.key"} \
+        if cfg.transport.kcp.key else {}
+    for i, u in enumerate(cfg.users):
+        at = f"users[{i}]"
+        if not _USER_NAME.fullmatch(u.name):
+            errs.append((f"{at}.name", f"invalid name {_short_repr(u.name)} (allowed: 1-64 of "
+                                       "letters, digits and _ . @ + -)"))
+        elif u.name in names:
+            errs.append((f"{at}.name", f"'{u.name}' is also users[{names[u.name]}]'s name"))
+        else:
+            names[u.name] = i
+        if not u.key and u.key_file:
+            pass  # _read_key_files said why
+        elif not u.key:
+            errs.append((f"{at}.key", "required: the user's key (or key_file; generate one "
+                                      "with `paqet secret`)"))
+        elif u.key in keys:
+            errs.append((f"{at}.key", f"the same key as {keys[u.key]}: each user needs a key "
+                                      "of their own"))
+        else:
+            keys[u.key] = at
+        for field, rate in (("rate_limit", True), ("daily_quota", False)):
+            try:
+                setattr(u, field, values.parse_size(getattr(u, field), rate=rate))
+            except values.ValueProblem as exc:
+                errs.append((f"{at}.{field}", str(exc)))
+    return errs
+
+
+def _read_key_files(cfg: Config, base_dir: str) -> list[tuple[str, str]]:
+    """users[].key_file: the key is the file's first line (relative paths: from the
+    config file's directory)."""
+    errs = []
+    for i, u in enumerate(cfg.users):
+        if not u.key_file:
+            continue
+        if u.key:
+            errs.append((f"users[{i}].key_file", "give key or key_file, not both"))
+            continue
+        path = os.path.join(base_dir, u.key_file)
+        try:
+            with open(path, encoding="utf-8") as f:
+                u.key = f.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            errs.append((f"users[{i}].key_file", f"cannot read '{path}': {reason}"))
+            continue
+        if not u.key:
+            errs.append((f"users[{i}].key_file", f"'{path}' holds no key on its first line"))
     return errs
 
 
@@ -419,7 +492,9 @@ def load_config_text(text: str, source: str = "<config>") -> Config:
         msg = "client mode enabled but no SOCKS5 or forward configurations found"
         warnings.append(msg)
         log.warning(msg)
-    errs = _check(cfg)
+    errs = _read_key_files(cfg, os.path.dirname(source) if source and not source.startswith("<")
+                           else ".")
+    errs += _check(cfg)
     if not errs and _stats_exposed(cfg):
         msg = _stats_exposed(cfg)
         warnings.append(msg)

@@ -178,6 +178,17 @@ class Stats(_S, kw_only=True):
     log_interval: Annotated[float, Meta(ge=0, le=86400)] = 60.0
 
 
+class User(_S, kw_only=True):
+    """Beyond upstream (server): one user, their key and optional limits of their own. The
+    loader reads key_file into key and turns the sizes into integers (bytes)."""
+    name: Annotated[str, Meta(min_length=1, max_length=64)] = ""
+    key: str = ""
+    key_file: str = ""            # the key as the first line of a file (relative: to the config)
+    max_sessions: Annotated[int, Meta(ge=0, le=1048576)] = 0   # 0 = limits.max_sessions only
+    rate_limit: int | str = 0     # bytes per second each way ("10MB", "50Mbit"), 0 = none
+    daily_quota: int | str = 0    # bytes a day both ways together ("20GB"), 0 = none
+
+
 class Config(_S, kw_only=True):
     role: Literal["client", "server"]
     log: Log = msgspec.field(default_factory=Log)
@@ -191,6 +202,7 @@ class Config(_S, kw_only=True):
     http: list[HttpProxy] = msgspec.field(default_factory=list)
     limits: Limits = msgspec.field(default_factory=Limits)
     stats: Stats = msgspec.field(default_factory=Stats)
+    users: Annotated[list[User], Meta(max_length=65536)] = msgspec.field(default_factory=list)
     # filled by the loader, not read from YAML
     warnings: list[str] = msgspec.field(default_factory=list)
     source: str = ""

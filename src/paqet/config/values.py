@@ -35,11 +35,14 @@ def split_host_port(s: str) -> tuple[str, int]:
     return host, p
 
 
-def parse_addr(s: str, *, need_port: bool = True, need_ip: bool = False) -> tuple[str, int]:
+def parse_addr(s: str, *, need_port: bool = True, need_ip: bool = False,
+               empty_host: bool = False) -> tuple[str, int]:
+    """(host, port) of "host:port"; need_ip: the host must be an IP address (or, with
+    empty_host, nothing at all)."""
     host, port = split_host_port(s)
     if need_port and not 1 <= port <= 65535:
         raise ValueProblem(f"port must be between 1-65535 in '{s}'")
-    if need_ip:
+    if need_ip and not (empty_host and not host):
         try:
             ipaddress.ip_address(host)
         except ValueError:
@@ -73,3 +76,32 @@ def parse_flags(s: str) -> int:
 
 def flags_text(v: int) -> str:
     return "".join(ch for ch, bit in FLAG_BITS.items() if v & bit)
+
+
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z/]*)\s*")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000 ** 2, "mb": 1000 ** 2,
+               "g": 1000 ** 3, "gb": 1000 ** 3, "t": 1000 ** 4, "tb": 1000 ** 4,
+               "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+_BIT_UNITS = {"bit": 1 / 8, "kbit": 1000 / 8, "mbit": 1000 ** 2 / 8, "gbit": 1000 ** 3 / 8}
+
+
+def parse_size(v, *, rate: bool = False) -> int:
+    """Bytes from an integer or a size with a unit: "500kB", "20GB" (powers of 1000),
+    "1GiB" (powers of 1024); with rate=True (bytes per second) also bits: "50Mbit", and an
+    optional "/s". Raises ValueProblem."""
+    if isinstance(v, bool):
+        raise ValueProblem(f"invalid size {v!r}")
+    if isinstance(v, int):
+        if v < 0:
+            raise ValueProblem(f"invalid size {v} (must not be negative)")
+        return v
+    m = _SIZE_RE.fullmatch(v) if isinstance(v, str) else None
+    unit = m.group(2).lower() if m else ""
+    if rate and unit.endswith("/s"):
+        unit = unit[:-2]
+    scale = _SIZE_UNITS.get(unit) or (_BIT_UNITS.get(unit) if rate else None)
+    if m is None or scale is None:
+        units = "B, kB, MB, GB, TB, KiB, MiB, GiB, TiB" + (", kbit, Mbit, Gbit" if rate else "")
+        raise ValueProblem(f"invalid {'rate' if rate else 'size'} {v!r} (a number of bytes, or "
+                           f"with a unit: {units})")
+    return int(float(m.group(1)) * scale)

@@ -19,6 +19,7 @@ import time
 
 from paqet.net import bpf
 from paqet.net.backend import Addr, PacketBackend, random_port
+from paqet.net.interface import interface_mac, link_type
 from paqet.wire import frame as _frame
 from paqet.wire.frame import FrameBuilder, FrameError, parse_frame, parse_payload  # noqa: F401
 
@@ -51,33 +52,6 @@ RECV_SIZE = 2048
 #: a ring slot holds one frame of any size, the list only the payload), so the ring does
 #: not overflow with the peers' ACKs before the reader runs again
 STASH_EVERY = 32
-ARPHRD_ETHER, ARPHRD_LOOPBACK = 1, 772
-
-# Kept here for callers that imported them from this module.
-bpf_tcp_dst_port = bpf.tcp_dst_port
-attach_filter = bpf.attach
-
-
-def link_type(interface: str) -> str:
-    """"ether" for ARPHRD_ETHER/loopback, "ip" for tun, WireGuard, PPP and other links
-    without an Ethernet header (/sys/class/net/IF/type)."""
-    try:
-        with open(f"/sys/class/net/{interface}/type") as f:
-            t = int(f.read().strip())
-    except (OSError, ValueError):
-        return "ether"
-    return "ether" if t in (ARPHRD_ETHER, ARPHRD_LOOPBACK) else "ip"
-
-
-def interface_mac(interface: str) -> bytes:
-    try:
-        with open(f"/sys/class/net/{interface}/address") as f:
-            s = f.read().strip()
-        mac = bytes.fromhex(s.replace(":", "")) if s else b""
-        return mac if len(mac) == 6 else b"\0" * 6
-    except (OSError, ValueError):
-        return b"\0" * 6
-
 
 def _bufsize(sock: socket.socket, size: int) -> None:
     for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):

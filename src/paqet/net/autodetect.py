@@ -19,9 +19,10 @@ import logging
 import socket
 import time
 
+from paqet.net.interface import ARPHRD_ETHER, ARPHRD_LOOPBACK
+
 log = logging.getLogger("paqet.autodetect")
 
-ARPHRD_ETHER, ARPHRD_LOOPBACK = 1, 772
 RTN_UNICAST, RTN_LOCAL = 1, 2
 RTN_NAMES = {3: "broadcast", 5: "multicast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
 # neighbour states whose link-layer address can be used (not INCOMPLETE/FAILED/NONE)

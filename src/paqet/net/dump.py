@@ -25,12 +25,12 @@ from typing import TextIO
 
 from paqet.config.values import flags_text
 from paqet.net import bpf
+from paqet.net.interface import link_type
 from paqet.wire.frame import parse_frame
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
-ARPHRD_ETHER, ARPHRD_LOOPBACK = 1, 772
 MARK_BEGIN = "--- PAYLOAD (HEX DUMP) ---"
 MARK_END = "-" * 26
 
@@ -62,15 +62,6 @@ def clock_text(t: float) -> str:
 
 def host_port(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-def link_of(interface: str) -> str:
-    try:
-        with open(f"/sys/class/net/{interface}/type") as f:
-            t = int(f.read().strip())
-    except (OSError, ValueError):
-        return "ether"
-    return "ether" if t in (ARPHRD_ETHER, ARPHRD_LOOPBACK) else "ip"
 
 
 @dataclasses.dataclass
@@ -146,7 +137,7 @@ def open_capture(interface: str, port: int, *, direction: str = "in",
                  link: str | None = None) -> tuple[socket.socket, str]:
     """A non-blocking AF_PACKET socket receiving TCP frames to (and, with "both", from) `port`
     on `interface`; raises OSError (PermissionError without CAP_NET_RAW)."""
-    link = link or link_of(interface)
+    link = link or link_type(interface)
     kind = socket.SOCK_RAW if link == "ether" else socket.SOCK_DGRAM
     sock = socket.socket(socket.AF_PACKET, kind, 0)  # receives nothing until filtered + bound
     try:

@@ -10,7 +10,7 @@ import ctypes.util
 import time
 
 from paqet.net.backend import Addr, PacketBackend, random_port
-from paqet.net.afpacket import interface_mac, link_type
+from paqet.net.interface import interface_mac, link_type
 from paqet.wire.frame import FrameBuilder, FrameError, parse_payload
 
 PCAP_D_IN = 1

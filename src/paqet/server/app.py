@@ -81,7 +81,7 @@ class _UdpTarget(asyncio.DatagramProtocol):
 class Server:
     def __init__(self, params: TunnelParams, backend, *, dial_timeout: float = DIAL_TIMEOUT,
                  max_sessions: int | None = None, dialect: str = "auto",
-                 limits: ListenerLimits | None = None) -> None:
+                 limits: ListenerLimits | None = None, users=None) -> None:
         #: "auto" tells the dialect per stream; a fixed one makes this server read only that
         #: dialect, as an old Go release would (used to test clients against them)
         self.dialect = dialect
@@ -91,13 +91,14 @@ class Server:
         self.listener: TunnelListener | None = None
         self.max_sessions = max_sessions
         self.limits = limits
+        self.users = users  # tunnel.users.UserSpec list; None: params.key, one unnamed user
         self._tasks = TaskSet()
         self._spawn = self._tasks.spawn
         self._stopping = False
 
     async def start(self) -> None:
         self.listener = TunnelListener(self.backend, self.params, max_sessions=self.max_sessions,
-                                       limits=self.limits,
+                                       limits=self.limits, users=self.users,
                                        on_session_closed=self._session_closed)
         self._spawn(self._accept_loop())
 

@@ -14,8 +14,8 @@ from paqet.tunnel.clock import now_ms
 from paqet.tunnel.connection import TunnelConnection
 from paqet.tunnel.guard import DropLog, ListenerLimits, TokenBuckets
 from paqet.tunnel.params import TunnelParams
-from paqet.wire.datagram import MIN_PLAIN, DatagramCodec
-from paqet.wire.fec import TYPE_DATA, TYPE_OOB, TYPE_PARITY
+from paqet.tunnel.shaper import DROP, PASS
+from paqet.tunnel.users import User, UserSpec, UserTable
 
 log = logging.getLogger("paqet.tunnel")
 
@@ -152,7 +152,8 @@ class ClientTunnel:
 
 
 DROP_REASONS = ("bad_frame", "bad_crc", "no_conv", "no_session", "replay", "stale", "rate_limited",
-                "session_rate", "table_full", "backlog_full", "conv_mismatch", "expired")
+                "session_rate", "table_full", "backlog_full", "conv_mismatch", "expired",
+                "trial_limit", "user_sessions", "user_quota", "user_rate")
 
 
 class TunnelListener:
@@ -162,14 +163,19 @@ class TunnelListener:
     the kernel's BPF port filter and the backend's frame parser; the session table (an
     established session - one whose peer has delivered smux data - takes it straight, never
     rate limited); the per-source-IP datagram bucket for everything else; for unknown peers
-    a size check, then decryption and CRC (no FEC decoding), the conv, the backlog and table
-    bounds and the per-IP new-session bucket; inside a session the replay window (before
+    a size check and the backlog and table bounds, then the users' keys (tunnel.users:
+    decryption and CRC, no FEC decoding, a bounded number of trials), the conv, the user's
+    own limits and the per-IP new-session bucket; inside a session the replay window (before
     decryption), decryption, the timestamp check, KCP. Sessions that deliver no smux data
-    within the handshake timeout are closed. Every drop is counted in self.drops."""
+    within the handshake timeout are closed. Every drop is counted in self.drops.
+
+    `users`: who may connect, each with their key (tunnel.users.UserSpec); None: one
+    unnamed user with params.key. A session uses its user's key (self.user_of)."""
 
     def __init__(self, backend, params: TunnelParams, *, backlog: int | None = None,
                  max_sessions: int | None = None, limits: ListenerLimits | None = None,
-                 on_session_closed: Callable[[TunnelConnection, str], None] | None = None) -> None:
+                 on_session_closed: Callable[[TunnelConnection, str], None] | None = None,
+                 users: list[UserSpec] | None = None) -> None:
         lim = limits or ListenerLimits()
         if backlog is not None or max_sessions is not None:
             lim = ListenerLimits(**{**lim.__dict__,
@@ -184,15 +190,12 @@ class TunnelListener:
         self.backlog = lim.backlog
         self.max_sessions = lim.max_sessions
         self.on_session_closed = on_session_closed
-        # Decrypts first datagrams of unknown peers (crypto layer only: no FEC state).
-        self._probe = DatagramCodec(params.block, params.key)
-        c = self._probe.crypt
+        # The users' keys open first datagrams of unknown peers (crypto layer only: no FEC).
+        self.users = UserTable(params, users or [UserSpec("", params.key)])
+        self.user_of: dict[TunnelConnection, User] = {}
+        c = self.users.crypt
         #: the shortest datagram that can carry a readable conv (24-byte KCP header)
         self._min_first = (c.header + c.tag if c is not None else 0) + 24
-        # Non-AEAD blocks decrypt a prefix like the whole (CFB, stream ciphers, xor): a
-        # 40-byte prefix shows whether a KCP header could follow, before the whole datagram
-        # is decrypted and summed (random bytes pass with a chance of about 1/64).
-        self._prefix = c.decrypt if c is not None and not c.tag else None
         self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self._dgram_buckets = TokenBuckets(lim.unknown_datagrams_per_ip,
                                            lim.unknown_datagrams_burst, lim.max_sources)
@@ -211,6 +214,13 @@ class TunnelListener:
         self._guard_state: tuple = ((), ())
         self._set_guard = getattr(backend, "set_guard", None)
         self._dirty: set[TunnelConnection] = set()  # sessions fed in the current batch
+        # users' rate limits (tunnel.shaper): the sessions of named users (their incoming
+        # datagrams pass the user's shaper), the shapers holding datagrams back, and the
+        # one timer that hands them out
+        self._named: dict[TunnelConnection, User] = {}
+        self._waiting: dict = {}   # Shaper -> deliver(items)
+        self._shape_timer: asyncio.TimerHandle | None = None
+        self._shape_at = 0.0
         self._reader = _Reader(backend, self._on_datagram, self._batch_end)
         self.closed = False
         self._loop = asyncio.get_running_loop()
@@ -223,6 +233,10 @@ class TunnelListener:
         key = (ip, port)
         conn = self.sessions.get(key)
         if conn is not None and conn.bytes_in:  # established: never rate limited
+            named = self._named
+            if named and conn in named and named[conn].shaper_in is not None:
+                self._shape_in(named[conn], conn, payload)
+                return
             if conn.datagram_received(payload):
                 self._dirty.add(conn)
                 return
@@ -251,33 +265,20 @@ class TunnelListener:
         if not self._min_first <= len(payload) <= MAX_DATAGRAM:
             drops["bad_frame"] += 1
             return
-        if self._prefix is not None:
-            p = self._prefix(payload[:40])
-            flag = p[24] | (p[25] << 8)
-            if flag == TYPE_PARITY or flag == TYPE_OOB:
-                drops["no_conv"] += 1
-                return
-            if not 81 <= p[32 if flag == TYPE_DATA else 24] <= 84:  # KCP cmd PUSH..WINS
-                drops["bad_crc"] += 1
-                return
-        plain = self._probe.open(payload)
-        if plain is None:
-            drops["bad_crc"] += 1
-            return
-        if len(plain) < MIN_PLAIN:
-            drops["bad_frame"] += 1
-            return
-        flag = plain[4] | (plain[5] << 8)
-        kcp = (plain[8:] if flag == TYPE_DATA else None if flag in (TYPE_PARITY, TYPE_OOB)
-               else plain)
-        if kcp is None or len(kcp) < 24:  # parity, OOB, short FEC data: no conv (kcp-go)
-            drops["no_conv"] += 1
-            return
         if self._accept_q.qsize() >= self.backlog:
             drops["backlog_full"] += 1
             return
         if len(self.sessions) >= self.max_sessions:
             drops["table_full"] += 1
+            return
+        found = self.users.find(payload, key[0], now)
+        if type(found) is str:
+            drops[found] += 1
+            return
+        user, kcp = found
+        why = user.refuses()
+        if why is not None:
+            drops[why] += 1
             return
         if not self._session_buckets.take(key[0], now):
             drops["session_rate"] += 1
@@ -291,15 +292,121 @@ class TunnelListener:
             # receive sequence and keep the peer's dead session looking alive.
             drops["no_session"] += 1
             return
-        conn = TunnelConnection(conv=conv, peer=addr, send=self.backend.send, params=self.params,
+        # a named user's datagrams pass their rate limit, when they have one (or get one)
+        send = self._sender(user) if user.name else self.backend.send
+        conn = TunnelConnection(conv=conv, peer=addr, send=send, params=user.params,
                                 client=False, on_closed=self._closed_cb, drops=drops,
                                 replayed=self._replayed if self._set_guard else None)
         if self._set_guard is not None:
             conn.on_replays = self._replays_waiting
         self.sessions[key] = conn
+        self.user_of[conn] = user
+        if user.name:
+            self._named[conn] = user
+        self.users.opened(user, conn, key[0])
         conn.first_datagram(payload, kcp)
         self._dirty.add(conn)
         self._accept_q.put_nowait(conn)
+
+    # -- users' rate limits --------------------------------------------------------------
+    def _sender(self, user: User):
+        """The send function of a named user's sessions: through the user's shaper."""
+        out = self.backend.send
+        drops = self.drops
+
+        def send(payload, addr) -> None:
+            sh = user.shaper_out
+            if sh is None:
+                out(payload, addr)
+                return
+            r = sh.offer((payload, addr), len(payload), now_ms())
+            if r == PASS:
+                out(payload, addr)
+            elif r == DROP:
+                drops["user_rate"] += 1
+            else:
+                self._held(sh, self._send_held)
+        return send
+
+    def _send_held(self, items) -> None:
+        out = self.backend.send
+        for payload, addr in items:
+            out(payload, addr)
+
+    def _shape_in(self, user: User, conn: TunnelConnection, payload) -> None:
+        sh = user.shaper_in
+        r = sh.offer((conn, payload), len(payload), now_ms())
+        if r == PASS:
+            if conn.datagram_received(payload):
+                self._dirty.add(conn)
+        elif r == DROP:
+            self.drops["user_rate"] += 1
+        else:
+            self._held(sh, self._feed_held)
+
+    def _feed_held(self, items) -> None:
+        for conn, payload in items:
+            if not conn.closed and conn.datagram_received(payload):
+                self._dirty.add(conn)
+
+    def _held(self, sh, deliver) -> None:
+        """`sh` holds a datagram back: wake up when its first one is due."""
+        self._waiting[sh] = deliver
+        when = self._loop.time() + max(1, sh.next_ms() or 1) / 1000.0
+        if self._shape_timer is None or when < self._shape_at - 0.0005:
+            if self._shape_timer is not None:
+                self._shape_timer.cancel()
+            self._shape_at = when
+            self._shape_timer = self._loop.call_at(when, self._release)
+
+    def _release(self) -> None:
+        """Hand out what the shapers hold that is due, then sleep until the next is."""
+        self._shape_timer = None
+        if self.closed:
+            return
+        now = now_ms()
+        nxt = None
+        for sh, deliver in list(self._waiting.items()):
+            items = sh.due(now)
+            if items:
+                deliver(items)
+            n = sh.next_ms()
+            if n is None:
+                del self._waiting[sh]
+            elif nxt is None or n < nxt:
+                nxt = n
+        self._batch_end()
+        if nxt is not None:
+            self._shape_at = self._loop.time() + max(1, nxt) / 1000.0
+            self._shape_timer = self._loop.call_at(self._shape_at, self._release)
+
+    def user_name(self, conn: TunnelConnection) -> str | None:
+        """The name of the user whose key opened `conn` (None: not one of ours)."""
+        u = self.user_of.get(conn)
+        return u.name if u is not None else None
+
+    # -- reload ------------------------------------------------------------------------
+    def set_users(self, params: TunnelParams, users: list[UserSpec]) -> tuple[list, list, list]:
+        """A new list of users (SIGHUP): the sessions of removed users, and of users whose
+        key changed, close at once; the others keep running. `params` (new limits) apply
+        to sessions made from now on. Returns (added, removed, rekeyed) user names."""
+        self.params = params
+        added, removed, rekeyed = self.users.update(params, users)
+        for u, why in [(u, "removed") for u in removed] + [(u, "given a new key")
+                                                          for u in rekeyed]:
+            for conn in list(u.sessions):
+                conn.close(f"user {u.name or '(unnamed)'} {why}")
+        return added, [u.name for u in removed], [u.name for u in rekeyed]
+
+    def set_limits(self, limits: ListenerLimits) -> None:
+        """New listener limits (SIGHUP), in force at once; the rate buckets start full."""
+        self.limits = limits
+        self.backlog = limits.backlog
+        self.max_sessions = limits.max_sessions
+        self._dgram_buckets = TokenBuckets(limits.unknown_datagrams_per_ip,
+                                           limits.unknown_datagrams_burst, limits.max_sources)
+        self._session_buckets = TokenBuckets(limits.new_sessions_per_ip,
+                                             limits.new_sessions_burst, limits.max_sources)
 
     def _batch_end(self) -> None:
         dirty = self._dirty
@@ -319,10 +426,25 @@ class TunnelListener:
             conn.close("no smux data from the peer within the handshake timeout")
         if self._set_guard is not None:
             self._update_guard(True)
+        self._check_quotas(time.localtime()[:3])
         line = self._drop_log.line(time.monotonic())
         if line:
             log.warning("server: %s", line)
         self._sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep)
+
+    def _check_quotas(self, day) -> None:
+        """Users over their daily byte quota: their sessions close, new ones are refused
+        (user_quota) until `day` (local date) changes. Checked once a second, so a user may
+        pass the quota by what one second carries."""
+        for u in self.users.users:
+            quota = u.spec.daily_quota
+            if not quota or u.quota_used(day) < quota or u.over_quota:
+                continue
+            u.over_quota = True
+            log.warning("server: user %s reached the daily quota (%d bytes): sessions closed, "
+                        "new ones refused until midnight", u.name or "(unnamed)", quota)
+            for conn in list(u.sessions):
+                conn.close("the user's daily quota is reached")
 
     def _replays_waiting(self) -> None:
         self._loop.call_soon(self._update_guard, False)
@@ -384,6 +506,10 @@ class TunnelListener:
         key = _addr_key(conn.peer)
         if self.sessions.get(key) is conn:
             del self.sessions[key]
+        user = self.user_of.pop(conn, None)
+        if user is not None:
+            user.session_closed(conn)
+        self._named.pop(conn, None)
         if self.on_session_closed is not None:
             self.on_session_closed(conn, reason)
 
@@ -398,6 +524,9 @@ class TunnelListener:
             return
         self.closed = True
         self._sweeper.cancel()
+        if self._shape_timer is not None:
+            self._shape_timer.cancel()
+            self._shape_timer = None
         self._reader.close()
         for conn in list(self.sessions.values()):
             conn.close("server shutting down")

@@ -89,6 +89,11 @@ class StatsCollector:
         #: drop counts of the process itself, read at each snapshot: objects with items()
         #: (the packet sockets' `ring_full`)
         self.process_drops: list = []
+        #: a server's per-user figures: () -> {name: {bytes_in, bytes_out, sessions,
+        #: sessions_total}} (tunnel.users.UserTable.figures), and the user of a session
+        #: (conn -> name or None)
+        self.users = None
+        self.user_of = None
 
     # -- bookkeeping ---------------------------------------------------------------------
     def _observe(self, conns) -> list:
@@ -190,6 +195,7 @@ class StatsCollector:
             "rates": self._rates(tot, base, dt),
             "drops": self.drops(conns),
             "listener_drops": bool(persistent),
+            "users": self.users() if self.users is not None else {},
             "session_list": sessions,   # max_sessions busiest when limited
         }
 
@@ -238,6 +244,10 @@ class StatsCollector:
         drops = getattr(c, "drops", None)
         if drops and not any(drops is s for s in self.drop_sources):
             out["drops"] = dict(drops)
+        if self.user_of is not None:
+            user = self.user_of(c)
+            if user is not None:
+                out["user"] = user
         return out
 
 
@@ -284,6 +294,18 @@ def _drops_text(drops: dict) -> str:
     return ", ".join(f"{r} {n}" for r, n in nz) if nz else "none"
 
 
+def user_name(name: str) -> str:
+    """A user as the text forms show it: the unnamed user of transport.kcp.key too."""
+    return name or "(unnamed)"
+
+
+def _table(rows: list[tuple]) -> list[str]:
+    """Lines of aligned columns: the first left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                      for i, (v, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+
+
 def format_table(snap: dict) -> str:
     """The readable form `paqet stats` prints."""
     t, r = snap["totals"], snap["rates"]
@@ -301,19 +323,28 @@ def format_table(snap: dict) -> str:
         f"FEC recovered {t['fec_recovered']}",
         f"  drops: {_drops_text(snap['drops'])}",
     ]
+    users = snap.get("users") or {}
+    if users:
+        lines.append("")
+        lines.extend(_table([("user", "sessions", "since start", "received", "sent")] + [
+            (user_name(name), str(u["sessions"]), str(u["sessions_total"]),
+             human_bytes(u["bytes_in"]), human_bytes(u["bytes_out"]))
+            for name, u in sorted(users.items())]))
     sess = snap["session_list"]
     if not sess:
         lines.append("no open sessions" if not snap["sessions"] else
                      f"({snap['sessions']} sessions not listed)")
         return "\n".join(lines)
-    head = ("peer", "conv", "age", "srtt", "rttvar", "streams", "sent", "recv", "up", "down",
-            "retrans", "fast", "tmo", "loss", "fec", "drops")
+    by_user = any("user" in s for s in sess)
+    head = ("peer",) + (("user",) if by_user else ()) + (
+        "conv", "age", "srtt", "rttvar", "streams", "sent", "recv", "up", "down",
+        "retrans", "fast", "tmo", "loss", "fec", "drops")
     rows = [head]
     for s in sess:
         sr = s["rates"]
         drops = s.get("drops")
         rows.append((
-            s["peer"], f"{s['conv']:08x}", human_duration(s["age_s"]), f"{s['srtt_ms']}ms",
+            s["peer"], *((user_name(s.get("user", "")),) if by_user else ()), f"{s['conv']:08x}", human_duration(s["age_s"]), f"{s['srtt_ms']}ms",
             f"{s['rttvar_ms']}ms", str(s["streams"]), human_bytes(s["tx_bytes"]),
             human_bytes(s["rx_bytes"]), human_rate(sr["tx_Bps"]), human_rate(sr["rx_Bps"]),
             str(s["retrans"]), str(s["fast_retrans"] + s["early_retrans"]),
@@ -321,11 +352,8 @@ def format_table(snap: dict) -> str:
             str(s["fec_recovered"]),
             "-" if drops is None else str(sum(drops.values())),
         ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines.append("")
-    for row in rows:
-        lines.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w)
-                               for i, (v, w) in enumerate(zip(row, widths))).rstrip())
+    lines.extend(_table(rows))
     if len(sess) < snap["sessions"]:
         lines.append(f"(the {len(sess)} busiest of {snap['sessions']} sessions)")
     return "\n".join(lines)

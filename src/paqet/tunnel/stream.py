@@ -9,10 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:  # pragma: no cover
-    from paqet.tunnel.connection import TunnelConnection
+
+class StreamOwner(Protocol):
+    """What a stream uses of its connection (tunnel.connection.TunnelConnection): named here,
+    so that this module does not import the connection that imports it."""
+
+    peer: tuple[str, int]
+    smux: object             # smux.session.SmuxSession
+    pending_out: int         # bytes in the streams' pending queues
+    send_backlogged: bool
+
+    def now_ms(self) -> int: ...
+    async def wait_send_room(self) -> None: ...
+    def _schedule_pump(self) -> None: ...
+    def _stream_consumed(self, st: "TunnelStream", n: int) -> None: ...
+    def _close_stream(self, st: "TunnelStream") -> None: ...
 
 
 class StreamClosed(ConnectionError):
@@ -29,7 +42,7 @@ class TunnelStream:
         "_sink", "_on_eof", "_on_writable",
     )
 
-    def __init__(self, conn: "TunnelConnection", sid: int) -> None:
+    def __init__(self, conn: StreamOwner, sid: int) -> None:
         self.conn = conn
         self.sid = sid
         self._chunks: collections.deque[bytes] = collections.deque()

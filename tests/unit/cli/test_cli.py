@@ -187,3 +187,29 @@ def test_noise_filter_knows_registered_types(logbuf):
     logs.add_benign(Closed)
     logging.getLogger("paqet.test").info("b %s", Closed())
     assert "b " not in logbuf.getvalue()
+
+
+def test_closed_stdout_stops_quietly():
+    """`paqet run --check ... | head -1`: the reader is gone before paqet writes; no
+    traceback, exit 1 (scripts/demo.sh once failed on this under `set -o pipefail`)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # the usual case
+    r_end, w_end = os.pipe()
+    os.close(r_end)
+    try:
+        p = subprocess.run([sys.executable, "-m", "paqet", "run", "--check", "-c",
+                            os.path.join(ROOT, "examples", "server.yaml")],
+                           stdout=w_end, stderr=subprocess.PIPE, text=True, timeout=60, env=env)
+    finally:
+        os.close(w_end)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+
+
+def test_run_check_lists_the_users(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("role: server\nlisten: {addr: ':9999'}\ntransport: {protocol: kcp, kcp: {key: k}}\n"
+                 "users:\n  - {name: alice, key: ka, max_sessions: 2, daily_quota: 1GiB}\n"
+                 "  - {name: bob, key: kb}\n")
+    r = _paqet("run", "--check", "-c", str(p))
+    assert r.returncode == 0, r.stderr
+    assert ("  users: alice (at most 2 sessions, 1.0 GiB a day), bob; and the unnamed user of "
+            "transport.kcp.key") in r.stdout

@@ -371,3 +371,85 @@ def test_congestion_keys_reject_bad_values(path, value):
     with pytest.raises(ConfigError) as e:
         load(with_(CLIENT, path, value))
     assert e.value.path == path
+
+
+@pytest.mark.parametrize("fam,addr", [("ipv4", ":9999"), ("ipv6", ":9999"), ("ipv6", "[]:9999")])
+def test_empty_ip_means_detect(fam, addr, monkeypatch):
+    """network.ipv4.addr ":9999": the port is taken, the IP left to detection (it was
+    refused as "'' in ':9999' is not an IP address")."""
+    d = with_(with_(SERVER, "network", {}), f"network.{fam}", {"addr": addr})
+    s = load(d)
+    assert s.local_port == 9999 and not s.warnings
+    from paqet.net import autodetect
+    from paqet.runtime import Network
+    seen = []
+
+    def fake_detect(server_ip, **kw):
+        seen.append(kw.get("local_ip"))
+        return autodetect.NetworkChoice("eth9", 9, ip4="198.18.0.2", ip6="2001:2::2")
+    monkeypatch.setattr(autodetect, "detect", fake_detect)
+    net = Network(s, None)
+    assert seen == [None]  # no "" handed on as an address to look for
+    assert (net.interface, net.ip4, net.ip6) == ("eth9", "198.18.0.2", "2001:2::2")
+
+
+def test_an_ip_of_the_wrong_family_still_refused():
+    with pytest.raises(ConfigError) as e:
+        load(with_(SERVER, "network.ipv4.addr", "[2001:2::2]:9999"))
+    assert e.value.path == "network.ipv4.addr" and "not an IPv4 address" in str(e.value)
+
+
+def _users(users, **kcp):
+    d = with_(SERVER, "users", users)
+    k = d["transport"]["kcp"]
+    k.pop("key")
+    k.update(kcp)
+    return d
+
+
+def test_users_make_the_kcp_key_optional_and_sizes_are_read():
+    s = load(_users([{"name": "alice", "key": "ka", "max_sessions": 3, "rate_limit": "8Mbit",
+                      "daily_quota": "2GiB"}, {"name": "bob", "key": "kb"}]))
+    a, b = s.users
+    assert (a.name, a.key, a.max_sessions, a.rate_limit, a.daily_quota) == \
+        ("alice", "ka", 3, 1_000_000, 2 << 30)
+    assert (b.rate_limit, b.daily_quota, s.transport.kcp.key) == (0, 0, "")
+    with pytest.raises(ConfigError) as e:
+        load(with_(SERVER, "transport.kcp.key", DELETE))
+    assert e.value.path == "transport.kcp.key" and "users:" in str(e.value)
+
+
+@pytest.mark.parametrize("users,kcp,path,words", [
+    ([{"name": "a", "key": "k1"}, {"name": "a", "key": "k2"}], {}, "users[1].name", "also users[0]"),
+    ([{"name": "a", "key": "k1"}, {"name": "b", "key": "k1"}], {}, "users[1].key", "same key as users[0]"),
+    ([{"name": "a", "key": "k"}], {"key": "k"}, "users[0].key", "transport.kcp.key"),
+    ([{"name": "a"}], {}, "users[0].key", "required"),
+    ([{"name": "a b", "key": "k"}], {}, "users[0].name", "letters, digits"),
+    ([{"name": "a", "key": "k", "daily_quota": "lots"}], {}, "users[0].daily_quota", "invalid size"),
+    ([{"name": "a", "key": "k", "rate_limit": "5 parsecs"}], {}, "users[0].rate_limit", "kbit"),
+    ([{"name": "a", "key": "k", "key_file": "f"}], {}, "users[0].key_file", "not both"),
+    ([{"name": "a", "key_file": "/nonexistent/key"}], {}, "users[0].key_file", "cannot read"),
+    ([{"name": "a", "key": "k"}], {"block": "none"}, "users", "cannot be told apart"),
+])
+def test_bad_users_name_their_key(users, kcp, path, words):
+    with pytest.raises(ConfigError) as e:
+        load(_users(users, **kcp))
+    assert e.value.path == path and words in str(e.value), str(e.value)
+
+
+def test_a_client_has_no_users():
+    with pytest.raises(ConfigError) as e:
+        load(with_(CLIENT, "users", [{"name": "a", "key": "k"}]))
+    assert e.value.path == "users"
+
+
+def test_key_file_relative_to_the_config(tmp_path):
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "alice.key").write_text("secret-of-alice\nignored\n")
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text(yaml.safe_dump(_users([{"name": "alice", "key_file": "keys/alice.key"}])))
+    assert load_config(str(cfg)).users[0].key == "secret-of-alice"
+    (tmp_path / "keys" / "alice.key").write_text("\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(cfg))
+    assert e.value.path == "users[0].key_file" and "no key" in str(e.value)

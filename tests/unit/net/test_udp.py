@@ -74,7 +74,7 @@ def test_factory():
 
 
 def test_link_type_from_sysfs():
-    from paqet.net.afpacket import interface_mac, link_type
+    from paqet.net.interface import interface_mac, link_type
     assert link_type("lo") == "ether"  # ARPHRD_LOOPBACK carries (zero) Ethernet headers
     assert link_type("no-such-interface-x") == "ether"
     assert interface_mac("no-such-interface-x") == b"\0" * 6

@@ -173,6 +173,30 @@ def test_format_table_and_line():
     assert human_bytes(512) == "512 B" and human_rate(125) == "1.0 kbit/s"
 
 
+def test_users_in_the_snapshot_and_the_table():
+    col = StatsCollector("server", start_ms=0, pid=42)
+    assert col.snapshot([], 1000)["users"] == {}
+    figs = {"alice": {"bytes_in": 2048, "bytes_out": 5 << 20, "sessions": 2, "sessions_total": 3},
+            "": {"bytes_in": 0, "bytes_out": 0, "sessions": 0, "sessions_total": 0}}
+    col.users = lambda: figs
+    snap = col.snapshot([], 1000)
+    assert snap["users"] == figs
+    json.dumps(snap)
+    lines = format_table(snap).splitlines()
+    head = next(i for i, x in enumerate(lines) if x.startswith("user "))
+    assert lines[head].split() == ["user", "sessions", "since", "start", "received", "sent"]
+    assert lines[head + 1].split() == ["(unnamed)", "0", "0", "0", "B", "0", "B"]
+    assert lines[head + 2].split() == ["alice", "2", "3", "2.0", "KiB", "5.0", "MiB"]
+    c = FakeConn(client=False)
+    col.user_of = {c: "alice"}.get
+    snap = col.snapshot([c], 2000)
+    assert snap["session_list"][0]["user"] == "alice"
+    text = format_table(snap)
+    rows = [x.split() for x in text.splitlines()]
+    assert ["peer", "user", "conv"] in [r[:3] for r in rows]
+    assert ["198.18.0.2:9999", "alice", "00000001"] in [r[:3] for r in rows]
+
+
 def test_socket_path_rules():
     base = ("transport:\n  protocol: kcp\n  kcp:\n    key: k\n")
     srv = load_config_text("role: server\nlisten:\n  addr: ':9999'\n" + base)
