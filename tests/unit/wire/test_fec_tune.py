@@ -185,7 +185,10 @@ def _reference_period(samples, want_data):
     if n < 3:
         return -1
     base = samples[-1][1]
-    srt = sorted(samples, key=lambda x: (x[1] - base + 0x80000000) & 0xFFFFFFFF)
+    # kcp-go sorts with sort.Slice, which is not stable: samples with equal seqids may come
+    # in any order there. The reference takes parity samples first among equals (as ours);
+    # an edge found right at a duplicated seqid depends on that order in kcp-go too.
+    srt = sorted(samples, key=lambda x: ((x[1] - base + 0x80000000) & 0xFFFFFFFF, x[0]))
     left = -1
     last_bit, last_seq = srt[0]
     for idx in range(1, n):
