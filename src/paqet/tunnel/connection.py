@@ -40,6 +40,15 @@ IDLE_TICK_MS = 1000
 ACK_HOLD = 0.002
 
 
+def nothing_outstanding(kcp: KCP) -> bool:
+    """Write delay's rule here: a write to a session with nothing in flight and nothing
+    queued is flushed at once (a lone request, the first bytes of a reply: with ACKs
+    pending, they ride along); while data is outstanding, writes wait for the interval's
+    flush and join its batch, as kcp-go's write delay does for all (Nagle's rule turned
+    around). Timing only: the datagrams are the ones a flush makes anyway."""
+    return not (kcp.snd_buf or kcp.snd_queue)
+
+
 class ConnectionClosed(ConnectionError):
     pass
 
@@ -370,8 +379,9 @@ class TunnelConnection:
         out = smux.data_to_send()
         if out:
             self.bytes_out += len(out)
+            flush = not kcp.write_delay or nothing_outstanding(kcp)
             kcp.send(out)
-            if not kcp.write_delay:
+            if flush:
                 kcp.flush(now)
         # 3. the flush Input asked for (once for the whole batch), then KCP -> wire; after
         # the code that delivered data woke ran, when there was some (_transmit_late).
