@@ -326,7 +326,7 @@ class Runtime:
         for i, s in enumerate(cfg.socks5):
             lh, lp = shp(s.listen)
             sl = Socks5Listener(self.pool, flows, (lh or "0.0.0.0", lp), username=s.username,
-                                password=s.password)
+                                password=s.password, wait_dial=s.wait_dial)
             try:
                 await sl.start()
             except OSError as exc:
@@ -336,7 +336,7 @@ class Runtime:
             from paqet.client.httpproxy import HttpProxyListener
             lh, lp = shp(h.listen)
             hl = HttpProxyListener(self.pool, (lh or "0.0.0.0", lp), username=h.username,
-                                   password=h.password)
+                                   password=h.password, wait_dial=h.wait_dial)
             try:
                 await hl.start()
             except OSError as exc:
