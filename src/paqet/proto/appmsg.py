@@ -22,7 +22,8 @@ PPING, PPONG, PTCPF, PTCP, PUDP = 1, 2, 3, 4, 5
 # answers PHELLO by closing the stream ("unknown message type"), so a client only uses
 # PTCPS (PTCPR) after a PHELLO reply listed CAP_STATUS (CAP_REPORT).
 PHELLO, PTCPS, PTCPR = 0x10, 0x14, 0x15
-CAP_STATUS, CAP_REPORT = 0x01, 0x02
+CAP_STATUS = 0x01
+CAP_REPORT = 0x04  # (0x02 is CAP_PACED, issue 17)
 MAX_HOST, MAX_FLAGS, MAX_BODY = 253, 64, 4096
 DIALECTS = ("alpha21", "alpha20", "gob")
 

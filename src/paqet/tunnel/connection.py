@@ -40,13 +40,13 @@ IDLE_TICK_MS = 1000
 ACK_HOLD = 0.002
 
 
-def nothing_outstanding(kcp: KCP) -> bool:
-    """Write delay's rule here: a write to a session with nothing in flight and nothing
-    queued is flushed at once (a lone request, the first bytes of a reply: with ACKs
-    pending, they ride along); while data is outstanding, writes wait for the interval's
-    flush and join its batch, as kcp-go's write delay does for all (Nagle's rule turned
-    around). Timing only: the datagrams are the ones a flush makes anyway."""
-    return not (kcp.snd_buf or kcp.snd_queue)
+def lone_write(kcp: KCP) -> bool:
+    """Write delay's rule here: a write to a session with nothing queued and at most one
+    segment in flight (a keepalive, a FIN not yet acknowledged) is flushed at once (a lone
+    request, the first bytes of a reply: ACKs pending ride along); while more is
+    outstanding, writes wait for the interval's flush and join its batch, as kcp-go's write
+    delay does for all (Nagle's rule turned around). Timing only: the wire is unchanged."""
+    return not kcp.snd_queue and len(kcp.snd_buf) <= 1
 
 
 class ConnectionClosed(ConnectionError):
@@ -379,7 +379,7 @@ class TunnelConnection:
         out = smux.data_to_send()
         if out:
             self.bytes_out += len(out)
-            flush = not kcp.write_delay or nothing_outstanding(kcp)
+            flush = not kcp.write_delay or lone_write(kcp)
             kcp.send(out)
             if flush:
                 kcp.flush(now)
