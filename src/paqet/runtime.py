@@ -343,11 +343,11 @@ class Runtime:
         if kind == "socks5":
             from paqet.client.socks import Socks5Listener
             part = Socks5Listener(self.pool, self.flows, addr, username=entry.username,
-                                  password=entry.password)
+                                  password=entry.password, wait_dial=entry.wait_dial)
         elif kind == "http":
             from paqet.client.httpproxy import HttpProxyListener
             part = HttpProxyListener(self.pool, addr, username=entry.username,
-                                     password=entry.password)
+                                     password=entry.password, wait_dial=entry.wait_dial)
         elif entry.protocol == "tcp":
             part = TcpForward(self.pool, addr, entry.target)
         else:

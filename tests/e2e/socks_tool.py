@@ -4,6 +4,8 @@
     socks_tool.py udp SOCKSPORT HOST PORT N             -> answered UDP exchanges via ASSOCIATE
     socks_tool.py fwd LOCALPORT N                       -> answered exchanges via a UDP forward
     socks_tool.py cycles SOCKSPORT HOST PORT N          -> completed open/echo/close cycles
+    socks_tool.py outcome SOCKSPORT HOST PORT           -> "REP END": the reply code, then how
+        the connection ended after a request was sent (reset | eof | data)
 """
 
 import os
@@ -112,6 +114,21 @@ def cycles(sport, host, port, n):
     return ok
 
 
+def outcome(sport, host, port):
+    s, _ = negotiate(sport)
+    s.sendall(b"\x05\x01\x00" + encode_address(host, port))
+    code, _ = read_reply(s)
+    end = "-"
+    if code == 0:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        try:
+            end = "data" if s.recv(100) else "eof"
+        except ConnectionResetError:
+            end = "reset"
+    s.close()
+    return f"{code} {end}"
+
+
 if __name__ == "__main__":
     cmd, *a = sys.argv[1:]
     if cmd == "rep":
@@ -122,3 +139,5 @@ if __name__ == "__main__":
         print(fwd(int(a[0]), int(a[1])))
     elif cmd == "cycles":
         print(cycles(int(a[0]), a[1], int(a[2]), int(a[3])))
+    elif cmd == "outcome":
+        print(outcome(int(a[0]), a[1], int(a[2])))

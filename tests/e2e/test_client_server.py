@@ -48,10 +48,15 @@ def site():
             assert s.server.wait_log("listening for packets"), s.server.log()
             fwd = [{"listen": "127.0.0.1:5353", "target": f"{topo.server_ip4}:7000", "protocol": "udp"},
                    {"listen": "127.0.0.1:8081", "target": f"{topo.server_ip4}:7000", "protocol": "tcp"}]
-            s.client = Paqet(lab, topo.client, client_config(topo, forward=fwd), "client", d)
+            # a second SOCKS5 listener that answers after the server's dial (wait_dial)
+            exact = {"socks5": [{"listen": "127.0.0.1:1080"},
+                                {"listen": "127.0.0.1:1082", "wait_dial": True}]}
+            s.client = Paqet(lab, topo.client, client_config(topo, forward=fwd, extra=exact),
+                             "client", d)
             s.auth = Paqet(lab, topo.client, client_config(topo, socks_port=1081,
                                                            socks_auth=("alice", "s3cret")), "auth", d)
             assert wait_port(lab, topo.client, 1080), s.client.log()
+            assert wait_port(lab, topo.client, 1082), s.client.log()
             assert wait_port(lab, topo.client, 1081), s.auth.log()
             assert wait_port(lab, topo.server, 8000, host=topo.server_ip4)
             yield s
@@ -118,10 +123,28 @@ def test_auth(site):
     assert tool(site, "rep", 1081, site.topo.server_ip4, 8000, "alice", "s3cret") == 0
 
 
-def test_unreachable_targets_get_reply_codes_quickly(site):
+def outcome(site, host, port, sport=1080):
+    r = site.lab.run(site.topo.client, PY, TOOL, "outcome", str(sport), str(host), str(port),
+                     check=False, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_unreachable_target_resets_after_the_early_success(site):
+    """By default the success reply goes at once; when the server reports that it could
+    not connect, the client resets the connection (the application reads ECONNRESET, not
+    a clean end) and logs the reason."""
+    assert outcome(site, site.topo.server_ip4, 1) == "0 reset"              # refused
+    assert outcome(site, "no-such-host.paqet.test", 80) == "0 reset"        # DNS failure
+    assert site.client.wait_log("the server could not connect: connection refused (reply 0x05)")
+    assert site.client.wait_log("the server could not connect: host unreachable (reply 0x04)")
+    assert outcome(site, site.topo.server_ip4, 8000) == "0 data"            # and a good one
+
+
+def test_unreachable_targets_get_reply_codes_with_wait_dial(site):
     # a reply code, not success-then-EOF; the tool's own socket timeout bounds any hang
-    assert tool(site, "rep", 1080, site.topo.server_ip4, 1) == 0x05        # refused
-    assert tool(site, "rep", 1080, "no-such-host.paqet.test", 80) == 0x04  # DNS failure
+    assert tool(site, "rep", 1082, site.topo.server_ip4, 1) == 0x05        # refused
+    assert tool(site, "rep", 1082, "no-such-host.paqet.test", 80) == 0x04  # DNS failure
 
 
 def test_udp_associate_and_forward_1000_exchanges(site):

@@ -20,7 +20,8 @@ class Tunnel:
     def __init__(self, params: TunnelParams, *, conns: int = 1, dialect: str = "alpha21",
                  username: str = "", password: str = "", health_interval: float = 0,
                  server_dialect: str = "auto", http: bool = False,
-                 server_params: TunnelParams | None = None) -> None:
+                 server_params: TunnelParams | None = None, wait_dial: bool = False) -> None:
+        self.wait_dial = wait_dial  # the proxies' option (answer after the server's dial)
         self.server_dialect = server_dialect
         self.http = http
         self.server_params = server_params or params
@@ -42,13 +43,15 @@ class Tunnel:
         self.flows = UdpFlows(self.pool)
         self.flows.start()
         self.socks = Socks5Listener(self.pool, self.flows, ("127.0.0.1", 0),
-                                    username=self.username, password=self.password)
+                                    username=self.username, password=self.password,
+                                    wait_dial=self.wait_dial)
         await self.socks.start()
         self.httpproxy = None
         if self.http:
             from paqet.client.httpproxy import HttpProxyListener
             self.httpproxy = HttpProxyListener(self.pool, ("127.0.0.1", 0),
-                                               username=self.username, password=self.password)
+                                               username=self.username, password=self.password,
+                                               wait_dial=self.wait_dial)
             await self.httpproxy.start()
         return self
 

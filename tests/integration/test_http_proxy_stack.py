@@ -158,9 +158,47 @@ def closed_port() -> int:
     return port
 
 
-def test_refused_target_is_502():
+async def connect_then(port: int, data: bytes) -> tuple[bytes, BaseException | None]:
+    """What a CONNECT client reads (until the end) and how the connection ended: None for a
+    clean close, else the error (ConnectionResetError for a reset)."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(data)
+    out = b""
+    end = None
+    try:
+        async with asyncio.timeout(20):
+            while chunk := await r.read(65536):
+                out += chunk
+    except ConnectionError as exc:
+        end = exc
+    w.close()
+    return out, end
+
+
+def test_refused_target_is_502_for_plain_requests_and_a_reset_after_connect(caplog):
+    """By default nothing waits for the dial: a plain request still gets its 502 (no
+    response was sent yet), CONNECT its 200 at once and then a reset; the log says why."""
     async def main():
         async with Tunnel(PARAMS, http=True) as t:
+            await wait_caps(t)
+            port = closed_port()
+            resp, end = await connect_then(
+                t.httpproxy.port,
+                b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\nhello" % port)
+            assert status(resp) == 200 and isinstance(end, ConnectionResetError), (resp, end)
+            resp = await exchange(t.httpproxy.port,
+                                  b"GET http://127.0.0.1:%d/ HTTP/1.1\r\nHost: x\r\n\r\n" % port)
+            assert status(resp) == 502
+    with caplog.at_level("INFO", logger="paqet.http"):
+        run(main())
+    failed = [r.getMessage() for r in caplog.records if "could not connect" in r.getMessage()]
+    assert len(failed) == 2 and all("connection refused (reply 0x05)" in m for m in failed), failed
+    assert "connection reset" in failed[0]
+
+
+def test_refused_target_is_502_with_wait_dial():
+    async def main():
+        async with Tunnel(PARAMS, http=True, wait_dial=True) as t:
             await wait_caps(t)
             port = closed_port()
             resp = await exchange(t.httpproxy.port,

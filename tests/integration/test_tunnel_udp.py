@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from harness import Tunnel, blob_server, echo_server, fetch, socks_connect
+from paqet.proto import appmsg
 from paqet.tunnel.params import TunnelParams
 
 pytestmark = pytest.mark.timeout(120)
@@ -102,12 +103,12 @@ def test_refused_target_gets_reply_code_quickly():
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]
         s.close()  # nothing listens there now
-        async with Tunnel(params) as t:
+        async with Tunnel(params, wait_dial=True) as t:
             for _ in range(100):
                 if t.pool.slots[0].caps:
                     break
                 await asyncio.sleep(0.05)
-            assert t.pool.slots[0].caps == 1
+            assert t.pool.slots[0].caps == appmsg.CAP_STATUS | appmsg.CAP_REPORT
             # the reply must come from the server's dial result, not from a timeout: a
             # hang would end in pytest-timeout, not in a slow pass
             r, w, rep = await asyncio.wait_for(

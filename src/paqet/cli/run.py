@@ -28,14 +28,14 @@ def summary(cfg) -> str:
              f"{cfg.local_port or 'random'}, flags {cfg.network.tcp.local_flag}, "
              f"firewall {cfg.network.firewall}, driver {cfg.network.driver}"]
     if cfg.role == "client":
-        lines.append(f"  server {cfg.server.addr}; socks5 {[s.listen for s in cfg.socks5]}; "
+        lines.append(f"  server {cfg.server.addr}; socks5 {[_listener(s) for s in cfg.socks5]}; "
                      f"forward {[f'{f.listen}->{f.target}/{f.protocol}' for f in cfg.forward]}")
         if cfg.server.backup:
             lines.append(f"  backup servers {cfg.server.backup}, failback every "
                          f"{cfg.server.failback:g} s" if cfg.server.failback else
                          f"  backup servers {cfg.server.backup}, no failback")
         if cfg.http:
-            lines.append(f"  http proxy {[h.listen for h in cfg.http]}")
+            lines.append(f"  http proxy {[_listener(h) for h in cfg.http]}")
     else:
         lines.append(f"  listen {cfg.listen.addr}")
         if cfg.users:
@@ -50,6 +50,11 @@ def summary(cfg) -> str:
     for w in cfg.warnings:
         lines.append(f"  warning: {w}")
     return "\n".join(lines)
+
+
+def _listener(s) -> str:
+    """A SOCKS5 or HTTP proxy listener: its address, and wait_dial when set."""
+    return s.listen + (" (wait_dial)" if s.wait_dial else "")
 
 
 def run(args) -> int:

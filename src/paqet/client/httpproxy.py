@@ -7,6 +7,12 @@ Plain requests keep both connections for the next request when the client (HTTP/
 tunnel stream to the origin is reused while requests go to the same host:port, else a new
 one is opened. Responses are relayed as they arrive, untouched; h11 follows them only to
 see where each ends.
+
+Nothing waits for the server's dial (as the SOCKS5 listener): a plain request's head leaves
+with the stream's open, and a failed dial, which our server reports on the stream, is still
+answered with its exact status (502, 504) since no response was sent yet; CONNECT answers
+200 at once, its first bytes leave with the open, and a failed dial resets the connection.
+`wait_dial` makes CONNECT (and plain requests) wait for the dial result as before.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ import asyncio
 import logging
 
 from paqet.client.pool import ClientPool, NoTunnel
+from paqet.client.socks import first_bytes
 from paqet.proto import httpproxy as hp
-from paqet.tunnel.relay import CHUNK, relay_tcp
+from paqet.proto.socks5 import REPLY_NAMES
+from paqet.tunnel.relay import CHUNK, relay_tcp, reset_transport
 from paqet.tunnel.stream import StreamClosed
 
 log = logging.getLogger("paqet.http")
@@ -29,8 +37,10 @@ DIAL_TIMEOUT = 12.0    # seconds for the server to connect to the target
 class HttpProxyListener:
     def __init__(self, pool: ClientPool, listen: tuple[str, int], *, username: str = "",
                  password: str = "", head_timeout: float | None = None,
-                 dial_timeout: float = DIAL_TIMEOUT) -> None:
+                 dial_timeout: float = DIAL_TIMEOUT, wait_dial: bool = False) -> None:
         self.pool = pool
+        #: answer after the server's dial (CONNECT's exact status; one round trip more)
+        self.wait_dial = wait_dial
         self.listen = listen
         self.username = username
         self.password = password
@@ -126,6 +136,7 @@ class HttpProxyListener:
             return None
         target = f"[{req.host}]:{req.port}" if ":" in req.host else f"{req.host}:{req.port}"
         label = f"{peer[0]}:{peer[1]} -> {target}"
+        report = False  # the stream's first byte will be the server's dial report
         if up is not None and (up.host, up.port) == (req.host, req.port) and not req.is_connect \
                 and not up.st.peer_fin and not up.st.closed and not up.st.buffered:
             # (bytes waiting from the origin after its last response: out of step, not reused)
@@ -135,16 +146,23 @@ class HttpProxyListener:
             if up is not None:
                 up.st.close()
                 up = None
+            if req.is_connect and not self.wait_dial:
+                await self._connect_at_once(req, parser, reader, writer, label, target)
+                return None
             try:
-                st, rep = await self.pool.connect_tcp(req.host, req.port,
-                                                      timeout=self.dial_timeout)
+                if self.wait_dial:
+                    st, rep = await self.pool.connect_tcp(req.host, req.port,
+                                                          timeout=self.dial_timeout)
+                else:  # the head below leaves with the open; the report comes on the stream
+                    st, report = await self.pool.open_tcp_reported(req.host, req.port)
+                    rep = 0 if report else None  # (unknown: a failed dial is the end)
             except NoTunnel as exc:
                 log.error("HTTP proxy %s: no tunnel: %s", label, exc)
                 await self._reply(writer, 502, f"no tunnel to the paqet server: {exc}")
                 return None
             if rep:
                 st.close()
-                log.info("HTTP proxy %s: the server could not connect (reply %#04x)", label, rep)
+                self._dial_failed(label, rep)
                 await self._reply(writer, hp.status_for_dial(rep), f"cannot connect to {target}")
                 return None
             unknown = rep is None
@@ -167,7 +185,8 @@ class HttpProxyListener:
                     return None
                 raise
             tracker = hp.ResponseTracker(req.method)
-            ok = await self._plain(st, parser, req, reader, writer, unknown, target, tracker)
+            ok = await self._plain(st, parser, req, reader, writer, unknown, target, tracker,
+                                   report=report, label=label)
         except BaseException:
             if up is None or up.st is not st:
                 st.close()  # (a kept stream is closed by _serve)
@@ -180,11 +199,44 @@ class HttpProxyListener:
             up = _Upstream(req.host, req.port, st, unknown)
         return up, parser.trailing
 
+    @staticmethod
+    def _dial_failed(label: str, code: int) -> None:
+        log.info("HTTP proxy %s: the server could not connect: %s (reply %#04x)", label,
+                 REPLY_NAMES.get(code, "unknown"), code)
+
+    async def _connect_at_once(self, req, parser, reader, writer, label: str,
+                               target: str) -> None:
+        """CONNECT: 200 now, the first bytes with the stream's open; a failed dial resets."""
+        try:
+            await self.pool.wait_ready()
+        except NoTunnel as exc:
+            log.error("HTTP proxy %s: no tunnel: %s", label, exc)
+            await self._reply(writer, 502, f"no tunnel to the paqet server: {exc}")
+            return
+        log.info("HTTP CONNECT %s", label)
+        writer.write(hp.CONNECT_OK)
+        first = await first_bytes(reader, parser.trailing)
+        if first is None:
+            return
+        try:
+            st, reported = await self.pool.open_tcp_reported(req.host, req.port, first)
+        except NoTunnel as exc:
+            log.error("HTTP proxy %s: no tunnel: %s", label, exc)
+            reset_transport(writer.transport)
+            return
+
+        def report(code: int) -> None:
+            if code:
+                self._dial_failed(label + " (connection reset)", code)
+
+        await relay_tcp(st, reader, writer, label, report=report if reported else None)
+
     async def _plain(self, st, parser, req, reader, writer, unknown: bool, target: str,
-                     tracker: hp.ResponseTracker) -> bool:
+                     tracker: hp.ResponseTracker, report: bool = False, label: str = "") -> bool:
         """Send the body on while relaying the response back (a 100-continue exchange
         needs both at once). True when the request was sent whole and the response relayed
-        to its end (the connections may carry another request)."""
+        to its end (the connections may carry another request). report: the stream's first
+        byte is the server's dial report (a failure is answered with its status here)."""
         async def body() -> None:
             nonlocal last
             while True:
@@ -207,12 +259,21 @@ class HttpProxyListener:
         got = 0
         loop = asyncio.get_running_loop()
         last = loop.time()  # the last byte either way (for limits.idle_timeout)
+        failed = 0  # the dial report, when it said the server could not connect
 
         async def response() -> None:
-            nonlocal got, last
+            nonlocal got, last, report, failed
             try:
                 while True:
                     data = await st.read(CHUNK)
+                    if report and data:
+                        report = False
+                        if data[0]:
+                            failed = data[0]
+                            return
+                        data = data[1:]
+                        if not data:
+                            continue
                     if not data:
                         tracker.feed(b"")
                         return
@@ -260,7 +321,10 @@ class HttpProxyListener:
                     pass
         if got:
             return sent and tracker.done
-        if isinstance(err, hp.HttpProxyError):
+        if failed:
+            self._dial_failed(label, failed)
+            await self._reply(writer, hp.status_for_dial(failed), f"cannot connect to {target}")
+        elif isinstance(err, hp.HttpProxyError):
             await self._reply(writer, err.status, str(err))
         elif isinstance(err, TimeoutError):
             await self._reply(writer, 504, f"no response from {target} within {idle:.0f}s")

@@ -354,6 +354,41 @@ class ClientPool:
     async def open_tcp(self, host: str, port: int) -> TunnelStream:
         return await self.open(appmsg.TcpConnect(host, port))
 
+    async def wait_ready(self) -> None:
+        """Return once a session is up and may open another stream (else NoTunnel: none
+        within open_timeout, or limits.max_streams reached), so that a proxy can still
+        refuse a request it could not carry before it tells its client "connected". The
+        next open picks the same session."""
+        slot, conn = await self._pick()
+        self._rr = slot.index
+        if len(conn.streams) >= self.params.max_streams:
+            raise NoTunnel(f"session to {conn.peer[0]}:{conn.peer[1]} has {len(conn.streams)} "
+                           "streams open (limits.max_streams)")
+
+    async def open_tcp_reported(self, host: str, port: int,
+                                first: bytes = b"") -> tuple[TunnelStream, bool]:
+        """A TCP stream whose header, and `first` after it (the application's first bytes,
+        in the same smux frame), are queued at once, without waiting for the dial: they
+        leave in the datagram of the stream's SYN (so do bytes written before the next loop
+        turn). The
+        flag: the stream's first byte is the server's dial report (relay.SocketRelay's
+        `report`): PTCPR, or PTCPS with a server that has only that (its 0 comes alone);
+        False with a Go server, where a failed dial is just the stream's end."""
+        slot, conn = await self._pick()
+        try:
+            st = conn.open_stream()
+        except ConnectionClosed as exc:
+            raise NoTunnel(str(exc)) from None
+        if slot.caps & appmsg.CAP_REPORT:
+            msg = appmsg.TcpConnectReport(host, port)
+        elif slot.caps & appmsg.CAP_STATUS:
+            msg = appmsg.TcpConnectStatus(host, port)
+        else:
+            msg = appmsg.TcpConnect(host, port)
+        head = self._encode(msg, slot)
+        st.write(head + first if first else head)
+        return st, msg.__class__ is not appmsg.TcpConnect
+
     async def connect_tcp(self, host: str, port: int, timeout: float = 12.0) -> tuple[TunnelStream, int | None]:
         """A TCP stream and, when the server offers the status extension, its dial result
         as a SOCKS5 reply code (None: unknown, as with Go servers)."""
@@ -387,7 +422,8 @@ class ClientPool:
             return
         reader = appmsg.MessageReader("alpha21")
         try:
-            caps = appmsg.CAP_STATUS | (appmsg.CAP_PACED if conn.paced else 0)
+            caps = (appmsg.CAP_STATUS | appmsg.CAP_REPORT
+                    | (appmsg.CAP_PACED if conn.paced else 0))
             st.write(appmsg.encode(appmsg.Hello(caps), "alpha21"))
             async with asyncio.timeout(5.0):
                 while True:
@@ -397,7 +433,7 @@ class ClientPool:
                     msg = reader.feed(data)
                     if msg is not None:
                         if isinstance(msg, appmsg.Hello) and conn is (slot.conn):
-                            slot.caps = msg.caps & appmsg.CAP_STATUS
+                            slot.caps = msg.caps & (appmsg.CAP_STATUS | appmsg.CAP_REPORT)
                             if msg.caps & appmsg.CAP_PACED:
                                 conn.peer_paces()
                             log.debug("connection %d: server extensions %#x", slot.index + 1,

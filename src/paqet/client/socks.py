@@ -1,5 +1,13 @@
 """The SOCKS5 listener: CONNECT and UDP ASSOCIATE through the tunnel, with optional
-username/password, driven by the sans-I/O state machine in paqet.proto.socks5."""
+username/password, driven by the sans-I/O state machine in paqet.proto.socks5.
+
+CONNECT answers success at once, as upstream, and the application's first bytes leave with
+the stream's open: the first byte back arrives one round trip after the request. A failed
+dial, which our server reports on the stream, resets the connection (the application reads
+ECONNRESET where it would have read a reply code) and the log names the reason. With
+`wait_dial` the reply waits for the server's dial result instead and carries its exact
+reply code, at the cost of one tunnel round trip per connection (docs/config.md).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +18,29 @@ import logging
 from paqet.client.pool import ClientPool, NoTunnel
 from paqet.client.udpflows import UdpFlows
 from paqet.proto import socks5
-from paqet.tunnel.relay import relay_tcp
+from paqet.tunnel.relay import CHUNK, relay_tcp, reset_transport
 
 log = logging.getLogger("paqet.socks5")
 
 UDP_MAX = 4096
 MAX_TARGETS = 1024  # reply headers remembered per UDP association
+#: seconds a CONNECT answered at once waits for the application's first bytes, so that they
+#: leave with the stream's open (a client that speaks first sends them within a
+#: millisecond or so; one whose server speaks first has its dial start this much later)
+FIRST_BYTES_WAIT = 0.01
+
+
+async def first_bytes(reader: asyncio.StreamReader, have: bytes) -> bytes | None:
+    """What the application sent after its request: `have` when it sent some already, else
+    what arrives within FIRST_BYTES_WAIT (b"" when nothing did); None when it closed."""
+    if have:
+        return bytes(have)
+    try:
+        async with asyncio.timeout(FIRST_BYTES_WAIT):
+            data = await reader.read(CHUNK)
+    except TimeoutError:
+        return b""
+    return data or None
 
 
 def _bind_reply(writer: asyncio.StreamWriter) -> tuple[str, int]:
@@ -97,12 +122,14 @@ class _Association:
 class Socks5Listener:
     def __init__(self, pool: ClientPool, flows: UdpFlows, listen: tuple[str, int], *,
                  username: str = "", password: str = "",
-                 handshake_timeout: float | None = None) -> None:
+                 handshake_timeout: float | None = None, wait_dial: bool = False) -> None:
         self.pool = pool
         self.flows = flows
         self.listen = listen
         self.username = username
         self.password = password
+        #: reply to CONNECT after the server's dial (exact reply codes, one round trip more)
+        self.wait_dial = wait_dial
         #: seconds to finish the handshake and request (limits.request_timeout by default)
         self.handshake_timeout = (pool.params.request_timeout if handshake_timeout is None
                                   else handshake_timeout)
@@ -197,6 +224,9 @@ class Socks5Listener:
             writer.write(machine.reply(socks5.REP_GENERAL_FAILURE, "0.0.0.0", 0))
             await writer.drain()
             return
+        if not self.wait_dial:
+            await self._connect_at_once(machine, reader, writer, peer, bind, host, port, target)
+            return
         try:
             st, rep = await self.pool.connect_tcp(host, port)
         except NoTunnel as exc:
@@ -205,8 +235,8 @@ class Socks5Listener:
             await writer.drain()
             return
         if rep:
-            log.info("SOCKS5 %s -> %s: the server could not connect (reply %#04x)", peer,
-                     target, rep)
+            log.info("SOCKS5 %s -> %s: the server could not connect: %s (reply %#04x)", peer,
+                     target, socks5.REPLY_NAMES.get(rep, "unknown"), rep)
             writer.write(machine.reply(rep, "0.0.0.0", 0))
             await writer.drain()
             return
@@ -216,6 +246,39 @@ class Socks5Listener:
         if rest:
             st.write(bytes(rest))
         await relay_tcp(st, reader, writer, f"{peer[0]}:{peer[1]} -> {target}")
+        log.debug("SOCKS5 connection %s -> %s closed", peer, target)
+
+    async def _connect_at_once(self, machine, reader, writer, peer, bind, host: str, port: int,
+                               target: str) -> None:
+        """Success now, the first bytes with the stream's open; a failed dial resets."""
+        try:
+            await self.pool.wait_ready()
+        except NoTunnel as exc:
+            log.error("SOCKS5 failed to establish TCP stream for %s -> %s: %s", peer, target, exc)
+            writer.write(machine.reply(socks5.REP_GENERAL_FAILURE, "0.0.0.0", 0))
+            await writer.drain()
+            return
+        writer.write(machine.reply(socks5.REP_SUCCEEDED, bind[0], bind[1]))
+        first = await first_bytes(reader, machine.rest)
+        if first is None:
+            log.debug("SOCKS5 %s -> %s: the client closed before sending anything", peer, target)
+            return
+        try:
+            st, reported = await self.pool.open_tcp_reported(host, port, first)
+        except NoTunnel as exc:
+            log.error("SOCKS5 failed to establish TCP stream for %s -> %s: %s", peer, target, exc)
+            reset_transport(writer.transport)
+            return
+        log.info("SOCKS5 accepted TCP connection %s:%s -> %s", peer[0], peer[1], target)
+
+        def report(code: int) -> None:
+            if code:
+                log.info("SOCKS5 %s -> %s: the server could not connect: %s (reply %#04x); "
+                         "connection reset", peer, target,
+                         socks5.REPLY_NAMES.get(code, "unknown"), code)
+
+        await relay_tcp(st, reader, writer, f"{peer[0]}:{peer[1]} -> {target}",
+                        report=report if reported else None)
         log.debug("SOCKS5 connection %s -> %s closed", peer, target)
 
     async def _associate(self, machine, ev, reader, writer, peer, bind) -> None:

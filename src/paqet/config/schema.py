@@ -46,6 +46,9 @@ class Socks5(_S, kw_only=True):
     listen: str = ""
     username: str = ""
     password: str = ""
+    # beyond upstream: answer CONNECT only after the server's dial (its exact reply code),
+    # one tunnel round trip per connection; by default success goes at once (as upstream)
+    wait_dial: bool = False
 
 
 class HttpProxy(_S, kw_only=True):
@@ -53,6 +56,7 @@ class HttpProxy(_S, kw_only=True):
     listen: str = ""
     username: str = ""
     password: str = ""
+    wait_dial: bool = False  # as socks5's: CONNECT's 200 (or 502/504) after the dial
 
 
 class ServerAddr(Addr, kw_only=True):

@@ -20,12 +20,13 @@ MAGIC, VERSION = 0x50, 0x01
 PPING, PPONG, PTCPF, PTCP, PUDP = 1, 2, 3, 4, 5
 # Extensions between Python peers (alpha21 framing only; docs/protocol.md). A Go server
 # answers PHELLO by closing the stream ("unknown message type"), so a client only uses
-# PTCPS after a PHELLO reply listed CAP_STATUS.
-PHELLO, PTCPS = 0x10, 0x14
+# PTCPS (PTCPR) after a PHELLO reply listed CAP_STATUS (CAP_REPORT).
+PHELLO, PTCPS, PTCPR = 0x10, 0x14, 0x15
 CAP_STATUS = 0x01
 # the sender of the Hello paces its KCP sends (congestion "bbr"): the receiver may then
 # advertise windows that do not need to pace it (kcp/window.py, peer_paces)
 CAP_PACED = 0x02
+CAP_REPORT = 0x04  # the server reports the dial in its first byte (PTCPR)
 MAX_HOST, MAX_FLAGS, MAX_BODY = 253, 64, 4096
 DIALECTS = ("alpha21", "alpha20", "gob")
 
@@ -78,7 +79,19 @@ class TcpConnectStatus:
     port: int
 
 
-Message = Ping | Pong | TcpFlags | TcpConnect | UdpAssociate | Hello | TcpConnectStatus
+@dataclasses.dataclass(frozen=True)
+class TcpConnectReport:
+    """Extension: PTCP whose server relays at once and reports the dial in the first byte
+    it sends on the stream: 0 in front of the target's first bytes (or its end), else a
+    SOCKS5 reply code and then the stream's end. The client does not wait for it."""
+    host: str
+    port: int
+
+
+Message = (Ping | Pong | TcpFlags | TcpConnect | UdpAssociate | Hello | TcpConnectStatus
+           | TcpConnectReport)
+#: the messages that carry an address (PTCP, PUDP and the extensions' PTCPS, PTCPR)
+_ADDRESSED = (TcpConnect, UdpAssociate, TcpConnectStatus, TcpConnectReport)
 
 
 def flags_from_string(s: str) -> int:
@@ -138,11 +151,13 @@ def _type_of(msg) -> int:
         return PHELLO
     if t is TcpConnectStatus:
         return PTCPS
+    if t is TcpConnectReport:
+        return PTCPR
     raise ProtocolError("protocol: unknown message type")
 
 
 def _check(msg) -> None:
-    if isinstance(msg, (TcpConnect, UdpAssociate, TcpConnectStatus)):
+    if isinstance(msg, _ADDRESSED):
         if msg.host is None:
             raise ProtocolError("protocol: address required")
         hb = _host_bytes(msg.host)
@@ -158,7 +173,7 @@ def _check(msg) -> None:
 def _body(msg) -> bytes:
     if isinstance(msg, Hello):
         return bytes((msg.caps & 0xFF,))
-    if isinstance(msg, (TcpConnect, UdpAssociate, TcpConnectStatus)):
+    if isinstance(msg, _ADDRESSED):
         hb = _host_bytes(msg.host)
         return bytes((len(hb),)) + hb + msg.port.to_bytes(2, "big")
     if isinstance(msg, TcpFlags):
@@ -188,7 +203,7 @@ def _gob_value(msg) -> bytes:
 def encode(msg, dialect: str = "alpha21") -> bytes:
     t = _type_of(msg)
     _check(msg)
-    if t in (PHELLO, PTCPS) and dialect != "alpha21":
+    if t in (PHELLO, PTCPS, PTCPR) and dialect != "alpha21":
         raise ProtocolError("protocol: extensions need the alpha21 dialect")
     if dialect == "alpha21":
         body = _body(msg)
@@ -219,7 +234,7 @@ def _decode_body(t: int, body: bytes):
         return Pong()
     if t == PHELLO:
         return Hello(body[0] if body else 0)
-    if t in (PTCP, PUDP, PTCPS):
+    if t in (PTCP, PUDP, PTCPS, PTCPR):
         if len(body) < 3:
             raise ProtocolError("protocol: truncated address body")
         hl = body[0]
@@ -229,6 +244,8 @@ def _decode_body(t: int, body: bytes):
         port = int.from_bytes(body[1 + hl:3 + hl], "big")
         if t == PTCPS:
             return TcpConnectStatus(host, port)
+        if t == PTCPR:
+            return TcpConnectReport(host, port)
         return TcpConnect(host, port) if t == PTCP else UdpAssociate(host, port)
     if t == PTCPF:
         if len(body) < 1:
@@ -382,7 +399,7 @@ def detect_dialect(buf: bytes) -> str | None:
         if buf[3] == 1 and buf[4] == 0 and buf[5] == 253:
             return "alpha21"
         return "alpha20"
-    return "alpha21"  # unknown types, PHELLO and PTCPS: the decoder decides
+    return "alpha21"  # unknown types, PHELLO, PTCPS and PTCPR: the decoder decides
 
 
 class MessageReader:

@@ -208,13 +208,17 @@ class Server:
         elif isinstance(msg, appmsg.Hello) and self.dialect == "auto":
             if msg.caps & appmsg.CAP_PACED:
                 conn.peer_paces()
-            caps = appmsg.CAP_STATUS | (appmsg.CAP_PACED if conn.paced else 0)
+            caps = (appmsg.CAP_STATUS | appmsg.CAP_REPORT
+                    | (appmsg.CAP_PACED if conn.paced else 0))
             st.write(appmsg.encode(appmsg.Hello(caps), "alpha21"))
             await st.drain()
         elif isinstance(msg, appmsg.TcpConnect):
             await self._tcp(conn, st, msg.host, msg.port, reader.rest, sock=sock, ready=ready)
         elif isinstance(msg, appmsg.TcpConnectStatus):
             await self._tcp(conn, st, msg.host, msg.port, reader.rest, status=not ready,
+                            sock=sock, ready=ready)
+        elif isinstance(msg, appmsg.TcpConnectReport):
+            await self._tcp(conn, st, msg.host, msg.port, reader.rest, report=True,
                             sock=sock, ready=ready)
         elif isinstance(msg, appmsg.UdpAssociate):
             await self._udp(conn, st, msg.host, msg.port, reader.rest)
@@ -223,10 +227,11 @@ class Server:
 
     async def _tcp(self, conn, st: TunnelStream, host: str, port: int, rest: bytes,
                    status: bool = False, sock: socket.socket | OSError | None = None,
-                   ready: bool = False) -> None:
+                   ready: bool = False, report: bool = False) -> None:
         """Dial host:port (or finish the dial _opened started: `sock`, connected when
         `ready`, and then `rest` is what the target did not take yet), answer a PTCPS
-        (`status`), and relay."""
+        (`status`: at once) or a PTCPR (`report`: a failure at once, success in front of
+        the target's first bytes, so it never costs a datagram of its own), and relay."""
         target = join_host_port(host, port)
         log.info("accepted TCP stream %d: %s:%s -> %s", st.sid, conn.peer[0], conn.peer[1], target)
         loop = asyncio.get_running_loop()
@@ -250,7 +255,7 @@ class Server:
                 sock.close()
             log.error("failed to establish TCP connection to %s for stream %d: %s",
                       target, st.sid, exc or "timeout")
-            if status:
+            if status or report:
                 st.write(bytes((socks5.reply_for_error(exc),)))
                 await st.drain()
             return
@@ -258,7 +263,8 @@ class Server:
             st.write(b"\x00")
         if rest:
             held.transport.write(rest)
-        sent, recv = await relay_held(st, held, f"stream {st.sid} -> {target}")
+        sent, recv = await relay_held(st, held, f"stream {st.sid} -> {target}",
+                                      head=b"\x00" if report else b"")
         log.debug("closed TCP connection %s for stream %d (%d up, %d down)", target, st.sid,
                   sent, recv)
 
@@ -314,14 +320,15 @@ class Server:
         await self._tasks.cancel_all(2)
 
 
+_TCP_MESSAGES = (appmsg.TcpConnect, appmsg.TcpConnectStatus, appmsg.TcpConnectReport)
 _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)  # Linux, BSDs; not macOS
 _STREAM_NONBLOCK = socket.SOCK_STREAM | _NONBLOCK
 
 
 def _dial_now(msg) -> socket.socket | OSError | None:
-    """Start a TCP connect for a PTCP/PTCPS message to an IP address: a non-blocking
+    """Start a TCP connect for a PTCP/PTCPS/PTCPR message to an IP address: a non-blocking
     socket whose SYN is out (None for anything else: names are resolved by the task)."""
-    if not isinstance(msg, (appmsg.TcpConnect, appmsg.TcpConnectStatus)) or not msg.port:
+    if not isinstance(msg, _TCP_MESSAGES) or not msg.port:
         return None
     host = msg.host
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

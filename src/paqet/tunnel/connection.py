@@ -52,6 +52,15 @@ SMUX_RESIZE_MS = 250
 SMUX_TARGETS = 4
 
 
+def lone_write(kcp: KCP) -> bool:
+    """Write delay's rule here: a write to a session with nothing queued and at most one
+    segment in flight (a keepalive, a FIN not yet acknowledged) is flushed at once (a lone
+    request, the first bytes of a reply: ACKs pending ride along); while more is
+    outstanding, writes wait for the interval's flush and join its batch, as kcp-go's write
+    delay does for all (Nagle's rule turned around). Timing only: the wire is unchanged."""
+    return not kcp.snd_queue and len(kcp.snd_buf) <= 1
+
+
 class ConnectionClosed(ConnectionError):
     pass
 
@@ -396,8 +405,9 @@ class TunnelConnection:
             out = smux.data_to_send()
         if out:
             self.bytes_out += len(out)
+            flush = not kcp.write_delay or lone_write(kcp)
             kcp.send(out)
-            if not kcp.write_delay:
+            if flush:
                 kcp.flush(now)
         # 3. the flush Input asked for (once for the whole batch), then KCP -> wire; after
         # the code that delivered data woke ran, when there was some (_transmit_late).

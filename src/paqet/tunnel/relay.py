@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
+from typing import Callable
 
 from paqet.tunnel.handoff import handoff
 from paqet.tunnel.stream import StreamClosed, TunnelStream
@@ -84,6 +86,15 @@ class HeldSocket(asyncio.Protocol):
         return data
 
 
+class DialFailed(ConnectionError):
+    """The server reported that it could not connect to the target (PTCPR): `code` is the
+    SOCKS5 reply code, 0x01 when the stream ended before any report."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"the server could not connect (reply {code:#04x})")
+        self.code = code
+
+
 BENIGN = (ConnectionError, StreamClosed, asyncio.IncompleteReadError, TimeoutError, EOFError)
 
 
@@ -105,12 +116,21 @@ class SocketRelay(asyncio.BufferedProtocol):
         self.rpaused = False      # we stopped reading the socket (no room in the tunnel)
         self.sock_ended = False   # the socket sent FIN, was reset or closed
         self._out: list[bytes] = []  # the stream's bytes gathered during a pump (_sink)
+        self._head = b""          # goes in front of the socket's first bytes (or its end)
+        #: called with the dial report that the stream's first byte is (PTCPR), until it came
+        self._report: Callable[[int], None] | None = None
 
     # -- taking over ---------------------------------------------------------------------
-    def start(self, leftover: bytes = b"", sock_done: bool = False) -> None:
+    def start(self, leftover: bytes = b"", sock_done: bool = False, head: bytes = b"",
+              report: Callable[[int], None] | None = None) -> None:
         """Take the transport over; `leftover`: bytes its previous protocol had read and
-        not handed on; sock_done: that protocol saw the socket end."""
+        not handed on; sock_done: that protocol saw the socket end. `head`: bytes for the
+        stream in front of the socket's first (the server's dial report, PTCPR). `report`:
+        the stream's first byte is a dial report, not data: called with it (0 = connected);
+        any other value resets the socket and ends the relay with DialFailed."""
         st, tr = self.st, self.transport
+        self._head = head
+        self._report = report
         tr.set_protocol(self)
         self.wpaused = tr.get_write_buffer_size() > tr.get_write_buffer_limits()[1]
         st._on_eof = self._on_stream_end
@@ -123,6 +143,7 @@ class SocketRelay(asyncio.BufferedProtocol):
                 return
         if sock_done or tr.is_closing():
             self.sock_ended = True
+            self._write_head()
             self._finish(None)
             return
         self._check_room()
@@ -145,6 +166,9 @@ class SocketRelay(asyncio.BufferedProtocol):
     def _to_stream(self, data: bytes) -> None:
         if self.done.done():
             return
+        if self._head:
+            data = self._head + data
+            self._head = b""
         try:
             self.st.write(data)
         except StreamClosed as exc:
@@ -194,8 +218,19 @@ class SocketRelay(asyncio.BufferedProtocol):
             if not self.transport.is_closing():
                 self.transport.resume_reading()
 
+    def _write_head(self) -> None:
+        """The head, when the socket ended before sending anything."""
+        head = self._head
+        if head and not self.done.done():
+            self._head = b""
+            try:
+                self.st.write(head)
+            except StreamClosed:
+                pass
+
     def eof_received(self) -> bool:
         self.sock_ended = True
+        self._write_head()
         st = self.st
         if not st._pending and not self.done.done():
             # every byte is with smux already: FIN now, behind them (often in the same
@@ -206,6 +241,7 @@ class SocketRelay(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.sock_ended = True
+        self._write_head()
         self._finish(exc)
 
     # -- stream -> socket ----------------------------------------------------------------
@@ -251,6 +287,19 @@ class SocketRelay(asyncio.BufferedProtocol):
         self._write_out()  # what the sink gathered goes first
         st = self.st
         chunks = st._chunks
+        if self._report is not None:
+            if chunks:
+                rest = self._take_report(chunks[0])
+                if rest is None:
+                    return
+                st._buffered -= 1
+                if rest:
+                    chunks[0] = rest
+                else:
+                    chunks.popleft()
+            elif st._eof:
+                self._dial_failed(0x01)  # the stream ended without a report
+                return
         while chunks and not self.wpaused:
             data = chunks.popleft()
             st._buffered -= len(data)
@@ -268,7 +317,36 @@ class SocketRelay(asyncio.BufferedProtocol):
                 st.close()
             self._finish(_end_reason(st))
         elif not self.done.done():
-            st._sink = self._sink
+            st._sink = self._sink if self._report is None else self._report_sink
+
+    def _report_sink(self, data: bytes) -> None:
+        """The sink while the dial report is due: its byte, then the rest to the sink."""
+        rest = self._take_report(data)
+        if rest is not None:
+            self.st._sink = self._sink
+            if rest:
+                self._sink(rest)
+
+    def _take_report(self, data: bytes) -> bytes | None:
+        """Read the dial report off the stream's first bytes: the bytes after it, or None
+        when it is a failure (the relay then ends)."""
+        code = data[0]
+        self.conn._stream_consumed(self.st, 1)
+        if code:
+            self._dial_failed(code)
+            return None
+        report, self._report = self._report, None
+        report(0)
+        return data[1:]
+
+    def _dial_failed(self, code: int) -> None:
+        """The server could not connect: tell the owner, and reset the socket, so that its
+        application (which was told "connected") sees an error, not a clean end."""
+        report, self._report = self._report, None
+        if report is not None:
+            report(code)
+        reset_transport(self.transport)
+        self._finish(DialFailed(code))
 
     def _on_stream_end(self) -> None:
         st = self.st
@@ -355,17 +433,20 @@ class SocketRelay(asyncio.BufferedProtocol):
 
 
 def relay_transport(st: TunnelStream, transport: asyncio.Transport, leftover: bytes = b"",
-                    sock_done: bool = False) -> SocketRelay:
+                    sock_done: bool = False, head: bytes = b"",
+                    report: Callable[[int], None] | None = None) -> SocketRelay:
     """Start relaying between st and a socket's transport at once (bytes flow from here
-    on); await the result's run() to supervise it and close both at the end."""
+    on); await the result's run() to supervise it and close both at the end. head, report:
+    the dial report of PTCPR, to send (server) or to read (client): SocketRelay.start."""
     relay = SocketRelay(st, transport, asyncio.get_running_loop())
-    relay.start(leftover, sock_done)
+    relay.start(leftover, sock_done, head, report)
     return relay
 
 
 async def relay_tcp(st: TunnelStream, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter, label: str = "",
-                    idle_timeout: float | None = None) -> tuple[int, int]:
+                    idle_timeout: float | None = None,
+                    report: Callable[[int], None] | None = None) -> tuple[int, int]:
     """relay_transport() for a socket opened as asyncio streams (what the reader had
     buffered goes first), supervised until the end; returns (bytes to socket, bytes to
     stream)."""
@@ -374,18 +455,21 @@ async def relay_tcp(st: TunnelStream, reader: asyncio.StreamReader,
     if buffered:
         buffered.clear()
     sock_done = bool(getattr(reader, "_eof", False)) or reader.exception() is not None
-    return await _run_relay(st, writer.transport, leftover, sock_done, label, idle_timeout)
+    return await _run_relay(st, writer.transport, leftover, sock_done, label, idle_timeout,
+                            report=report)
 
 
 async def relay_held(st: TunnelStream, held: HeldSocket, label: str = "",
-                     idle_timeout: float | None = None) -> tuple[int, int]:
+                     idle_timeout: float | None = None, head: bytes = b"") -> tuple[int, int]:
     """relay_tcp() for a socket dialled or accepted with a HeldSocket protocol."""
-    return await _run_relay(st, held.transport, held.take(), held.ended, label, idle_timeout)
+    return await _run_relay(st, held.transport, held.take(), held.ended, label, idle_timeout,
+                            head=head)
 
 
-async def _run_relay(st, transport, leftover, sock_done, label, idle_timeout):
+async def _run_relay(st, transport, leftover, sock_done, label, idle_timeout, head=b"",
+                     report=None):
     try:
-        relay = relay_transport(st, transport, leftover, sock_done)
+        relay = relay_transport(st, transport, leftover, sock_done, head, report)
     except BaseException:
         st.close()
         transport.close()
@@ -415,6 +499,20 @@ def _socket_ended(relay: SocketRelay) -> bool:
         except (OSError, TypeError, ValueError):
             pass
     return False
+
+
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+
+
+def reset_transport(transport: asyncio.BaseTransport) -> None:
+    """Close the socket with a TCP RST (its peer reads ECONNRESET), not FIN."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except (OSError, AttributeError, TypeError):
+            pass
+    _abort(transport)
 
 
 def _abort(transport: asyncio.BaseTransport) -> None:

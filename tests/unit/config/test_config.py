@@ -150,6 +150,9 @@ BAD = [
     (CLIENT, "transport.kcp.smuxkalive", "2s", "transport.kcp.smuxkalive"),
     (CLIENT, "transport.kcp.acknodelay", 1, "transport.kcp.acknodelay"),
     (CLIENT, "socks5[0].username", ["a"], "socks5[0].username"),
+    (CLIENT, "socks5[0].wait_dial", "yes", "socks5[0].wait_dial"),
+    (CLIENT, "socks5[0].wait_dial", 1, "socks5[0].wait_dial"),
+    (CLIENT, "http", [{"listen": "127.0.0.1:8080", "wait_dial": "true"}], "http[0].wait_dial"),
     (CLIENT, "network.tcp.local_flag", "PA", "network.tcp.local_flag"),
     (CLIENT, "network.tcp.remote_flag", ["PA", "pa"], "network.tcp.remote_flag[1]"),
     (CLIENT, "network.driver", "dpdk", "network.driver"),
@@ -453,3 +456,10 @@ def test_key_file_relative_to_the_config(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(str(cfg))
     assert e.value.path == "users[0].key_file" and "no key" in str(e.value)
+
+def test_wait_dial_is_per_listener_and_off_by_default():
+    cfg = load(with_(with_(CLIENT, "socks5", [{"listen": "127.0.0.1:1080"},
+                                              {"listen": "127.0.0.1:1081", "wait_dial": True}]),
+                     "http", [{"listen": "127.0.0.1:8080", "wait_dial": True}]))
+    assert [s.wait_dial for s in cfg.socks5] == [False, True]
+    assert cfg.http[0].wait_dial is True

@@ -250,3 +250,18 @@ def test_gob_tcpf_field_that_is_not_a_slice_is_a_protocol_error():
     r = MessageReader("gob")
     with pytest.raises(ProtocolError):
         r.feed(body)
+
+
+@pytest.mark.parametrize("cls,t", [(appmsg.TcpConnectStatus, 0x14), (appmsg.TcpConnectReport, 0x15)])
+def test_dial_result_extensions_are_ptcp_bodies_with_their_own_type(cls, t):
+    """PTCPS and PTCPR (docs/protocol.md): PTCP's body under their own type, alpha21 framing
+    only; an auto reader with bytes after the header keeps them (the first bytes to relay)."""
+    msg = cls("198.18.0.9", 8080)
+    wire = encode(msg, "alpha21")
+    assert wire == bytes((0x50, 0x01, t)) + encode(TcpConnect("198.18.0.9", 8080))[3:]
+    reader = MessageReader("auto")
+    assert reader.feed(wire + b"GET / HTTP/1.1\r\n") == msg
+    assert reader.rest == b"GET / HTTP/1.1\r\n"
+    for dialect in ("alpha20", "gob"):
+        with pytest.raises(ProtocolError):
+            encode(msg, dialect)
