@@ -919,7 +919,7 @@ class KCP:
         held = None      # RTO resends the pacer holds to the next ms
         # with a controller, RTO resends take pacing tokens (at least MIN_RTO_BURST a flush)
         rto_budget = None
-        if cc is not None:
+        if cc is not None and cc.paces:
             rto_budget = int(cc.tokens) - new_segs
             if rto_budget < MIN_RTO_BURST:
                 rto_budget = MIN_RTO_BURST

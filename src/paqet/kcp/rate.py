@@ -330,11 +330,17 @@ class RateController:
         self.cwnd = int(cwnd)
 
     # -- pacing ------------------------------------------------------------------------------
+    @property
+    def paces(self) -> bool:
+        """Pacing is on: a path long enough to have a measured minimum RTT of at least
+        SHORT_RTT_MS (a short path is not paced)."""
+        return not (self.rtt_seen and self.min_rtt < SHORT_RTT_MS)
+
     def allowance(self, now: int, inflight: int) -> int:
         """Segments that may leave now: pacing tokens (refilled since the last call) within
         the in-flight cap. New data only; retransmissions are charged with `spend`."""
         room = self.cwnd - inflight
-        if self.rtt_seen and self.min_rtt < SHORT_RTT_MS:
+        if not self.paces:
             # a short path: no bottleneck buffer far away to spare a burst, and a pacer
             # at ms resolution would only slow our own processes down
             return room if room > 0 else 0

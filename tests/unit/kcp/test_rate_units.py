@@ -162,3 +162,21 @@ def test_engine_advertises_the_window_and_accepts_up_to_the_bound():
     # 501 - rcv_nxt(2) + 64 = 563: the edge is 64 beyond the highest segment received
     assert wnds == {563}
     assert 500 in k.rcv_buf               # accepted: within the memory bound
+
+
+def test_short_path_is_not_paced_and_resends_are_not_held():
+    """Below SHORT_RTT_MS (a LAN) the controller neither paces new data nor holds a
+    timeout's resends (at 5 % loss on a LAN, holding them to 4 a flush halved the rate)."""
+    k = configure(KCP(1), "fast3", sndwnd=4096, rcvwnd=4096)
+    k.rmt_wnd = 4096
+    k.cc = c = RateController(init_cwnd=1000)
+    c.rtt_seen, c.min_rtt = True, 1
+    assert not c.paces
+    c.tokens = -50.0
+    k.send(bytes(k.mss * 200))
+    k.flush(0)
+    assert len(k.snd_buf) == 200                   # the window, not tokens
+    k.flush(5000)                                  # every segment's RTO has passed
+    assert k.lost_segments == 200                  # all resent at once, none held
+    c.min_rtt = 50
+    assert c.paces
