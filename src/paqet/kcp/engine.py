@@ -733,7 +733,7 @@ class KCP:
         if rw is not None:
             rw.update(now)
             span = (self._rcv_hi - self.rcv_nxt) & M32
-            adv = rw.advertise(span if span < 0x80000000 else 0)
+            adv = rw.advertise(span if span < 0x80000000 else 0, len(self.rcv_queue))
             if adv < wnd:
                 wnd = adv
         if wnd < 0:

@@ -27,6 +27,7 @@ M32 = 0xFFFFFFFF
 ROUNDS = 8            # arrival-rate max filter, in rounds
 MIN_ROUND_MS = 10     # a round lasts one minimum RTT, at least this long
 MIN_WINDOW_MS = 5     # the short window (an eighth of a round) lasts at least this long
+SHORT_RTT_MS = 5      # below this minimum RTT, kcp-go's window (kcp/rate.py: no pacing)
 BASE_MS = 10_000      # the one-way delay base is the minimum over this long (two halves)
 QUEUE_MS = 4          # a standing queue: the round's smallest one-way delay this far above
                       # the base (and 1/16 of the RTT)
@@ -231,9 +232,14 @@ class ReceiveWindow:
                 t = int(PACED_HEADROOM * rate * rtt)
                 self.target = t if t > self.minimum else self.minimum
 
-    def advertise(self, span: int) -> int:
+    def advertise(self, span: int, queued: int = 0) -> int:
         """The window for outgoing segments: `span` (segments from the first missing one to
-        the highest received) plus the target, within the memory bound."""
+        the highest received) plus the target, within the memory bound. On a short path
+        (a minimum RTT below SHORT_RTT_MS, a LAN): kcp-go's `initial - queued` (segments
+        read but not yet taken by the application), as the sender there does not pace: a
+        window past the holes only made it resend more per MB at 5 % loss."""
+        if 0 < self.rtt_min < SHORT_RTT_MS:
+            return self.initial - queued
         w = span + self.target
         return w if w < self.maximum else self.maximum
 

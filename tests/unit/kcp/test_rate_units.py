@@ -180,3 +180,11 @@ def test_short_path_is_not_paced_and_resends_are_not_held():
     assert k.lost_segments == 200                  # all resent at once, none held
     c.min_rtt = 50
     assert c.paces
+
+
+def test_short_path_advertises_kcp_gos_window():
+    w = ReceiveWindow(initial=512, maximum=8192)
+    w.target = 3000
+    assert w.advertise(100) == 3100          # no RTT yet: the path-following window
+    w.on_rtt(0, 1)
+    assert w.advertise(100, queued=12) == 500   # a LAN: rcvwnd - what the app has not read
