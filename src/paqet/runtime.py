@@ -175,7 +175,9 @@ class Network:
             self.dst_macs[ip] = choice.next_hop_mac
             log.info("backup server %s: %s", ip, choice.reason)
 
-    def open_backend(self, port: int):
+    def open_backend(self, port: int, tcp_mode: str | None = None):
+        """A packet backend on `port` (0: random) with its firewall rules; `tcp_mode`
+        overrides network.tcp.mode (`paqet check` tries both)."""
         cfg = self.cfg
         if self.driver == "udp":
             from paqet.net.udp import UdpBackend
@@ -215,6 +217,10 @@ class Network:
             if hold is not None:
                 hold.close()
             raise StartupError(f"cannot open a raw socket on {self.interface}: {exc}") from None
+        if (tcp_mode or cfg.network.tcp.mode) == "handshake":
+            from paqet.net.handshake import HandshakeBackend
+            b = HandshakeBackend(b, client=cfg.role == "client", key=cfg.transport.kcp.key,
+                                 keepalive_ms=int(cfg.network.tcp.keepalive * 1000))
         builder = getattr(b, "builder", None)
         for ip, mac in self.dst_macs.items():
             if builder is not None:

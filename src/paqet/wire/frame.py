@@ -211,24 +211,34 @@ class FrameBuilder:
         if flags is None:
             cyc = self.peer_flags.get((dst_ip, dst_port)) if self.peer_flags else None
             flags = (cyc or self.flags).next()
-        d = self._dests.get((dst_ip, dst_port)) or self._dest(dst_ip, dst_port)
         self.counter = c = (self.counter + 1) & M32
         tsval = (self.base + (c >> 3)) & M32
+        if flags & SYN:
+            seq = 1 + (c & 7)
+            return self.segment(payload, dst_ip, dst_port, flags, seq,
+                                (seq + 1) if flags & ACK else 0, tsval, 0, partial)
+        seq = (self.base + (c << 7)) & M32
+        return self.segment(payload, dst_ip, dst_port, flags, seq,
+                            (seq - (c & 0x3FF) + 1400) & M32, tsval,
+                            (tsval - (c % 200 + 50)) & M32, partial)
+
+    def segment(self, payload, dst_ip: str, dst_port: int, flags: int, seq: int, ackn: int,
+                tsval: int, tsecr: int, partial: bool = False) -> bytearray:
+        """header() with the TCP sequence, acknowledgement and timestamp values given by the
+        caller (`network.tcp.mode: handshake`: wire/tcpflow.py keeps them). SYN frames carry
+        the SYN options (MSS, SACK permitted, timestamps, window scale), the others NOP NOP
+        timestamps; `payload` may be empty."""
+        d = self._dests.get((dst_ip, dst_port)) or self._dest(dst_ip, dst_port)
         plen = len(payload)
         offb = (flags >> 8) & 1
         fl = flags & 0xFF
         # A 32-bit value adds to the ones'-complement sum as itself mod 0xFFFF (2**16 = 1).
         if flags & SYN:
-            seq = 1 + (c & 7)
-            ackn = (seq + 1) if flags & ACK else 0
             tcp_len = 40 + plen
             tpl, st = d.syn_tpl, _TCP_SYN
             if not partial:
-                s = d.syn_sum + tcp_len + seq + ackn + (offb << 8) + fl + tsval
+                s = d.syn_sum + tcp_len + seq + ackn + (offb << 8) + fl + tsval + tsecr
         else:
-            seq = (self.base + (c << 7)) & M32
-            ackn = (seq - (c & 0x3FF) + 1400) & M32
-            tsecr = (tsval - (c % 200 + 50)) & M32
             tcp_len = 32 + plen
             tpl, st = d.data_tpl, _TCP_DATA
             if not partial:
@@ -245,7 +255,7 @@ class FrameBuilder:
                          tsval, tsecr)
         else:
             st.pack_into(h, t + 4, seq, ackn, (10 << 4) | offb, fl, WINDOW, csum, 0, _MSS,
-                         _SACK_TS, tsval, 0, _NOP_WS)
+                         _SACK_TS, tsval, tsecr, _NOP_WS)
         if d.v6:
             _IP6_VAR.pack_into(h, d.ip_len_off, tcp_len)
         else:
@@ -377,3 +387,58 @@ def parse_payload(buf: bytes, link: str = "ether", want_port: int | None = None)
     else:
         src = _name(buf[off + 8:off + 24])
     return buf[t + doff:end], (src, sport)
+
+
+_SEQ_ACK_FL = struct.Struct("!IIBB")       # seq, ack, data offset, flags
+_TS_OPT = struct.Struct("!II")
+_NOP_NOP_TS = b"\x01\x01\x08\x0a"
+
+
+def tcp_timestamps(buf, t: int, doff: int) -> tuple[int, int] | None:
+    """(TSval, TSecr) of the TCP header at `t` with `doff` header bytes, or None. Our data
+    frames carry NOP NOP TS first (one comparison); anything else walks the options."""
+    if doff < 32:
+        return None
+    if buf[t + 20:t + 24] == _NOP_NOP_TS:
+        return _TS_OPT.unpack_from(buf, t + 24)
+    i, end = t + 20, t + doff
+    while i < end:
+        kind = buf[i]
+        if kind == 0:
+            return None
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= end:
+            return None
+        n = buf[i + 1]
+        if n < 2 or i + n > end:
+            return None
+        if kind == 8 and n == 10:
+            return _TS_OPT.unpack_from(buf, i + 2)
+        i += n
+    return None
+
+
+def parse_segment(buf, link: str = "ether", want_port: int | None = None):
+    """The handshake mode's receive path: (payload, (src_ip, src_port), flags, seq, ack,
+    tsval, tsecr) of a TCP segment, or None. The acceptance rules of parse_payload except
+    that an empty payload is accepted (SYN, ACK, FIN segments carry none); tsval and tsecr
+    are -1 without a timestamp option."""
+    loc = _locate(buf, link)
+    if loc is None:
+        return None
+    off, fam, t, end = loc
+    if end - t < 20:
+        return None
+    sport, dport = _PORTS.unpack_from(buf, t)
+    if want_port is not None and dport != want_port:
+        return None
+    seq, ackn, offb, fl = _SEQ_ACK_FL.unpack_from(buf, t + 4)
+    doff = (offb >> 4) << 2
+    if doff < 20 or t + doff > end:
+        return None
+    ts = tcp_timestamps(buf, t, doff)
+    tsval, tsecr = ts if ts is not None else (-1, -1)
+    src = _name(buf[off + 12:off + 16]) if fam == 4 else _name(buf[off + 8:off + 24])
+    return (buf[t + doff:end], (src, sport), fl | ((offb & 1) << 8), seq, ackn, tsval, tsecr)
