@@ -9,12 +9,14 @@ and a handshake server still serves stateless clients. Speed: bench/handshake.py
 import hashlib
 import os
 import re
+import signal
+import subprocess
 import time
 
 import pytest
 
-from paqetlab import Paqet, client_config, curl, http_server, make_blob, server_config, \
-    tempdir, wait_port
+from paqetlab import PY, Paqet, client_config, curl, http_server, make_blob, server_config, \
+    tempdir, wait_port, write_config
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
@@ -152,3 +154,89 @@ def test_masquerade_router_with_strict_tracking(lab):
         assert s.drops()["invalid"] == 0
         # the server saw the router's address, not the client's
         assert re.search(r"198\.18\.2\.1:\d+", s.server.log()), s.server.log()[-2000:]
+
+
+def test_handshake_server_serves_stateless_clients_too(lab):
+    """One server in handshake mode, two clients through a plain router at once: one opens
+    a flow, the other sends today's frames; both fetch intact."""
+    with tempdir() as d:
+        t = lab.routed()
+        digest = make_blob(d, "blob", 5 << 20)
+        http_server(lab, t.server, d)
+        srv = Paqet(lab, t.server, handshake(server_config(t)), "server", d)
+        assert srv.wait_log("listening for packets"), srv.log()
+        flow = Paqet(lab, t.client, handshake(client_config(t)), "flow", d)
+        plain = Paqet(lab, t.client, client_config(t, socks_port=1081), "plain", d)
+        assert wait_port(lab, t.client, 1080) and wait_port(lab, t.client, 1081)
+        assert wait_port(lab, t.server, 8000, host=t.server_ip4)
+        for port, who in ((1080, flow), (1081, plain)):
+            out = os.path.join(d, f"got{port}")
+            r = curl(lab, t.client, f"http://{t.server_ip4}:8000/blob", socks_port=port, out=out)
+            with open(out, "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == digest, (r.stdout, who.log()[-1500:])
+        assert "tcp: flow to" in flow.log() and "tcp: flow" not in plain.log()
+
+
+PROBE = r'''
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.settimeout(3)
+try:
+    s.connect((sys.argv[1], 9999))
+    print("connected")
+except socket.timeout:
+    print("timeout")
+except OSError as exc:
+    print(type(exc).__name__)
+'''
+
+
+def test_syns_without_the_token_get_no_answer(lab):
+    """Probing: a kernel's SYN (a port scan, a prober's connect) and our own SYN with another
+    key both get nothing back from a handshake server - no SYN-ACK, no RST: the port looks
+    filtered, as in stateless mode. The server counts them."""
+    with tempdir() as d:
+        t = lab.routed()
+        srv = Paqet(lab, t.server, handshake(server_config(t)), "server", d)
+        assert srv.wait_log("listening for packets"), srv.log()
+        dump = lab.popen(t.client, ["timeout", "9", "tcpdump", "-n", "-l", "-i", t.client_if,
+                                    "tcp and src port 9999"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+        time.sleep(1)
+        r = lab.run(t.client, PY, "-c", PROBE, t.server_ip4, check=False, timeout=20)
+        assert r.stdout.strip() == "timeout", r.stdout + r.stderr
+        stranger = Paqet(lab, t.client, handshake(client_config(t, key="not the key")),
+                         "stranger", d)
+        assert stranger.wait_log("no SYN-ACK", timeout=15), stranger.log()
+        out, _ = dump.communicate(timeout=20)
+        assert out.strip() == "", out  # not one frame from the server's port
+        stranger.stop()
+        srv.proc.send_signal(signal.SIGUSR1)
+        assert srv.wait_log("tcp_syn_refused", timeout=5), srv.log()
+        refused = int(re.search(r"'tcp_syn_refused': (\d+)", srv.log()).group(1))
+        assert refused >= 3  # the stranger's SYN and its retransmissions
+
+
+def test_check_tells_that_the_path_needs_handshake(lab):
+    """`paqet check` tries both modes: through the strict router a stateless client config
+    fails with the fix to set handshake; a handshake config passes and says why it is needed."""
+    with tempdir() as d:
+        t = lab.routed()
+        lab.strict_tracking(t.router)
+        srv = Paqet(lab, t.server, handshake(server_config(t)), "server", d)
+        assert srv.wait_log("listening for packets"), srv.log()
+        for name, cfg, code, want in (
+                ("stateless", client_config(t), 1,
+                 ["[FAIL] tunnel: no answer from 198.18.2.2:9999 in network.tcp.mode stateless",
+                  "this path needs network.tcp.mode handshake", "1 problem(s) found",
+                  "fix: set network.tcp.mode: handshake"]),
+                ("handshake", handshake(client_config(t)), 0,
+                 ["[ OK ] tunnel:", "[ OK ] tcp mode: this path needs network.tcp.mode "
+                  "handshake: stateless frames get no answer"])):
+            path = write_config(os.path.join(d, f"{name}.yaml"), cfg)
+            r = lab.run(t.client, PY, "-m", "paqet", "check", "-c", path, "-n", "2", "-W", "1.5",
+                        check=False, timeout=90)
+            print(r.stdout)
+            assert r.returncode == code, r.stdout + r.stderr
+            assert all(w in r.stdout for w in want), r.stdout
+            assert "Traceback" not in r.stdout + r.stderr
