@@ -157,7 +157,7 @@ class AfPacketBackend(PacketBackend):
         # Without a configured router MAC, reply to whichever MAC a peer's frames came from.
         self.learn_macs = learn_macs and self.link == "ether"
         #: network.tcp.mode handshake (net/handshake.py sets it): recv_batch returns
-        #: wire.frame.parse_segment's tuples (empty segments too), send_segment() is used
+        #: wire.frame.parse_segment's tuples (empty segments too)
         self.segments = False
 
     def _setup_ring(self, size: int) -> None:
@@ -281,34 +281,21 @@ class AfPacketBackend(PacketBackend):
         self.frames_in += len(out)
         return out
 
-    def send(self, payload: bytes, addr: Addr) -> None:
-        try:
-            frame = self.builder.header(payload, addr[0], addr[1], None, self.csum_offload)
-        except (FrameError, OSError, ValueError):  # no source for that family / bad address
-            self.send_errors += 1
-            return
-        frame += payload
-        self._write(frame)
-
-    def send_segment(self, payload, addr: Addr, flags: int, seq: int, ack: int, tsval: int,
-                     tsecr: int) -> None:
-        """send() with the TCP fields chosen by the caller (handshake mode); `payload` may
-        be empty (SYN, ACK, FIN)."""
-        try:
-            frame = self.builder.segment(payload, addr[0], addr[1], flags, seq, ack, tsval,
-                                         tsecr, self.csum_offload)
-        except (FrameError, OSError, ValueError):
-            self.send_errors += 1
-            return
-        frame += payload
-        self._write(frame)
-
-    def _write(self, frame) -> None:
+    def send(self, payload: bytes, addr: Addr, flags: int | None = None,
+             tcp: tuple[int, int, int, int] | None = None) -> None:
+        """One frame; `flags` and `tcp` = (seq, ack, tsval, tsecr) are the handshake mode's
+        (net/handshake.py; `payload` may then be empty), else upstream's values."""
         if self._ring is not None:
             self._sends += 1
             if self._sends >= STASH_EVERY:
                 self._sends = 0
                 self._stash_ring()
+        try:
+            frame = self.builder.header(payload, addr[0], addr[1], flags, self.csum_offload, tcp)
+        except (FrameError, OSError, ValueError):  # no source for that family / bad address
+            self.send_errors += 1
+            return
+        frame += payload
         try:
             if self.link == "ether":
                 self._send(frame)

@@ -46,7 +46,8 @@ def _now_ms() -> int:
 
 class HandshakeBackend:
     """A PacketBackend (net/backend.py) over `raw`, which must offer `segments` and
-    `send_segment` (AfPacketBackend, PcapBackend). Counters: counters() adds tcp_*."""
+    send(payload, addr, flags, tcp) (AfPacketBackend, PcapBackend). Counters: counters()
+    adds tcp_*."""
 
     def __init__(self, raw, *, client: bool, key: str, keepalive_ms: int = KEEPALIVE_MS,
                  wall=time.time) -> None:
@@ -60,7 +61,7 @@ class HandshakeBackend:
         self._wall = wall
         self.flows: dict[Addr, TcpFlow] = {}
         self._held: dict[Addr, collections.deque] = {}
-        self._send_segment = raw.send_segment
+        self._raw_send = raw.send
         self._timer: asyncio.TimerHandle | None = None
         self._due = 1 << 62
         self._closed = False
@@ -174,8 +175,7 @@ class HandshakeBackend:
             st = f.state
             if st == ESTABLISHED or st == SYN_RCVD:
                 now = _now_ms()
-                seq, ack, tsval, tsecr = f.data(len(payload), now)
-                self._send_segment(payload, addr, DATA_FLAGS, seq, ack, tsval, tsecr)
+                self._raw_send(payload, addr, DATA_FLAGS, f.data(len(payload), now))
                 if f.wait_since == now and self._due > now + f.probe_gap():
                     self._arm(now)
                 return
@@ -184,9 +184,7 @@ class HandshakeBackend:
             return
         if f is not None and f.state == OPENING and addr not in self._held and \
                 f.room() >= len(payload):
-            now = _now_ms()
-            seq, ack, tsval, tsecr = f.data(len(payload), now)
-            self._send_segment(payload, addr, DATA_FLAGS, seq, ack, tsval, tsecr)
+            self._raw_send(payload, addr, DATA_FLAGS, f.data(len(payload), _now_ms()))
             return
         q = self._held.get(addr)
         if q is None:
@@ -221,16 +219,15 @@ class HandshakeBackend:
         q = self._held.get(addr)
         if not q or f.state not in (OPENING, ESTABLISHED):
             return
-        send = self._send_segment
+        send = self._raw_send
         while q and f.room() >= len(q[0]):
             payload = q.popleft()
-            seq, ack, tsval, tsecr = f.data(len(payload), now)
-            send(payload, addr, DATA_FLAGS, seq, ack, tsval, tsecr)
+            send(payload, addr, DATA_FLAGS, f.data(len(payload), now))
         if not q:
             del self._held[addr]
 
     def _send(self, addr: Addr, seg) -> None:
-        self._send_segment(b"", addr, seg.flags, seg.seq, seg.ack, seg.tsval, seg.tsecr)
+        self._raw_send(b"", addr, seg.flags, seg[1:])
 
     # -- timers -------------------------------------------------------------------------
     def _arm(self, now: int) -> None:

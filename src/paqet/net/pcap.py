@@ -172,26 +172,14 @@ class PcapBackend(PacketBackend):
         self.frames_in += len(out)
         return out
 
-    def send(self, payload: bytes, addr: Addr) -> None:
+    def send(self, payload: bytes, addr: Addr, flags: int | None = None,
+             tcp: tuple[int, int, int, int] | None = None) -> None:
+        """One frame; `flags` and `tcp` as AfPacketBackend.send (handshake mode)."""
         try:
-            frame = self.builder.build(payload, addr[0], addr[1])
-        except FrameError:
-            self.send_errors += 1
-            return
-        self._inject(frame)
-
-    def send_segment(self, payload, addr: Addr, flags: int, seq: int, ack: int, tsval: int,
-                     tsecr: int) -> None:
-        """send() with the TCP fields chosen by the caller (handshake mode)."""
-        try:
-            frame = bytes(self.builder.segment(payload, addr[0], addr[1], flags, seq, ack, tsval,
-                                               tsecr) + payload)
+            frame = self.builder.build(payload, addr[0], addr[1], flags, tcp)
         except (FrameError, OSError, ValueError):
             self.send_errors += 1
             return
-        self._inject(frame)
-
-    def _inject(self, frame: bytes) -> None:
         if self._L.pcap_inject(self._h, frame, len(frame)) < 0:
             self.send_errors += 1
         else:

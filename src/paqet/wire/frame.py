@@ -205,30 +205,29 @@ class FrameBuilder:
         return d
 
     def header(self, payload, dst_ip: str, dst_port: int, flags: int | None = None,
-               partial: bool = False) -> bytearray:
+               partial: bool = False, tcp: tuple[int, int, int, int] | None = None) -> bytearray:
         """Everything before the payload. partial=True: the TCP checksum field holds only the
-        pseudo-header sum, for the kernel (or NIC) to complete over header and payload."""
+        pseudo-header sum, for the kernel (or NIC) to complete over header and payload.
+        tcp=(seq, ack, tsval, tsecr): those values instead of upstream's synthetic ones
+        (`network.tcp.mode: handshake`, wire/tcpflow.py keeps them; `payload` may then be
+        empty). SYN frames carry the SYN options, the others NOP NOP timestamps."""
         if flags is None:
             cyc = self.peer_flags.get((dst_ip, dst_port)) if self.peer_flags else None
             flags = (cyc or self.flags).next()
-        self.counter = c = (self.counter + 1) & M32
-        tsval = (self.base + (c >> 3)) & M32
-        if flags & SYN:
-            seq = 1 + (c & 7)
-            return self.segment(payload, dst_ip, dst_port, flags, seq,
-                                (seq + 1) if flags & ACK else 0, tsval, 0, partial)
-        seq = (self.base + (c << 7)) & M32
-        return self.segment(payload, dst_ip, dst_port, flags, seq,
-                            (seq - (c & 0x3FF) + 1400) & M32, tsval,
-                            (tsval - (c % 200 + 50)) & M32, partial)
-
-    def segment(self, payload, dst_ip: str, dst_port: int, flags: int, seq: int, ackn: int,
-                tsval: int, tsecr: int, partial: bool = False) -> bytearray:
-        """header() with the TCP sequence, acknowledgement and timestamp values given by the
-        caller (`network.tcp.mode: handshake`: wire/tcpflow.py keeps them). SYN frames carry
-        the SYN options (MSS, SACK permitted, timestamps, window scale), the others NOP NOP
-        timestamps; `payload` may be empty."""
         d = self._dests.get((dst_ip, dst_port)) or self._dest(dst_ip, dst_port)
+        if tcp is None:
+            self.counter = c = (self.counter + 1) & M32
+            tsval = (self.base + (c >> 3)) & M32
+            if flags & SYN:
+                seq = 1 + (c & 7)
+                ackn = (seq + 1) if flags & ACK else 0
+                tsecr = 0
+            else:
+                seq = (self.base + (c << 7)) & M32
+                ackn = (seq - (c & 0x3FF) + 1400) & M32
+                tsecr = (tsval - (c % 200 + 50)) & M32
+        else:
+            seq, ackn, tsval, tsecr = tcp
         plen = len(payload)
         offb = (flags >> 8) & 1
         fl = flags & 0xFF
@@ -265,8 +264,9 @@ class FrameBuilder:
                                (~s4) & 0xFFFF if s4 else 0)
         return h
 
-    def build(self, payload, dst_ip: str, dst_port: int, flags: int | None = None) -> bytes:
-        h = self.header(payload, dst_ip, dst_port, flags)
+    def build(self, payload, dst_ip: str, dst_port: int, flags: int | None = None,
+              tcp: tuple[int, int, int, int] | None = None) -> bytes:
+        h = self.header(payload, dst_ip, dst_port, flags, False, tcp)
         h += payload
         return bytes(h)
 

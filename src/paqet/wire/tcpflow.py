@@ -273,6 +273,11 @@ class TcpFlow:
         if tsval >= 0 and (self.ts_recent < 0 or seq_after(tsval, self.ts_recent)):
             self.ts_recent = tsval
         state = self.state
+        if plen and state == ESTABLISHED and not flags & (SYN | FIN | RST):  # the common case
+            end = (seq + plen) & M32
+            if 0 < ((end - self.rcv_max) & M32) <= WINDOW_BYTES:
+                self.rcv_max = end
+            return None
         if flags & SYN:
             if plen or not self.client or not flags & ACK:
                 return None

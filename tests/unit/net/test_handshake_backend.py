@@ -34,11 +34,11 @@ class FakeRaw:
         self.stateless_sent = []
         self.closed = False
 
-    def send_segment(self, payload, addr, flags, seq, ack, tsval, tsecr) -> None:
-        self.path.carry(self, addr, (bytes(payload), self.addr, flags, seq, ack, tsval, tsecr))
-
-    def send(self, payload, addr) -> None:
-        self.stateless_sent.append((payload, addr))
+    def send(self, payload, addr, flags=None, tcp=None) -> None:
+        if tcp is None:
+            self.stateless_sent.append((payload, addr))
+        else:
+            self.path.carry(self, addr, (bytes(payload), self.addr, flags) + tuple(tcp))
 
     def set_peer_flags(self, addr, flags) -> None:
         pass

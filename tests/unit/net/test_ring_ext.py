@@ -126,10 +126,9 @@ def test_segments_mode_gives_tcp_fields_and_empty_segments(monkeypatch):
     """network.tcp.mode handshake: empty segments (SYN, ACK) are accepted too, with flags,
     seq, ack and the timestamps, wherever the option stands (-1 without one)."""
     b = fr.FrameBuilder(src_ip4="198.18.0.1", src_ip6="2001:2::1", src_port=4000)
-    frames = [b.segment(b"", "198.18.0.2", 5000, fr.SYN, 7, 0, 11, 0),
-              b.segment(b"", "2001:2::2", 5000, fr.SYN | fr.ACK, 8, 9, 12, 13),
-              bytes(b.segment(b"data", "198.18.0.2", 5000, fr.PSH | fr.ACK, 2**32 - 1, 5, 6,
-                              2**32 - 2)) + b"data"]
+    frames = [b.build(b"", "198.18.0.2", 5000, fr.SYN, tcp=(7, 0, 11, 0)),
+              b.build(b"", "2001:2::2", 5000, fr.SYN | fr.ACK, tcp=(8, 9, 12, 13)),
+              b.build(b"data", "198.18.0.2", 5000, fr.PSH | fr.ACK, tcp=(2**32 - 1, 5, 6, 2**32 - 2))]
     no_ts = bytearray(b.build(b"zz", "198.18.0.2", 5000, fr.ACK))
     no_ts[14 + 20 + 20:14 + 20 + 24] = b"\x01\x01\x01\x01"  # NOPs instead of the TS option
     frames.append(bytes(no_ts))

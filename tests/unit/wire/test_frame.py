@@ -199,20 +199,20 @@ def test_parser_fuzz_mutated_frames(payload, dst, link, cut, junk):
         assert q == (p.payload, (p.src_ip, p.src_port)) and p.payload
 
 
-# -- segment(): the handshake mode's frames (caller-chosen seq/ack/timestamps) --------------
+# -- tcp=: the handshake mode's frames (caller-chosen seq/ack/timestamps) ------------------
 
 @pytest.mark.parametrize("v6", [False, True])
 @pytest.mark.parametrize("flags,plen", [(fr.SYN, 0), (fr.SYN | fr.ACK, 0), (fr.ACK, 0),
                                         (fr.FIN | fr.ACK, 0), (fr.PSH | fr.ACK, 1350)])
 def test_segment_fields_scapy_agrees(v6, flags, plen):
-    """What segment() writes is what an independent decoder reads: the given seq, ack,
+    """What header(tcp=...) writes is what an independent decoder reads: the given seq, ack,
     timestamps (a SYN-ACK's TSecr too), Linux's SYN options, and correct checksums."""
     scapy = pytest.importorskip("scapy.all")
     b = fr.FrameBuilder(src_mac=b"\x02" * 6, dst_mac=b"\x04" * 6, src_ip4="198.18.0.1",
                         src_ip6="2001:2::1", src_port=40000)
     dst = "2001:2::2" if v6 else "198.18.0.2"
     payload = os.urandom(plen)
-    raw = bytes(b.segment(payload, dst, 9999, flags, 0xFFFFFFF0, 123456789, 4000000000, 77)) + payload
+    raw = b.build(payload, dst, 9999, flags, tcp=(0xFFFFFFF0, 123456789, 4000000000, 77))
     pkt = scapy.Ether(raw)
     tcp = pkt[scapy.TCP]
     assert (tcp.seq, tcp.ack, int(tcp.flags), tcp.window) == (0xFFFFFFF0, 123456789, flags, 65535)
@@ -229,15 +229,17 @@ def test_segment_fields_scapy_agrees(v6, flags, plen):
         4000000000, 77)
 
 
-def test_header_is_segment_with_upstreams_values():
-    """The default mode's header() is segment() fed upstream's synthetic seq/ack/timestamps:
-    the Go vectors (test_build_matches_upstream) pin both."""
+def test_given_tcp_values_are_upstreams_synthetic_ones_when_the_same():
+    """header(tcp=...) differs from the default only in where seq/ack/timestamps come from:
+    fed upstream's synthetic values it makes the default's bytes (the Go vectors pin those,
+    test_build_matches_upstream), and it leaves the flag cycle's counter alone."""
     a = fr.FrameBuilder(src_ip4="198.18.0.1", src_port=1, start_ms=5000)
     b = fr.FrameBuilder(src_ip4="198.18.0.1", src_port=1, start_ms=5000)
     for flags in (fr.PSH | fr.ACK, fr.SYN, fr.SYN | fr.ACK):
         h = a.header(b"abc", "198.18.0.2", 9, flags)
         p = fr.parse_segment(bytes(h) + b"abc", "ether")
-        assert b.segment(b"abc", "198.18.0.2", 9, flags, p[3], p[4], p[5], p[6]) == h
+        assert b.header(b"abc", "198.18.0.2", 9, flags, tcp=p[3:7]) == h
+    assert b.counter == 0 and a.counter == 3
 
 
 @pytest.mark.parametrize("dst", ["198.18.0.2", "2001:2::2"])
@@ -245,9 +247,8 @@ def test_header_is_segment_with_upstreams_values():
 def test_segment_partial_checksum_completes_to_full(dst, plen):
     kw = dict(src_ip4="198.18.0.1", src_ip6="2001:2::1", src_port=40000)
     payload = os.urandom(plen)
-    full = bytes(fr.FrameBuilder(**kw).segment(payload, dst, 9, fr.ACK, 1, 2, 3, 4)) + payload
-    h = bytes(fr.FrameBuilder(vnet=True, **kw).segment(payload, dst, 9, fr.ACK, 1, 2, 3, 4,
-                                                         partial=True))
+    full = fr.FrameBuilder(**kw).build(payload, dst, 9, fr.ACK, tcp=(1, 2, 3, 4))
+    h = bytes(fr.FrameBuilder(vnet=True, **kw).header(payload, dst, 9, fr.ACK, True, (1, 2, 3, 4)))
     start = fr.VNET_HDR.unpack_from(h)[4]
     frame = bytearray(h[fr.VNET_HDR_LEN:] + payload)
     frame[start + 16:start + 18] = fr.checksum(frame[start:]).to_bytes(2, "big")
@@ -256,9 +257,9 @@ def test_segment_partial_checksum_completes_to_full(dst, plen):
 
 def test_timestamps_found_wherever_the_option_stands():
     b = fr.FrameBuilder(src_ip4="198.18.0.1", src_port=1)
-    syn = bytes(b.segment(b"", "198.18.0.2", 9, fr.SYN, 1, 0, 0xABCDEF01, 0))
+    syn = b.build(b"", "198.18.0.2", 9, fr.SYN, tcp=(1, 0, 0xABCDEF01, 0))
     assert fr.parse_segment(syn)[5:] == (0xABCDEF01, 0)   # after MSS and SACK-permitted
-    data = bytearray(b.segment(b"x", "198.18.0.2", 9, fr.ACK, 1, 0, 5, 6)) + b"x"
+    data = bytearray(b.build(b"x", "198.18.0.2", 9, fr.ACK, tcp=(1, 0, 5, 6)))
     data[34 + 20:34 + 24] = b"\x01\x01\x01\x00"   # NOP NOP NOP EOL: no timestamps
     assert fr.parse_segment(bytes(data))[5:] == (-1, -1)
     data[34 + 20:34 + 24] = b"\x01\x01\x08\x09"   # a bad option length
