@@ -36,15 +36,17 @@ def quiet_tunnel(cfg: dict) -> dict:
 
 class Setup:
     def __init__(self, lab, d, masquerade=False, established_timeout=None, server_tcp=None,
-                 client_tcp=None, quiet=False, blob=MB50) -> None:
+                 client_tcp=None, quiet=False, blob=MB50, ipv6=False, driver="auto") -> None:
         self.lab, self.dir = lab, d
         self.topo = t = lab.routed()
         lab.strict_tracking(t.router, masquerade_out=t.router_server_if if masquerade else None,
                             established_timeout=established_timeout)
         self.digest = make_blob(d, "blob", blob)
         http_server(lab, t.server, d)
-        scfg = server_config(t)
-        ccfg = client_config(t)
+        scfg = server_config(t, ipv6=ipv6, driver=driver)
+        ccfg = client_config(t, ipv6=ipv6)
+        ccfg["network"]["driver"] = driver
+        self.host = f"[{t.server_ip6}]" if ipv6 else t.server_ip4
         if server_tcp is not None:
             handshake(scfg, **server_tcp)
         if client_tcp is not None:
@@ -62,7 +64,7 @@ class Setup:
         """(intact, seconds, curl's status line) of one download of the blob."""
         out = os.path.join(self.dir, f"got-{time.monotonic_ns()}")
         t0 = time.monotonic()
-        r = curl(self.lab, self.topo.client, f"http://{self.topo.server_ip4}:8000/blob",
+        r = curl(self.lab, self.topo.client, f"http://{self.host}:8000/blob",
                  timeout=timeout, out=out)
         took = time.monotonic() - t0
         ok = False
@@ -90,14 +92,19 @@ def test_stateless_frames_get_nothing_through_a_strict_router(lab):
         assert drops["invalid"] > 0
 
 
-def test_handshake_download_through_a_strict_router(lab):
+@pytest.mark.parametrize("variant", ["ipv4", "ipv6", "pcap"])
+def test_handshake_download_through_a_strict_router(lab, variant):
+    """50 MB intact, not one packet dropped by the router (IPv4, AF_PACKET); the same
+    through IPv6 and with the libpcap backend (5 MB)."""
     with tempdir() as d:
-        s = Setup(lab, d, server_tcp={}, client_tcp={})
+        size = MB50 if variant == "ipv4" else 5 << 20
+        s = Setup(lab, d, server_tcp={}, client_tcp={}, blob=size, ipv6=variant == "ipv6",
+                  driver="pcap" if variant == "pcap" else "auto")
         ok, took, status = s.fetch()
         assert ok, (status, s.client.log()[-2000:])
         drops = s.drops()
-        print(f"\nhandshake, 50 MB through the strict router: {MB50 / took / 1e6:.1f} MB/s, "
-              f"router drops {drops}")
+        print(f"\nhandshake ({variant}), {size >> 20} MB through the strict router: "
+              f"{size / took / 1e6:.1f} MB/s, router drops {drops}")
         assert drops == {"invalid": 0, "new": 0}, drops
         assert "tcp: flow to" in s.client.log()
 
