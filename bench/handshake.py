@@ -30,26 +30,13 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 
 import netlab  # noqa: E402
+from compare import cpu_seconds, say  # noqa: E402
 from paqetlab import (Paqet, client_config, curl, http_server, make_blob, server_config,  # noqa: E402
                       tempdir, wait_port)
 
-CLK = os.sysconf("SC_CLK_TCK")
 CASES = (("stateless / plain router", "stateless", False),
          ("handshake / plain router", "handshake", False),
          ("handshake / strict router", "handshake", True))
-
-
-def say(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            parts = f.read().rsplit(")", 1)[1].split()
-        return (int(parts[11]) + int(parts[12])) / CLK
-    except (OSError, IndexError):
-        return 0.0
 
 
 class Case:

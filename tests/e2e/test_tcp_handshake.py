@@ -77,6 +77,11 @@ class Setup:
     def drops(self) -> dict:
         return self.lab.tracker_drops(self.topo.router)
 
+    def open_flow(self) -> None:
+        """A first request (a 404), so that the session and its flow are up."""
+        r = curl(self.lab, self.topo.client, f"http://{self.host}:8000/none", timeout=30)
+        assert r.stdout.startswith("404 "), (r.stdout, r.stderr, self.client.log()[-1500:])
+
 
 def test_stateless_frames_get_nothing_through_a_strict_router(lab):
     """The contrast: today's frames (no handshake) are all dropped by the router (conntrack
@@ -117,7 +122,7 @@ def test_handshake_with_loss_before_or_after_the_tracker(lab, where):
     with tempdir() as d:
         s = Setup(lab, d, server_tcp={}, client_tcp={})
         t = s.topo
-        assert s.fetch(timeout=30)[0] or True  # the flow is open (a first small fetch)
+        s.open_flow()
         before = s.drops()
         lab.set_tcp_loss(t.router, where, 2.0, [t.router_client_if, t.router_server_if])
         ok, took, status = s.fetch()

@@ -289,10 +289,11 @@ def _name(raw: bytes) -> str:
     return s
 
 
-def _locate(buf, link: str):
-    """(ip header offset, family 4|6, tcp offset, end) of a TCP segment with a payload, or
-    None. No VLAN tags, IPv4 fragments or IPv6 extension headers other than hop-by-hop, as
-    upstream's decoder."""
+def _locate(buf, link: str, want_port: int | None):
+    """(ip header offset, family 4|6, tcp offset, end, source port) of a TCP segment (to
+    `want_port` unless None), or None. No VLAN tags, IPv4 fragments or IPv6 extension
+    headers other than hop-by-hop, as upstream's decoder. The data offset is the caller's
+    to check (whether an empty payload is accepted)."""
     n = len(buf)
     if link == "ether":
         if n < 54:  # 14 + 20 + 20
@@ -315,8 +316,8 @@ def _locate(buf, link: str):
         end = off + total if total else n  # total length 0: TSO, use what was captured
         if end > n or (total and total < ihl):
             return None
-        return off, 4, off + ihl, end
-    if et == ETH_P_IPV6:
+        fam, t = 4, off + ihl
+    elif et == ETH_P_IPV6:
         if n < off + 60:
             return None
         v, plen, nh = _IP6H.unpack_from(buf, off)
@@ -333,23 +334,26 @@ def _locate(buf, link: str):
             t += (buf[t + 1] + 1) * 8
         if nh != PROTO_TCP:
             return None
-        return off, 6, t, end
-    return None
+        fam = 6
+    else:
+        return None
+    if end - t < 20:
+        return None
+    sport, dport = _PORTS.unpack_from(buf, t)
+    if want_port is not None and dport != want_port:
+        return None
+    return off, fam, t, end, sport
 
 
 def parse_frame(buf, link: str = "ether", want_port: int | None = None) -> ParsedFrame | None:
     """The TCP segment in a captured frame, or None for anything that is not an IPv4/IPv6
     TCP segment with a payload (and, if given, destination port `want_port`). Never raises
     for malformed input."""
-    loc = _locate(buf, link)
+    loc = _locate(buf, link, want_port)
     if loc is None:
         return None
-    off, fam, t, end = loc
-    if end - t < 20:
-        return None
-    sport, dport, seq, ackn, offb, fl, win = _TCPH.unpack_from(buf, t)
-    if want_port is not None and dport != want_port:
-        return None
+    off, fam, t, end, sport = loc
+    _, dport, seq, ackn, offb, fl, win = _TCPH.unpack_from(buf, t)
     doff = (offb >> 4) << 2
     if doff < 20 or t + doff >= end:
         return None
@@ -370,15 +374,10 @@ def parse_payload(buf: bytes, link: str = "ether", want_port: int | None = None)
     """The backends' fast path: (payload, (src_ip, src_port)) of one of our frames, or None.
     Same acceptance rules as parse_frame; `buf` must be bytes (or bytes-like with slicing
     that returns bytes)."""
-    loc = _locate(buf, link)
+    loc = _locate(buf, link, want_port)
     if loc is None:
         return None
-    off, fam, t, end = loc
-    if end - t < 20:
-        return None
-    sport, dport = _PORTS.unpack_from(buf, t)
-    if want_port is not None and dport != want_port:
-        return None
+    off, fam, t, end, sport = loc
     doff = (buf[t + 12] >> 4) << 2
     if doff < 20 or t + doff >= end:
         return None
@@ -425,15 +424,10 @@ def parse_segment(buf, link: str = "ether", want_port: int | None = None):
     tsval, tsecr) of a TCP segment, or None. The acceptance rules of parse_payload except
     that an empty payload is accepted (SYN, ACK, FIN segments carry none); tsval and tsecr
     are -1 without a timestamp option."""
-    loc = _locate(buf, link)
+    loc = _locate(buf, link, want_port)
     if loc is None:
         return None
-    off, fam, t, end = loc
-    if end - t < 20:
-        return None
-    sport, dport = _PORTS.unpack_from(buf, t)
-    if want_port is not None and dport != want_port:
-        return None
+    off, fam, t, end, sport = loc
     seq, ackn, offb, fl = _SEQ_ACK_FL.unpack_from(buf, t + 4)
     doff = (offb >> 4) << 2
     if doff < 20 or t + doff > end:
