@@ -252,3 +252,21 @@ def test_check_tells_that_the_path_needs_handshake(lab):
             assert r.returncode == code, r.stdout + r.stderr
             assert all(w in r.stdout for w in want), r.stdout
             assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_server_restart_through_a_strict_router(lab):
+    """The server restarts (its flows and sessions gone): the client opens a new flow and a
+    new session by itself, and fetches work again (bounded wait)."""
+    with tempdir() as d:
+        s = Setup(lab, d, server_tcp={}, client_tcp={}, blob=1 << 20)
+        assert s.fetch(timeout=30)[0]
+        s.server.stop()
+        t = s.topo
+        s.server = Paqet(lab, t.server, handshake(server_config(t)), "server2", d)
+        assert s.server.wait_log("listening for packets"), s.server.log()
+        ok, status = False, ""
+        end = time.monotonic() + 60
+        while not ok and time.monotonic() < end:
+            ok, _, status = s.fetch(timeout=5)
+        assert ok, (status, s.client.log()[-2000:])
+        assert s.client.log().count("tcp: flow to") >= 2

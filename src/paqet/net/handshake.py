@@ -49,7 +49,7 @@ class HandshakeBackend:
     send(payload, addr, flags, tcp) (AfPacketBackend, PcapBackend). Counters: counters()
     adds tcp_*."""
 
-    def __init__(self, raw, *, client: bool, key: str, keepalive_ms: int = KEEPALIVE_MS,
+    def __init__(self, raw, *, client: bool, key, keepalive_ms: int = KEEPALIVE_MS,
                  wall=time.time) -> None:
         raw.segments = True
         self.raw = raw
@@ -84,6 +84,10 @@ class HandshakeBackend:
 
     def fileno(self) -> int:
         return self.raw.fileno()
+
+    def set_keys(self, key) -> None:
+        """The key(s) SYN tokens are checked with (a server with a key per user; reload)."""
+        self.gate.set_keys(key)
 
     def set_peer_flags(self, addr: Addr, flags) -> None:
         self.raw.set_peer_flags(addr, flags)  # stateless peers only: flows use their own

@@ -86,17 +86,25 @@ class Segment(NamedTuple):
 class SynGate:
     """SYN tokens: the client's ISN = MAC(secret, TSval, slot) (make); the server's check
     (accept: "ok" | "bad" | "replay") remembers accepted tokens with the address that
-    sent them, so a retransmitted SYN passes and the same SYN from elsewhere does not."""
+    sent them, so a retransmitted SYN passes and the same SYN from elsewhere does not.
+    `key` may be a list (a server with a key per user): a token made with any of them
+    passes; make() uses the first."""
 
-    def __init__(self, key: str | bytes, *, slots: int = SLOTS, memory: int = TOKEN_MEMORY) -> None:
-        raw = key.encode() if isinstance(key, str) else bytes(key)
-        self.secret = hashlib.blake2s(raw, person=b"paqetSYN").digest()
+    def __init__(self, key, *, slots: int = SLOTS, memory: int = TOKEN_MEMORY) -> None:
         self.slots = slots
         self.memory = memory
         self.seen: dict[tuple[int, int], tuple[tuple, int]] = {}  # (isn, tsval) -> (addr, slot)
+        self.set_keys(key)
 
-    def mac(self, tsval: int, slot: int) -> int:
-        d = hashlib.blake2s(struct.pack("!Iq", tsval & M32, slot), key=self.secret,
+    def set_keys(self, key) -> None:
+        """The key(s) tokens are made and checked with (a reload may change them)."""
+        keys = [key] if isinstance(key, (str, bytes)) else list(key)
+        self.secrets = [hashlib.blake2s(k.encode() if isinstance(k, str) else bytes(k),
+                                        person=b"paqetSYN").digest() for k in keys or [""]]
+
+    def mac(self, tsval: int, slot: int, secret: bytes | None = None) -> int:
+        d = hashlib.blake2s(struct.pack("!Iq", tsval & M32, slot),
+                            key=self.secrets[0] if secret is None else secret,
                             digest_size=4).digest()
         return int.from_bytes(d, "big")
 
@@ -104,13 +112,13 @@ class SynGate:
         return self.mac(tsval, int(unix_s) // SLOT_S)
 
     def valid(self, isn: int, tsval: int, unix_s: float) -> bool:
+        """The current slot first (for every key), then the neighbours."""
         slot = int(unix_s) // SLOT_S
         mac = self.mac
-        if mac(tsval, slot) == isn:
-            return True
-        for d in range(1, self.slots + 1):
-            if mac(tsval, slot - d) == isn or mac(tsval, slot + d) == isn:
-                return True
+        for d in range(self.slots + 1):
+            for secret in self.secrets:
+                if mac(tsval, slot - d, secret) == isn or (d and mac(tsval, slot + d, secret) == isn):
+                    return True
         return False
 
     def accept(self, isn: int, tsval: int, addr: tuple, unix_s: float) -> str:
@@ -136,16 +144,19 @@ class SynGate:
 
     def skew_minutes(self, isn: int, tsval: int, unix_s: float) -> int | None:
         """For a SYN that failed `valid`: the clock difference (minutes, the client's minus
-        ours) at which its token would be valid, within a day; None when none (a SYN of a
-        stranger or another key). Costs up to 2 x SKEW_SLOTS MACs: the shell rate-limits it."""
+        ours) at which its token would be valid, within a day (less with many keys); None
+        when none (a SYN of a stranger or another key). Costs up to 2 x SKEW_SLOTS MACs: the
+        shell rate-limits it."""
         if tsval < 0:
             return None
         slot = int(unix_s) // SLOT_S
-        for d in range(self.slots + 1, SKEW_SLOTS + 1):
-            if self.mac(tsval, slot + d) == isn:
-                return d * SLOT_S // 60
-            if self.mac(tsval, slot - d) == isn:
-                return -d * SLOT_S // 60
+        reach = max(2 * self.slots + 1, SKEW_SLOTS // len(self.secrets))  # bounded work
+        for d in range(self.slots + 1, reach + 1):
+            for secret in self.secrets:
+                if self.mac(tsval, slot + d, secret) == isn:
+                    return d * SLOT_S // 60
+                if self.mac(tsval, slot - d, secret) == isn:
+                    return -d * SLOT_S // 60
         return None
 
 

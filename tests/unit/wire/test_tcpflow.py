@@ -38,6 +38,18 @@ def test_token_is_valid_within_two_minutes_of_clock_difference_only():
     assert not tf.SynGate("other key").valid(isn, 12345, T0)
 
 
+def test_a_gate_with_several_keys_takes_a_token_of_any():
+    """A server with a key per user: each user's client makes tokens with its own key."""
+    g = tf.SynGate(["alice's key", "bob's key"])
+    for key in ("alice's key", "bob's key"):
+        isn = tf.SynGate(key).make(99, T0)
+        assert g.valid(isn, 99, T0 + 90)
+    assert not g.valid(tf.SynGate("mallory").make(99, T0), 99, T0)
+    g.set_keys("bob's key")
+    assert not g.valid(tf.SynGate("alice's key").make(99, T0), 99, T0)
+    assert g.skew_minutes(tf.SynGate("bob's key").make(5, T0 + 600), 5, T0) == 10
+
+
 def test_replayed_syn_from_another_address_is_refused():
     g = tf.SynGate("key")
     isn = g.make(42, T0)
