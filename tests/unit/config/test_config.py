@@ -480,3 +480,14 @@ def test_wait_dial_is_per_listener_and_off_by_default():
                      "http", [{"listen": "127.0.0.1:8080", "wait_dial": True}]))
     assert [s.wait_dial for s in cfg.socks5] == [False, True]
     assert cfg.http[0].wait_dial is True
+
+
+def test_handshake_syn_keys_are_the_users_keys():
+    """network.tcp.mode handshake with users: a SYN token made with any user's key opens a
+    flow (runtime.syn_keys feeds the backend; a reload feeds it again)."""
+    from paqet.runtime import syn_keys
+    d = with_(SERVER, "users", [{"name": "ann", "key": "k-ann"}, {"name": "bob", "key": "k-bob"}])
+    assert syn_keys(load(d)) == ["k", "k-ann", "k-bob"]
+    d = with_(d, "transport.kcp.key", "")
+    assert syn_keys(load(d)) == ["k-ann", "k-bob"]
+    assert syn_keys(load(CLIENT)) == ["k"]
