@@ -38,11 +38,11 @@ import netlab  # noqa: E402
 from impair import Relay, impaired_hosts  # noqa: E402
 from paqetlab import tempdir, wait_port  # noqa: E402
 
-TRAFFIC = os.path.join(HERE, "wan_traffic.py")
+TRAFFIC = os.path.join(HERE, "..", "tests", "e2e", "wan_traffic.py")
 TARGET_PORT = 8000
 #: the fastest line tests/impair.py's relay carries on these machines (docs/performance.md,
 #: "Long paths": the kernel's TCP reaches ~this through it; above, the relay is the limit)
-FAST_RATE = 400
+FAST_RATE = 500
 #: the relay's holding cap per direction (frames in the buffer and the delay line)
 RELAY_QUEUE = 400000
 #: ports of each tunnel's forwards (one per client process)
@@ -505,8 +505,9 @@ def main() -> int:
     os.makedirs(a.out, exist_ok=True)
     cases = build_cases(a)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    commit = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
+    commit = os.environ.get("WAN_COMMIT") or subprocess.run(
+        ["git", "-C", HERE, "rev-parse", "--short", "HEAD"], capture_output=True,
+        text=True).stdout.strip()
     doc = {"meta": {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": commit,
                     "args": {k: v for k, v in vars(a).items()}, "fast_rate": a.fast_rate},
            "records": []}

@@ -1,10 +1,10 @@
-"""Traffic for bench/wan.py: a target server (run in the server namespace) and the transfers
-(run in the client namespace), both plain TCP with a one-line request, so the same target
-serves every tunnel and every direction.
+"""Traffic for bench/wan.py and the relay's tests: a target server (run in the server
+namespace) and the transfers (run in the client namespace), both plain TCP with a one-line
+request, so the same target serves every tunnel and every direction.
 
-    python bench/wan_traffic.py serve --port 8000
-    python bench/wan_traffic.py run '{"flows": [...], "cap": 25, "probe": {...}}'
-    python bench/wan_traffic.py warm '{"targets": [["127.0.0.1", 8081]], "timeout": 20}'
+    python tests/e2e/wan_traffic.py serve --port 8000
+    python tests/e2e/wan_traffic.py run '{"flows": [...], "cap": 25, "probe": {...}}'
+    python tests/e2e/wan_traffic.py warm '{"targets": [["127.0.0.1", 8081]], "timeout": 20}'
 
 Requests (one line, then the transfer on the same connection):
     DOWN n    the server sends n bytes (a download)
