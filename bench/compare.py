@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 
 import netlab  # noqa: E402
 from paqetlab import PY, http_server, make_blob, tempdir, wait_port  # noqa: E402
-from tunnels import Side, say  # noqa: E402
+from tunnels import Side, cannot_run, say  # noqa: E402
 
 
 def _p50_p90(times):
@@ -194,12 +194,9 @@ def main():
         return 0
     args.runs = args.runs or (3 if args.quick else 5)
     size = (args.size_mb or (50 if args.quick else 200)) << 20
-    reason = netlab.available()
+    reason = cannot_run()
     if reason:
         print(f"bench: cannot run: {reason}", file=sys.stderr)
-        return 1
-    if subprocess.run(["which", "kcptun-server"], capture_output=True).returncode:
-        print("bench: kcptun is not installed (apt-get install kcptun)", file=sys.stderr)
         return 1
     os.makedirs(args.out, exist_ok=True)
     results = []

@@ -36,6 +36,18 @@ def say(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def cannot_run() -> str | None:
+    """Why a side-by-side bench cannot run here (namespaces, kcptun), or None."""
+    import shutil
+    import netlab
+    reason = netlab.available()
+    if reason:
+        return reason
+    if shutil.which("kcptun-server") is None or shutil.which("kcptun-client") is None:
+        return "kcptun is not installed (apt-get install kcptun)"
+    return None
+
+
 def cpu_seconds(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -104,6 +116,7 @@ class Side:
         self.target = target or f"{topo.server_ip4}:{http_port}"
         self.overrides, self.env = list(overrides), env
         self.label = label or kind
+        self.host = "127.0.0.1"   # where the forwards listen (client namespace)
         self.procs: list = []
         self.server = None
         self.client_procs: list = []

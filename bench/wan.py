@@ -1,21 +1,25 @@
-"""Long paths: ours against kcptun through an emulated WAN (tests/impair.py's relay: delay, random
-loss, a line rate with a drop-tail bottleneck buffer), downloads and uploads, one stream,
-parallel streams and two sessions at once. Per case: MB/s and % of the line, bottleneck
+"""Long paths: ours against kcptun through an emulated WAN (delay, loss, line rate, buffer).
+
+tests/impair.py's relay gives the path a delay, random loss, a line rate and a drop-tail
+bottleneck buffer; downloads and uploads, one stream, parallel streams and two sessions at
+once. Per case: MB/s and % of the line, bottleneck
 drops as % of the frames the sender sent, our KCP retransmissions, and the time of a 1 KiB
 fetch on a new connection during the bulk (queueing delay, ms and RTTs). Medians of --runs
 runs, alternating the tunnels; JSON and a PNG chart to bench/results/. Needs root.
 
-    sudo .venv/bin/python bench/wan.py                      # the full run (long: ~1-2 h)
+    sudo .venv/bin/python bench/wan.py                      # the full run (3 runs: ~1.5 h)
     sudo .venv/bin/python bench/wan.py --quick              # RTT 100 ms, 0/1 % loss, 1 stream
     sudo .venv/bin/python bench/wan.py --rtt 100 --loss 0,1 --dir down --streams 1 \\
         --only ours --runs 1 --size 20 --set transport.kcp.rcvwnd=2048
     sudo .venv/bin/python bench/wan.py --quick --ab-src /work/main/src   # A/B two builds
+    sudo .venv/bin/python bench/wan.py --quick --ab-set transport.kcp.rcvwnd=1024  # A/B settings
     .venv/bin/python bench/wan.py --report bench/results/wan-<stamp>.json
 
 Tunnels (--only): ours (paqet, raw frames, a TCP forward), kcptun (Debian's kcptun-client and
 -server, UDP), ours-kcptun (our client stack over UDP against kcptun-server: the interop
 cases), tcp (the kernel's TCP straight through the relay, no tunnel: a reference), and with
---ab-src the same as ours-b / ours-kcptun-b run from another source tree.
+--ab-src (another source tree) or --ab-set (other settings) the same as ours-b /
+ours-kcptun-b, side by side with ours on the same relay.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import tunnels  # noqa: E402  (puts tests/, tests/e2e, tests/interop on sys.path)
-from tunnels import PY, Side, parse_set, say  # noqa: E402
+from tunnels import PY, Side, cannot_run, parse_set, say  # noqa: E402
 
 import netlab  # noqa: E402
 from impair import Relay, impaired_hosts  # noqa: E402
@@ -107,12 +111,13 @@ def build_cases(a) -> list[dict]:
 def variants_for(case: dict, a) -> list[str]:
     vs = []
     if case["group"] != "interop":
-        vs += ["ours"] + (["ours-b"] if a.ab_src else [])
+        vs += ["ours"] + (["ours-b"] if a.ab else [])
     if case["interop"]:
-        vs += ["ours-kcptun"] + (["ours-kcptun-b"] if a.ab_src else [])
+        vs += ["ours-kcptun"] + (["ours-kcptun-b"] if a.ab else [])
     vs.append("kcptun")
     if a.only:
-        vs = [v for v in vs if v in a.only]
+        # an A/B build goes with its A: --only ours --ab-src X runs ours and ours-b
+        vs = [v for v in vs if v in a.only or (v.endswith("-b") and v[:-2] in a.only)]
         if case["group"] != "interop" and "tcp" in a.only:
             vs.append("tcp")
     return vs
@@ -134,6 +139,7 @@ class Bench:
     def __init__(self, lab, topo, d, a):
         self.lab, self.topo, self.d, self.a = lab, topo, d, a
         self.overrides = parse_set(a.set)
+        self.ab_overrides = parse_set(a.ab_set)
         self.records: list[dict] = []
         self.labels = {"ours": a.label, "ours-b": a.ab_label,
                        "ours-kcptun": f"{a.label} client vs kcptun-server",
@@ -145,16 +151,15 @@ class Bench:
         if kind == "tcp":
             return Direct(self.topo, clients)
         env = None
-        if variant.endswith("-b"):
+        if variant.endswith("-b") and self.a.ab_src:
             env = {"PYTHONPATH": self.a.ab_src}
         elif self.a.src:
             env = {"PYTHONPATH": self.a.src}
-        s = Side(self.lab, self.topo, kind, self.d, self.a.mode, self.a.block, (0, 0),
-                 port=PORTS[variant], clients=clients,
-                 target=f"{self.topo.server_ip4}:{TARGET_PORT}", overrides=self.overrides,
-                 env=env, label=variant)
-        s.host = "127.0.0.1"
-        return s
+        overrides = self.overrides + (self.ab_overrides if variant.endswith("-b") else [])
+        return Side(self.lab, self.topo, kind, self.d, self.a.mode, self.a.block, (0, 0),
+                    port=PORTS[variant], clients=clients,
+                    target=f"{self.topo.server_ip4}:{TARGET_PORT}", overrides=overrides,
+                    env=env, label=variant)
 
     def warm(self, side) -> None:
         spec = {"targets": [[side.host, p] for p in side.ports], "timeout": 30}
@@ -346,6 +351,50 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def compact(rows: list[dict]) -> str:
+    """One line per case, direction and build of ours: ours against kcptun (or our client
+    against kcptun-server beside kcptun's own), one stream; then 4 streams and two sessions."""
+    idx = {(r["case"], r["variant"], r["dir"], r["sessions"], r["streams"]): r for r in rows}
+    pairs = [("ours", "kcptun"), ("ours-b", "kcptun"), ("ours-kcptun", "kcptun"),
+             ("ours-kcptun-b", "kcptun"), ("tcp", None)]
+    head = ("| case | dir | tunnel | MB/s (% of line) | kcptun | ratio | drops % | retrans % "
+            "| fetch RTT (kcptun) | 4 streams % | 2 sessions %: shares |")
+    lines = [head, "|" + "---|" * 11]
+
+    def pct(r):
+        if not r or r["mb_s"] is None:
+            return "-"
+        spread = ""
+        if len(r["mb_s_all"]) > 1:
+            spread = f" [{min(r['mb_s_all']):.2f}-{max(r['mb_s_all']):.2f}]"
+        return (f"{r['mb_s']:.2f} ({r['line_pct']:.0f}){spread}"
+                f"{' capped' if r['capped'] else ''}")
+
+    for (case, v, d, s, n), r in idx.items():
+        if s != 1 or n != 1:
+            continue
+        for ours, theirs in pairs:
+            if v != ours:
+                continue
+            k = idx.get((case, theirs, d, 1, 1)) if theirs else None
+            ratio = (f"{r['mb_s'] / k['mb_s']:.2f}" if k and k["mb_s"] and r["mb_s"] is not None
+                     else "-")
+            fetch = "-" if r["probe_ms"] is None else f"{r['probe_ms'] / r['rtt']:.1f}"
+            if k and k["probe_ms"] is not None:
+                fetch += f" ({k['probe_ms'] / k['rtt']:.1f})"
+            four = idx.get((case, v, d, 1, 4))
+            two = idx.get((case, v, d, 2, 1))
+            two_s = "-"
+            if two and two["line_pct"] is not None:
+                two_s = f"{two['line_pct']:.0f}" + (
+                    ": " + "/".join(f"{x:.0f}" for x in two["shares"]) if two.get("shares") else "")
+            retr = "-" if r["retrans_pct"] is None else f"{r['retrans_pct']:.1f}"
+            lines.append(f"| {case} | {d} | {r['label']} | {pct(r)} | {pct(k)} | {ratio} | "
+                         f"{_f(r['drop_pct'], '.2f')} | {retr} | {fetch} | "
+                         f"{_f(four['line_pct'] if four else None, '.0f')} | {two_s} |")
+    return "\n".join(lines)
+
+
 def ratios(rows: list[dict]) -> list[str]:
     """Same-run ratios: ours / kcptun, ours-kcptun / kcptun, and B / A."""
     idx = {(r["case"], r["variant"], r["dir"], r["sessions"], r["streams"]): r for r in rows}
@@ -371,6 +420,9 @@ def report(doc: dict, path_json: str | None, path_png: str) -> None:
     rows = summarise(doc["records"])
     print()
     print(table(rows))
+    print("\nsummary (one stream; the last two columns: % of the line with 4 streams, and "
+          "with two sessions at once and their shares of it):")
+    print(compact(rows))
     rs = ratios(rows)
     if rs:
         print("\nratios (same run):")
@@ -421,7 +473,7 @@ def _words(text: str) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 1)[1])
+                                 epilog=__doc__.split("\n\n", 2)[2])
     ap.add_argument("--rtt", type=_floats, default=None, help="RTTs, ms (50,100,200)")
     ap.add_argument("--loss", type=_floats, default=None, help="random loss each way, %% (0,1,5)")
     ap.add_argument("--rate", type=_floats, default=None, help="line rates, Mbit/s (100)")
@@ -434,8 +486,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=None, help="runs per case (3; --quick 1)")
     ap.add_argument("--size", type=float, default=None, help="MB per test (30; --quick 20)")
     ap.add_argument("--cap", type=float, default=25.0, help="seconds per transfer at most (25)")
-    ap.add_argument("--mode", default="fast3")
-    ap.add_argument("--block", default="aes")
+    ap.add_argument("--mode", default="fast3", help="KCP mode of every tunnel (fast3)")
+    ap.add_argument("--block", default="aes", help="cipher of every tunnel (aes)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a YAML key in both of our configs (repeatable), e.g. "
                          "transport.kcp.rcvwnd=2048")
@@ -443,7 +495,10 @@ def main() -> int:
     ap.add_argument("--label", default="ours", help="name of our build in the report")
     ap.add_argument("--ab-src", default=None,
                     help="also run the build in this source tree (PYTHONPATH) as ours-b")
-    ap.add_argument("--ab-label", default=None, help="name of the --ab-src build")
+    ap.add_argument("--ab-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="like --set, for ours-b only (after --set); without --ab-src, "
+                         "ours-b is this build with these settings")
+    ap.add_argument("--ab-label", default=None, help="name of the B build in the report")
     ap.add_argument("--fast-rate", type=float, default=FAST_RATE,
                     help=f"the 'fastest line' case, Mbit/s ({FAST_RATE})")
     ap.add_argument("--no-extra", dest="extra", action="store_false", default=None,
@@ -452,13 +507,24 @@ def main() -> int:
                     help="without the our-client-vs-kcptun-server cases")
     ap.add_argument("--quick", action="store_true",
                     help="RTT 100, loss 0,1, downloads, one stream, 1 run of 20 MB")
-    ap.add_argument("--out", default=os.path.join(HERE, "results"))
-    ap.add_argument("--report", metavar="JSON", help="print the table and chart of a saved run")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"),
+                    help="where the JSON and PNG go (bench/results)")
+    ap.add_argument("--report", metavar="JSON", nargs="+",
+                    help="print the table and chart of saved runs (several: medians over "
+                         "all their runs, written to <first>-merged.json/.png)")
     a = ap.parse_args()
     if a.report:
-        with open(a.report) as f:
-            doc = json.load(f)
-        report(doc, None, os.path.splitext(a.report)[0] + ".png")
+        docs = []
+        for path in a.report:
+            with open(path) as f:
+                docs.append(json.load(f))
+        doc = docs[0]
+        base = os.path.splitext(a.report[0])[0]
+        if len(docs) > 1:   # the runs of several invocations together: medians over all
+            doc = {"meta": {"merged": [d["meta"] for d in docs]},
+                   "records": [r for d in docs for r in d["records"]]}
+            base += "-merged"
+        report(doc, base + ".json" if len(docs) > 1 else None, base + ".png")
         return 0
     filtered = any(x is not None for x in (a.rtt, a.loss, a.rate, a.only))
     q = a.quick
@@ -475,6 +541,7 @@ def main() -> int:
         a.interop = not q and (not filtered or bool(a.only and "ours-kcptun" in a.only))
     try:
         parse_set(a.set)
+        parse_set(a.ab_set)
         mixes = [parse_mix(m) for m in a.streams]
     except ValueError as exc:
         ap.error(str(exc))
@@ -495,12 +562,12 @@ def main() -> int:
                 f"build runs their Python paths (pip install -e there to build them)")
     if a.src:
         a.src = os.path.abspath(a.src)
-    reason = netlab.available()
+    a.ab = bool(a.ab_src or a.ab_set)
+    if a.ab and not a.ab_label:
+        a.ab_label = "ours-b (" + " ".join(a.ab_set) + ")"
+    reason = cannot_run()
     if reason:
         print(f"bench: cannot run: {reason}", file=sys.stderr)
-        return 1
-    if subprocess.run(["which", "kcptun-server"], capture_output=True).returncode:
-        print("bench: kcptun is not installed (apt-get install kcptun)", file=sys.stderr)
         return 1
     os.makedirs(a.out, exist_ok=True)
     cases = build_cases(a)
