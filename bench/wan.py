@@ -196,8 +196,12 @@ class Bench:
         spec = {"flows": [{"host": side.host, "port": side.ports[s], "dir": direction,
                            "size": size} for s in range(sessions) for _ in range(streams)],
                 "cap": a.cap,
-                "probe": {"host": side.host, "port": side.ports[0], "after": 1.0,
-                          "every": 1.0, "count": 3, "bytes": 1024}}
+                # the queues fill within a few RTTs: the first probe at 4 RTT (0.5 s at
+                # least), then one every 2 RTT (0.5 s at least), 3 at most
+                "probe": {"host": side.host, "port": side.ports[0],
+                          "after": max(0.5, 4 * case["rtt"] / 1000),
+                          "every": max(0.5, 2 * case["rtt"] / 1000), "count": 3,
+                          "bytes": 1024}}
         r = self.lab.run(self.topo.client, PY, TRAFFIC, "run", json.dumps(spec), check=False,
                          timeout=a.cap + 120)
         rc1 = relay.counters()
