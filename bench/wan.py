@@ -416,10 +416,27 @@ def ratios(rows: list[dict]) -> list[str]:
     return out
 
 
+def _rounded(x):
+    if isinstance(x, float):
+        return round(x, 3)
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    return x
+
+
+def save(doc: dict, path: str) -> None:
+    """One record per line, figures to 3 decimals (a full run is ~400 records)."""
+    with open(path, "w") as f:
+        f.write('{"meta": ' + json.dumps(doc["meta"]) + ',\n "records": [\n')
+        f.write(",\n".join(json.dumps(_rounded(r)) for r in doc["records"]))
+        f.write("\n]}\n")
+
+
 def report(doc: dict, path_json: str | None, path_png: str) -> None:
     if path_json:
-        with open(path_json, "w") as f:
-            json.dump(doc, f, indent=1)
+        save(doc, path_json)
         print(f"results: {path_json}")
     rows = summarise(doc["records"])
     print()
@@ -596,8 +613,7 @@ def main() -> int:
             for case in cases:
                 bench.run_case(case)
                 doc["records"] = bench.records
-                with open(path_json, "w") as f:   # partial results survive an interrupt
-                    json.dump(doc, f, indent=1)
+                save(doc, path_json)   # partial results survive an interrupt
     except KeyboardInterrupt:
         say("interrupted: reporting what was measured")
     report(doc, path_json, os.path.splitext(path_json)[0] + ".png")
