@@ -106,7 +106,8 @@ class Side:
     `workdir` holds configs, logs and control sockets."""
 
     def __init__(self, lab, topo, kind, d, mode, block, fec, http_port=8000, port=None,
-                 clients=1, target=None, overrides=(), env=None, label=None):
+                 clients=1, target=None, overrides=(), env=None, label=None,
+                 first_byte="/small"):
         if kind not in KINDS:
             raise ValueError(f"unknown tunnel kind {kind!r}")
         self.lab, self.topo, self.kind, self.d = lab, topo, kind, d
@@ -116,6 +117,7 @@ class Side:
         self.target = target or f"{topo.server_ip4}:{http_port}"
         self.overrides, self.env = list(overrides), env
         self.label = label or kind
+        self.first_byte = first_byte   # an HTTP path start() fetches (None: no fetch)
         self.host = "127.0.0.1"   # where the forwards listen (client namespace)
         self.procs: list = []
         self.server = None
@@ -158,7 +160,8 @@ class Side:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def start(self) -> float:
-        """Start every process and wait for the first byte through each client (seconds)."""
+        """Start every process, wait for every forward to listen and (with `first_byte`)
+        for the first fetched byte through the first client; returns the seconds taken."""
         lab, topo = self.lab, self.topo
         t0 = time.monotonic()
         env = dict(os.environ, **(self.env or {}))
@@ -193,6 +196,10 @@ class Side:
             if not wait_port(lab, topo.client, port, timeout=20):
                 self.stop()
                 raise RuntimeError(f"{self.label} did not come up (port {port}); logs in {self.d}")
+        if self.first_byte:  # first byte through the tunnel
+            for _ in range(200):
+                if self.fetch(self.first_byte, timeout=5) is not None:
+                    break
         return time.monotonic() - t0
 
     def stop(self):

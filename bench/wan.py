@@ -159,7 +159,7 @@ class Bench:
         return Side(self.lab, self.topo, kind, self.d, self.a.mode, self.a.block, (0, 0),
                     port=PORTS[variant], clients=clients,
                     target=f"{self.topo.server_ip4}:{TARGET_PORT}", overrides=overrides,
-                    env=env, label=variant)
+                    env=env, label=variant, first_byte=None)
 
     def warm(self, side) -> None:
         spec = {"targets": [[side.host, p] for p in side.ports], "timeout": 30}
