@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,112 +27,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 
 import netlab  # noqa: E402
-from paqetlab import PY, Paqet, client_config, http_server, make_blob, server_config, tempdir, wait_port  # noqa: E402
-
-CLK = os.sysconf("SC_CLK_TCK")
-FWD_PORT = 8081
-KCP_PORT = 29900
-
-
-def say(msg):
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            parts = f.read().rsplit(")", 1)[1].split()
-        return (int(parts[11]) + int(parts[12])) / CLK
-    except (OSError, IndexError):
-        return 0.0
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def child_pid(proc) -> int:
-    """`ip netns exec` execs the command in place, so its PID is the process's."""
-    return proc.pid
-
-
-class Side:
-    """One tunnel (ours or kcptun) between the namespaces, exposing a TCP forward on the
-    client side at 127.0.0.1:port (FWD_PORT for ours, the next one for kcptun's, so both can
-    run at once) to the server's HTTP port."""
-
-    def __init__(self, lab, topo, kind, d, mode, block, fec, http_port=8000, port=None):
-        self.lab, self.topo, self.kind, self.d = lab, topo, kind, d
-        self.mode, self.block, self.fec, self.http_port = mode, block, fec, http_port
-        self.port = port if port is not None else FWD_PORT + (kind != "paqet")
-
-    def start(self) -> float:
-        lab, topo = self.lab, self.topo
-        t0 = time.monotonic()
-        target = f"{topo.server_ip4}:{self.http_port}"
-        if self.kind == "paqet":
-            fwd = [{"listen": f"127.0.0.1:{self.port}", "target": target, "protocol": "tcp"}]
-            scfg = server_config(topo, mode=self.mode, block=self.block, fec=self.fec, level="warn")
-            ccfg = client_config(topo, mode=self.mode, block=self.block, fec=self.fec, level="warn",
-                                 forward=fwd)
-            self.server = Paqet(lab, topo.server, scfg, "srv", self.d)
-            self.client = Paqet(lab, topo.client, ccfg, "cli", self.d)
-            self.procs = [self.server.proc, self.client.proc]
-        else:
-            common = ["--key", "bench", "--crypt", self.block, "--mode", self.mode, "--mtu", "1350",
-                      "--datashard", str(self.fec[0]), "--parityshard", str(self.fec[1]),
-                      "--nocomp", "--smuxver", "2", "--quiet", "--dscp", "46"]
-            self.procs = [
-                lab.popen(topo.server, ["kcptun-server", "-l", f"{topo.server_ip4}:{KCP_PORT}",
-                                        "-t", target, "--sndwnd", "1024", "--rcvwnd", "1024", *common],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-                lab.popen(topo.client, ["kcptun-client", "-l", f"127.0.0.1:{self.port}", "-r",
-                                        f"{topo.server_ip4}:{KCP_PORT}", "--sndwnd", "128",
-                                        "--rcvwnd", "512", *common],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-        if not wait_port(lab, topo.client, self.port, timeout=20):
-            raise RuntimeError(f"{self.kind} did not come up")
-        # first byte through the tunnel
-        for _ in range(200):
-            r = self.fetch("/small", timeout=5)
-            if r is not None:
-                break
-        return time.monotonic() - t0
-
-    def stop(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-        self.lab.procs = [p for p in self.lab.procs if p not in self.procs]
-
-    def fetch(self, path, timeout=300, out="/dev/null"):
-        r = self.lab.run(self.topo.client, "curl", "-sS", "--max-time", str(timeout), "-o", out,
-                         "-w", "%{http_code} %{size_download} %{time_total}",
-                         f"http://127.0.0.1:{self.port}{path}", check=False, timeout=timeout + 10)
-        parts = r.stdout.split()
-        if r.returncode != 0 or not parts or parts[0] != "200":
-            return None
-        return int(parts[1]), float(parts[2])
-
-    def cpu(self) -> float:
-        return sum(cpu_seconds(child_pid(p)) for p in self.procs)
-
-    def rss(self) -> list[float]:
-        """[server, client] resident set sizes, MB."""
-        return [rss_mb(child_pid(p)) for p in self.procs]
+from paqetlab import PY, http_server, make_blob, tempdir, wait_port  # noqa: E402
+from tunnels import Side, cannot_run, say  # noqa: E402
 
 
 def _p50_p90(times):
@@ -299,12 +194,9 @@ def main():
         return 0
     args.runs = args.runs or (3 if args.quick else 5)
     size = (args.size_mb or (50 if args.quick else 200)) << 20
-    reason = netlab.available()
+    reason = cannot_run()
     if reason:
         print(f"bench: cannot run: {reason}", file=sys.stderr)
-        return 1
-    if subprocess.run(["which", "kcptun-server"], capture_output=True).returncode:
-        print("bench: kcptun is not installed (apt-get install kcptun)", file=sys.stderr)
         return 1
     os.makedirs(args.out, exist_ok=True)
     results = []

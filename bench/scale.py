@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 
 import netlab  # noqa: E402
-from compare import cpu_seconds, rss_mb, say  # noqa: E402
+from tunnels import cpu_seconds, rss_mb, say  # noqa: E402
 from paqetlab import PY, Paqet, client_config, server_config, tempdir, wait_port  # noqa: E402
 
 SOURCE_PORT = 8100

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -218,3 +219,66 @@ class NetLab:
         """Limit egress of `ifname` in `ns` with tc tbf."""
         self.run(ns, "tc", "qdisc", "replace", "dev", ifname, "root", "tbf", "rate",
                  f"{mbit}mbit", "burst", "64kb", "latency", "50ms")
+
+    # -- stateful firewalls (network.tcp.mode handshake) ---------------------------------
+    def strict_tracking(self, ns: str, masquerade_out: str | None = None,
+                        established_timeout: int | None = None) -> None:
+        """Make router `ns` a strict stateful firewall, as a hosting provider's filter: no
+        pickup of TCP connections it did not see open (nf_conntrack_tcp_loose=0), window
+        checking (nf_conntrack_tcp_be_liberal=0), and a forward chain that drops what
+        conntrack calls invalid and new connections that do not start with a SYN, each rule
+        with a counter (tracker_drops). `masquerade_out`: also NAT (MASQUERADE) what leaves
+        through that interface; `established_timeout`: seconds an idle established
+        connection is remembered."""
+        self.sysctl(ns, "net.netfilter.nf_conntrack_tcp_loose", "0")
+        self.sysctl(ns, "net.netfilter.nf_conntrack_tcp_be_liberal", "0")
+        if established_timeout is not None:
+            self.sysctl(ns, "net.netfilter.nf_conntrack_tcp_timeout_established",
+                        str(established_timeout))
+        nat = (f"table ip pqnat {{\n chain post {{ type nat hook postrouting priority srcnat; "
+               f"policy accept;\n  oifname \"{masquerade_out}\" masquerade\n }}\n}}\n"
+               if masquerade_out else "")
+        self.nft(ns, "table inet pqstrict {\n chain forward { type filter hook forward "
+                     "priority 0; policy accept;\n"
+                     "  ct state invalid counter drop comment \"invalid\"\n"
+                     "  tcp flags & (syn|ack) != syn ct state new counter drop comment \"new\"\n"
+                     " }\n}\n" + nat)
+
+    def tracker_drops(self, ns: str) -> dict[str, int]:
+        """Packets the strict_tracking rules dropped so far: {"invalid": n, "new": n}."""
+        import json
+        out = json.loads(self.run(ns, "nft", "-j", "list", "table", "inet", "pqstrict").stdout)
+        drops = {}
+        for item in out.get("nftables", []):
+            rule = item.get("rule")
+            if rule and rule.get("comment"):
+                for e in rule["expr"]:
+                    if "counter" in e:
+                        drops[rule["comment"]] = e["counter"]["packets"]
+        return drops
+
+    def set_tcp_loss(self, ns: str, where: str, percent: float, interfaces: Sequence[str]) -> None:
+        """Drop `percent` % of the TCP packets a router `ns` forwards, "before" its connection
+        tracking (at ingress of `interfaces`: the tracker never sees them) or "after" it (in
+        postrouting, out of `interfaces`: seen, then lost). 0 removes it."""
+        table = f"pqloss{where}"
+        fam = "netdev" if where == "before" else "inet"
+        self.run(ns, "nft", "delete", "table", fam, table, check=False)
+        if percent <= 0:
+            return
+        rule = f"meta l4proto tcp numgen random mod 1000 < {int(round(percent * 10))} counter drop"
+        if where == "before":
+            chains = "".join(f" chain in{i} {{ type filter hook ingress device \"{ifname}\" "
+                             f"priority 0; policy accept;\n  {rule}\n }}\n"
+                             for i, ifname in enumerate(interfaces))
+        else:
+            names = ", ".join(f'"{i}"' for i in interfaces)
+            chains = (f" chain post {{ type filter hook postrouting priority 300; policy accept;\n"
+                      f"  oifname {{ {names} }} {rule}\n }}\n")
+        self.nft(ns, f"table {fam} {table} {{\n{chains}}}\n")
+
+    def tcp_lost(self, ns: str, where: str) -> int:
+        """Packets set_tcp_loss dropped so far at `where`."""
+        fam = "netdev" if where == "before" else "inet"
+        out = self.run(ns, "nft", "list", "table", fam, f"pqloss{where}", check=False).stdout
+        return sum(int(n) for n in re.findall(r"counter packets (\d+)", out))

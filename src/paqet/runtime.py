@@ -166,7 +166,9 @@ class Network:
             self.dst_macs[ip] = choice.next_hop_mac
             log.info("backup server %s: %s", ip, choice.reason)
 
-    def open_backend(self, port: int):
+    def open_backend(self, port: int, tcp_mode: str | None = None):
+        """A packet backend on `port` (0: random) with its firewall rules; `tcp_mode`
+        overrides network.tcp.mode (`paqet check` tries both)."""
         cfg = self.cfg
         from paqet.net.factory import open_backend
         if self.driver == "udp":
@@ -199,11 +201,24 @@ class Network:
                 raise StartupError("raw packet sockets need root (or CAP_NET_RAW): run with "
                                    "sudo") from None
             raise StartupError(f"cannot open a raw socket on {self.interface}: {exc}") from None
+        if (tcp_mode or cfg.network.tcp.mode) == "handshake":
+            from paqet.net.handshake import HandshakeBackend
+            b = HandshakeBackend(b, client=cfg.role == "client", key=syn_keys(cfg),
+                                 keepalive_ms=int(cfg.network.tcp.keepalive * 1000))
         builder = getattr(b, "builder", None)
         for ip, mac in self.dst_macs.items():
             if builder is not None:
                 builder.set_dst_mac(ip, mac)
         return _FirewalledBackend(b, fw, hold)
+
+
+def syn_keys(cfg: Config) -> list:
+    """The keys handshake SYN tokens are made and checked with: a client's one key, a
+    server's users' keys (transport.kcp.key being the unnamed user's)."""
+    if cfg.role == "client":
+        return [cfg.transport.kcp.key]
+    from paqet.tunnel.users import UserSpec
+    return [u.key for u in UserSpec.from_config(cfg)]
 
 
 def backend_counters(backends) -> dict:
@@ -439,6 +454,9 @@ class Runtime:
                                          for k in listener.users.new_keys(specs)])
         self.server.params = params
         added, removed, rekeyed = listener.set_users(params, specs)
+        set_keys = getattr(self.backend, "set_keys", None)
+        if set_keys is not None:   # handshake mode: SYN tokens of the users now in force
+            set_keys(syn_keys(cfg))
         done = []
         if added or removed or rekeyed:
             done.append("users " + " ".join([f"+{user_name(n)}" for n in added]

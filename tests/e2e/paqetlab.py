@@ -67,11 +67,12 @@ def client_config(topo, socks_port=1080, port=9999, *, mode="fast3", block="aes"
 class Paqet:
     """A `paqet run` process inside a namespace; its output goes to a log file."""
 
-    def __init__(self, lab, ns: str, cfg: dict, name: str, workdir: str) -> None:
+    def __init__(self, lab, ns: str, cfg: dict, name: str, workdir: str,
+                 env: dict | None = None) -> None:
         self.path = write_config(os.path.join(workdir, f"{name}.yaml"), cfg)
         self.log_path = os.path.join(workdir, f"{name}.log")
         self.logf = open(self.log_path, "w")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(env if env is not None else os.environ, PYTHONUNBUFFERED="1")
         self.proc = lab.popen(ns, [PY, "-m", "paqet", "run", "-c", self.path],
                               stdout=self.logf, stderr=subprocess.STDOUT, env=env)
 

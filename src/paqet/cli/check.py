@@ -6,7 +6,9 @@ or CAP_NET_RAW + CAP_NET_ADMIN), a raw packet socket on the interface, the firew
 paqet's managed tables, or for `firewall: manual` whether the needed rules are in place),
 the ports (a client's listen addresses free; no program on a server's paqet port) and, for
 a client, PPING/PPONG round trips to the server through a real tunnel session
-(cli/ping's code path, bounded in time). One line per check; each problem gets one `fix:`
+(cli/ping's code path, bounded in time), then the same in the other network.tcp.mode, which
+tells whether the path needs `handshake` (a stateful firewall that drops frames without a
+TCP handshake) or lets stateless frames through. One line per check; each problem gets one `fix:`
 line saying what to do. Exit 0 when every check passes, 1 otherwise.
 
 The judging is separate from the probing: `Probes` gathers facts (it is what the unit tests
@@ -165,8 +167,8 @@ class Probes:
         return out
 
     def ping(self, cfg, server: tuple[str, int], net, count: int, interval: float,
-             timeout: float) -> PingOutcome:
-        return _run_async(_ping(cfg, server, net, count, interval, timeout))
+             timeout: float, tcp_mode: str | None = None) -> PingOutcome:
+        return _run_async(_ping(cfg, server, net, count, interval, timeout, tcp_mode))
 
 
 def _run_async(coro):
@@ -177,12 +179,12 @@ def _run_async(coro):
         return asyncio.run(coro)
 
 
-async def _ping(cfg, server, net, count, interval, timeout) -> PingOutcome:
+async def _ping(cfg, server, net, count, interval, timeout, tcp_mode=None) -> PingOutcome:
     from paqet.cli.ping import Tally, open_session, round_trips
     from paqet.runtime import StartupError
     out = PingOutcome()
     try:
-        pool, out.dialect = await open_session(cfg, server, net)
+        pool, out.dialect = await open_session(cfg, server, net, tcp_mode)
     except StartupError as exc:
         out.error = str(exc)
         return out
@@ -645,31 +647,71 @@ class Checker:
             self.add("tunnel", "skip", "needs the privileges and the raw socket")
             return
         srv = f"{self.server[0]}:{self.server[1]}"
+        mode = self.cfg.network.tcp.mode
         out = self.p.ping(self.cfg, self.server, self.net, self.count, self.interval, self.timeout)
         if out.error:
             self.add("tunnel", "fail", f"cannot start a session: {out.error}",
                      "see the checks above; run as root with nftables or iptables, or set "
                      "network.firewall: manual")
             return
+        other_mode = "stateless" if mode == "handshake" else "handshake"
+        other = None
+        if self._driver() != "udp":
+            other = self.p.ping(self.cfg, self.server, self.net, min(self.count, 2),
+                                self.interval, self.timeout, other_mode)
+        other_ok = other is not None and bool(other.rtts)
         from paqet.cli.ping import rtt_summary
         if out.rtts:
             loss = 100.0 * (out.sent - len(out.rtts)) / out.sent
             detail = (f"{len(out.rtts)}/{out.sent} PPONG from {srv} ({loss:.0f}% loss), rtt "
                       f"min/avg/max/mdev = {rtt_summary(out.rtts)}")
             self.add("tunnel", "ok", detail)
-            return
-        if out.heard:
+        elif out.heard:
             self.add("tunnel", "fail", f"the server at {srv} answers KCP but not PPING "
                      f"({out.sent} sent, {out.dialect} dialect)",
                      "set transport.dialect: auto (or the server's alpha21/alpha20/gob), "
                      "and check the server's log")
+        elif other_ok:  # the other mode answers: that says what is wrong
+            if mode == "stateless":
+                why = ("handshake flows get PPONGs: this path needs network.tcp.mode handshake "
+                       "(a stateful firewall drops TCP without a handshake)")
+                fix = "set network.tcp.mode: handshake in this client's configuration"
+            else:
+                why = ("stateless frames get PPONGs: the server does not answer handshakes "
+                       "(its network.tcp.mode is stateless)")
+                fix = "set network.tcp.mode: handshake on the server too, or stateless here"
+            self.add("tunnel", "fail", f"no answer from {srv} in network.tcp.mode {mode} "
+                     f"({out.sent} PPING sent); {why}", fix)
             return
-        self.add("tunnel", "fail", f"no answer from {srv} ({out.sent} PPING sent, none answered "
-                 f"within {self.timeout:g} s)",
-                 f"check that `paqet run` is running on {self.server[0]} with listen port "
-                 f"{self.server[1]}, the same transport.kcp.key and block (and dshard/pshard), "
-                 f"and that no firewall between drops TCP port {self.server[1]}")
+        else:
+            self.add("tunnel", "fail", f"no answer from {srv} ({out.sent} PPING sent, none "
+                     f"answered within {self.timeout:g} s)",
+                     f"check that `paqet run` is running on {self.server[0]} with listen port "
+                     f"{self.server[1]}, the same transport.kcp.key and block (and "
+                     f"dshard/pshard), and that no firewall between drops TCP port "
+                     f"{self.server[1]}; a stateful one (it drops TCP without a handshake) "
+                     f"needs network.tcp.mode: handshake on both ends")
+        if other is not None and not other.error:
+            self._tcp_mode(mode, bool(out.rtts), other_ok)
 
+    def _tcp_mode(self, mode: str, ok: bool, other_ok: bool) -> None:
+        """Whether the path needs network.tcp.mode handshake, both modes tried (the case of
+        the configured mode failing and the other answering is the tunnel check's)."""
+        if not ok:
+            self.add("tcp mode", "skip", "neither stateless frames nor handshake flows got an "
+                     "answer")
+        elif other_ok:
+            self.add("tcp mode", "ok", "stateless frames and handshake flows both get through: "
+                     "handshake is not needed on this path (stateless costs less)"
+                     if mode == "handshake" else "stateless frames get through: this path "
+                     "needs no handshake (the server answers handshakes too)")
+        elif mode == "stateless":
+            self.add("tcp mode", "ok", "stateless frames get through: this path needs no "
+                     "handshake (the server does not answer handshakes: its network.tcp.mode "
+                     "is stateless)")
+        else:
+            self.add("tcp mode", "ok", "this path needs network.tcp.mode handshake: stateless "
+                     "frames get no answer (a stateful firewall drops TCP without a handshake)")
 
     def check_backups(self) -> None:
         """Failover targets (server.backup, beyond upstream): one short PPING run each. A

@@ -11,13 +11,15 @@ from paqet import logs
 from paqet.cli.exits import EXIT_OK, EXIT_RUNTIME, load_or_exit
 
 
-async def open_session(cfg, server: tuple[str, int], net):
+async def open_session(cfg, server: tuple[str, int], net, tcp_mode: str | None = None):
     """A one-connection client pool to `server` (health checks off) and the dialect its
-    PPINGs use; raises StartupError. Shared with `paqet check`."""
+    PPINGs use; raises StartupError. Shared with `paqet check` (which sets `tcp_mode` to
+    try the network.tcp.mode it was not given too)."""
     from paqet.client.pool import ClientPool
     from paqet.runtime import tunnel_params
     dialect = cfg.transport.dialect if cfg.transport.dialect != "auto" else "alpha21"
-    pool = ClientPool(tunnel_params(cfg), server, lambda: net.open_backend(cfg.local_port),
+    pool = ClientPool(tunnel_params(cfg), server,
+                      lambda: net.open_backend(cfg.local_port, tcp_mode),
                       conns=1, remote_flags=cfg.remote_flags, dialect=dialect,
                       health_interval=0)
     try:
@@ -112,7 +114,7 @@ def _raw(cfg, payload: str) -> int:
     try:
         server = resolve(host, port)
         net = Network(cfg, server[0])
-        backend = net.open_backend(cfg.local_port)
+        backend = net.open_backend(cfg.local_port, "stateless")  # one raw frame, as upstream
     except StartupError as exc:
         print(f"paqet: failed to create raw socket: {exc}", file=sys.stderr)
         return EXIT_RUNTIME

@@ -291,6 +291,9 @@ def _check(cfg: Config) -> list[tuple[str, str]]:
                 values.parse_flags(f)
             except values.ValueProblem as exc:
                 errs.append((f"network.tcp.{key}[{i}]", str(exc)))
+    if net.tcp.mode == "handshake" and net.driver == "udp":
+        errs.append(("network.tcp.mode", "handshake needs raw TCP frames: network.driver "
+                                         "afpacket, pcap or auto (not udp)"))
     k = cfg.transport.kcp
     if k.block not in ("none", "null") and not k.key and not (role == "server" and cfg.users):
         errs.append(("transport.kcp.key",
@@ -495,6 +498,12 @@ def load_config_text(text: str, source: str = "<config>") -> Config:
     errs = _read_key_files(cfg, os.path.dirname(source) if source and not source.startswith("<")
                            else ".")
     errs += _check(cfg)
+    if not errs and role == "client" and cfg.network.tcp.mode == "handshake" and \
+            (cfg.network.tcp.local_flag != ["PA"] or cfg.network.tcp.remote_flag != ["PA"]):
+        msg = ("network.tcp.local_flag and remote_flag are not used with network.tcp.mode "
+               "handshake: the flow's frames carry ACK (PSH+ACK with data)")
+        warnings.append(msg)
+        log.warning(msg)
     if not errs and _stats_exposed(cfg):
         msg = _stats_exposed(cfg)
         warnings.append(msg)

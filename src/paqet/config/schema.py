@@ -84,6 +84,12 @@ class Pcap(_S, kw_only=True):
 class Tcp(_S, kw_only=True):
     local_flag: Annotated[list[str], Meta(max_length=64)] = msgspec.field(default_factory=list)
     remote_flag: Annotated[list[str], Meta(max_length=64)] = msgspec.field(default_factory=list)
+    # beyond upstream: "handshake" makes the frames to each peer one TCP-faithful flow
+    # (SYN/SYN-ACK/ACK, consistent seq/ack, timestamps) for stateful firewalls; a server in
+    # handshake mode serves stateless peers too (docs/network.md)
+    mode: Literal["stateless", "handshake"] = "stateless"
+    # seconds of silence after which a handshake client probes its flow (0 = never)
+    keepalive: Annotated[float, Meta(ge=0, le=3600)] = 15.0
 
 
 class Network(_S, kw_only=True):

@@ -6,12 +6,14 @@
  * same acceptance rules as wire.frame.parse_payload (tests compare the two on the Go
  * vectors and on generated frames).
  *
- * read(ring, index, frame_size, frame_count, max_n, ether, port, names, macs)
+ * read(ring, index, frame_size, frame_count, max_n, ether, port, names, macs, segments=False)
  *   ring: the mmap'ed TPACKET_V2 ring (writable buffer); index: the next slot;
  *   ether: frames start at the MAC header (else at the IP header); port: the TCP
  *   destination port to accept (-1: any); names: the dict caching source address bytes ->
  *   text (wire.frame._src_names); macs: None, or the dict of learned next-hop MACs
- *   (FrameBuilder.dst_macs): source MACs that differ from it are reported.
+ *   (FrameBuilder.dst_macs): source MACs that differ from it are reported; segments:
+ *   wire.frame.parse_segment's rules and items instead (empty payloads accepted, items
+ *   (payload, (src, sport), flags, seq, ack, tsval, tsecr): network.tcp.mode handshake).
  * -> (items, next index, dropped, changed): items [(payload, (src, sport))], changed
  *   [(src, mac)] for the caller's set_dst_mac (None when macs is None).
  */
@@ -32,8 +34,8 @@ be16(const uint8_t *p)
 
 /* wire.frame._locate + the checks of parse_payload: 0 and the offsets, or -1 */
 static int
-locate(const uint8_t *b, Py_ssize_t n, int ether, int port, Py_ssize_t *ip_off, int *fam,
-       Py_ssize_t *pay, Py_ssize_t *end, uint16_t *sport)
+locate(const uint8_t *b, Py_ssize_t n, int ether, int port, int segments, Py_ssize_t *ip_off,
+       int *fam, Py_ssize_t *tcp, Py_ssize_t *pay, Py_ssize_t *end, uint16_t *sport)
 {
     Py_ssize_t off;
     unsigned et;
@@ -93,11 +95,46 @@ locate(const uint8_t *b, Py_ssize_t n, int ether, int port, Py_ssize_t *ip_off, 
     if (port >= 0 && be16(b + t + 2) != (unsigned)port)
         return -1;
     Py_ssize_t doff = (Py_ssize_t)(b[t + 12] >> 4) << 2;
-    if (doff < 20 || t + doff >= *end)
+    if (doff < 20 || t + doff > *end || (!segments && t + doff == *end))
         return -1;
     *ip_off = off;
+    *tcp = t;
     *pay = t + doff;
     return 0;
+}
+
+static inline uint32_t
+be32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* wire.frame.tcp_timestamps: the timestamp option of the header at t (doff bytes long) */
+static int
+timestamps(const uint8_t *b, Py_ssize_t t, Py_ssize_t doff, long long *tsval, long long *tsecr)
+{
+    Py_ssize_t i = t + 20, end = t + doff;
+    while (i < end) {
+        uint8_t kind = b[i];
+        if (kind == 0)
+            return -1;
+        if (kind == 1) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= end)
+            return -1;
+        uint8_t n = b[i + 1];
+        if (n < 2 || i + n > end)
+            return -1;
+        if (kind == 8 && n == 10) {
+            *tsval = be32(b + i + 2);
+            *tsecr = be32(b + i + 6);
+            return 0;
+        }
+        i += n;
+    }
+    return -1;
 }
 
 /* the source address as text, through (and into) the names cache; new reference */
@@ -164,9 +201,9 @@ ring_read(PyObject *module, PyObject *args)
 {
     PyObject *ring, *names, *macs;
     Py_ssize_t index, fsize, fnum, max_n;
-    int ether, port;
-    if (!PyArg_ParseTuple(args, "OnnnnpiO!O", &ring, &index, &fsize, &fnum, &max_n, &ether,
-                          &port, &PyDict_Type, &names, &macs))
+    int ether, port, segments = 0;
+    if (!PyArg_ParseTuple(args, "OnnnnpiO!O|p", &ring, &index, &fsize, &fnum, &max_n, &ether,
+                          &port, &PyDict_Type, &names, &macs, &segments))
         return NULL;
     if (macs != Py_None && !PyDict_Check(macs)) {
         PyErr_SetString(PyExc_TypeError, "macs must be a dict or None");
@@ -197,12 +234,12 @@ ring_read(PyObject *module, PyObject *args)
         memcpy(&net_off, slot + 14, 2);
         Py_ssize_t start = ether ? mac_off : net_off;
         PyObject *item = NULL;
-        Py_ssize_t ip_off, pay, end;
+        Py_ssize_t ip_off, tcp, pay, end;
         int fam;
         uint16_t sport;
         if (start + (Py_ssize_t)snap <= fsize &&
-            locate(slot + start, (Py_ssize_t)snap, ether, port, &ip_off, &fam, &pay, &end,
-                   &sport) == 0) {
+            locate(slot + start, (Py_ssize_t)snap, ether, port, segments, &ip_off, &fam, &tcp,
+                   &pay, &end, &sport) == 0) {
             const uint8_t *f = slot + start;
             PyObject *src = src_name(names, f + ip_off + (fam == 4 ? 12 : 8), fam);
             if (src == NULL)
@@ -211,7 +248,17 @@ ring_read(PyObject *module, PyObject *args)
                 Py_DECREF(src);
                 goto fail_slot;
             }
-            item = Py_BuildValue("(y#(NH))", (const char *)f + pay, end - pay, src, sport);
+            if (segments) {
+                const uint8_t *th = f + tcp;
+                long long tsval = -1, tsecr = -1;
+                timestamps(f, tcp, pay - tcp, &tsval, &tsecr);
+                unsigned flags = th[13] | ((unsigned)(th[12] & 1) << 8);
+                item = Py_BuildValue("(y#(NH)IkkLL)", (const char *)f + pay, end - pay, src,
+                                     sport, flags, (unsigned long)be32(th + 4),
+                                     (unsigned long)be32(th + 8), tsval, tsecr);
+            }
+            else
+                item = Py_BuildValue("(y#(NH))", (const char *)f + pay, end - pay, src, sport);
             if (item == NULL)
                 goto fail_slot;
         }

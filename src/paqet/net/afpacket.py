@@ -21,7 +21,8 @@ from paqet.net import bpf
 from paqet.net.backend import Addr, PacketBackend, random_port
 from paqet.net.interface import interface_mac, link_type
 from paqet.wire import frame as _frame
-from paqet.wire.frame import FrameBuilder, FrameError, parse_frame, parse_payload  # noqa: F401
+from paqet.wire.frame import (FrameBuilder, FrameError, parse_frame, parse_payload,  # noqa: F401
+                              parse_segment)
 
 try:  # the ring drained in one C call (setup.py builds it when a compiler is there)
     from paqet.net import _ring
@@ -129,6 +130,9 @@ class AfPacketBackend(PacketBackend):
         self._proto = {4: (interface, 0x0800), 6: (interface, 0x86DD)}  # host order: Python converts
         # Without a configured router MAC, reply to whichever MAC a peer's frames came from.
         self.learn_macs = learn_macs and self.link == "ether"
+        #: network.tcp.mode handshake (net/handshake.py sets it): recv_batch returns
+        #: wire.frame.parse_segment's tuples (empty segments too)
+        self.segments = False
 
     def _setup_ring(self, size: int) -> None:
         """PACKET_RX_RING (TPACKET_V2): the kernel copies captured frames into a ring shared
@@ -159,7 +163,7 @@ class AfPacketBackend(PacketBackend):
             out, self._ri, dropped, changed = _ring.read(
                 self._ring, self._ri, self._fsize, self._fnum, max_n, self.link == "ether",
                 -1 if self.local_port is None else self.local_port, _frame._src_names,
-                b.dst_macs if self.learn_macs else None)
+                b.dst_macs if self.learn_macs else None, self.segments)
             if dropped:
                 self.dropped += dropped
             if changed:
@@ -174,6 +178,7 @@ class AfPacketBackend(PacketBackend):
         learn = self.learn_macs
         own = None if self.ignores_outgoing else self._own
         zero = b"\0\0\0\0"
+        parse = parse_segment if self.segments else parse_payload
         out = []
         for _ in range(max_n):
             off = i * fs
@@ -184,7 +189,7 @@ class AfPacketBackend(PacketBackend):
             raw = mm[start:start + snap]
             mm[off:off + 4] = zero  # hand the slot back to the kernel
             i = i + 1 if i + 1 < nfr else 0
-            item = parse_payload(raw, link, port)
+            item = parse(raw, link, port)
             if item is None:
                 self.dropped += 1
                 continue
@@ -208,7 +213,7 @@ class AfPacketBackend(PacketBackend):
         was_empty = not st
         got = self._recv_ring(self._fnum)
         st.extend(got)
-        self._stash_bytes += sum([len(p) for p, _ in got])
+        self._stash_bytes += sum([len(item[0]) for item in got])
         if was_empty and st and self.on_stash is not None:
             self.on_stash()
 
@@ -220,7 +225,7 @@ class AfPacketBackend(PacketBackend):
                     self._stash, self._stash_bytes = [], 0
                     return st
                 out, self._stash = st[:max_n], st[max_n:]
-                self._stash_bytes -= sum([len(p) for p, _ in out])
+                self._stash_bytes -= sum([len(item[0]) for item in out])
                 return out
             return self._recv_ring(max_n)
         out = []
@@ -229,6 +234,7 @@ class AfPacketBackend(PacketBackend):
         link = self.link
         learn = self.learn_macs
         own = None if self.ignores_outgoing else self._own
+        parse = parse_segment if self.segments else parse_payload
         for _ in range(max_n):
             try:
                 raw = recv(RECV_SIZE)
@@ -237,7 +243,7 @@ class AfPacketBackend(PacketBackend):
             except OSError:  # e.g. ENETDOWN: the caller sees it as "nothing now"
                 self.recv_errors += 1
                 break
-            item = parse_payload(raw, link, port)
+            item = parse(raw, link, port)
             if item is None:
                 self.dropped += 1
                 continue
@@ -249,15 +255,17 @@ class AfPacketBackend(PacketBackend):
         self.frames_in += len(out)
         return out
 
-    def send(self, payload: bytes, addr: Addr) -> None:
+    def send(self, payload: bytes, addr: Addr, flags: int | None = None,
+             tcp: tuple[int, int, int, int] | None = None) -> None:
+        """One frame; `flags` and `tcp` = (seq, ack, tsval, tsecr) are the handshake mode's
+        (net/handshake.py; `payload` may then be empty), else upstream's values."""
         if self._ring is not None:
             self._sends += 1
             if self._sends >= STASH_EVERY:
                 self._sends = 0
                 self._stash_ring()
-        b = self.builder
         try:
-            frame = b.header(payload, addr[0], addr[1], None, self.csum_offload)
+            frame = self.builder.header(payload, addr[0], addr[1], flags, self.csum_offload, tcp)
         except (FrameError, OSError, ValueError):  # no source for that family / bad address
             self.send_errors += 1
             return

@@ -11,7 +11,7 @@ import time
 
 from paqet.net.backend import Addr, PacketBackend, random_port
 from paqet.net.interface import interface_mac, link_type
-from paqet.wire.frame import FrameBuilder, FrameError, parse_payload
+from paqet.wire.frame import FrameBuilder, FrameError, parse_payload, parse_segment
 
 PCAP_D_IN = 1
 PCAP_ERRBUF_SIZE = 256
@@ -139,6 +139,8 @@ class PcapBackend(PacketBackend):
             start_ms=int(time.time() * 1000) if start_ms is None else start_ms,
             dst_mac6=router_mac6 or router_mac4 or b"\xff" * 6)
         self.learn_macs = learn_macs and self.link == "ether"
+        #: network.tcp.mode handshake (net/handshake.py): parse_segment's items, empty too
+        self.segments = False
         self._hdr = ctypes.POINTER(_PktHdr)()
         self._data = ctypes.POINTER(ctypes.c_ubyte)()
         self._L = L
@@ -154,12 +156,13 @@ class PcapBackend(PacketBackend):
         L, h = self._L, self._h
         hdr, data = self._hdr, self._data
         port, link = self.local_port, self.link
+        parse = parse_segment if self.segments else parse_payload
         for _ in range(max_n):
             r = L.pcap_next_ex(h, ctypes.byref(hdr), ctypes.byref(data))
             if r != 1:
                 break
             raw = ctypes.string_at(data, hdr.contents.caplen)
-            item = parse_payload(raw, link, port)
+            item = parse(raw, link, port)
             if item is None:
                 self.dropped += 1
                 continue
@@ -169,10 +172,12 @@ class PcapBackend(PacketBackend):
         self.frames_in += len(out)
         return out
 
-    def send(self, payload: bytes, addr: Addr) -> None:
+    def send(self, payload: bytes, addr: Addr, flags: int | None = None,
+             tcp: tuple[int, int, int, int] | None = None) -> None:
+        """One frame; `flags` and `tcp` as AfPacketBackend.send (handshake mode)."""
         try:
-            frame = self.builder.build(payload, addr[0], addr[1])
-        except FrameError:
+            frame = self.builder.build(payload, addr[0], addr[1], flags, tcp)
+        except (FrameError, OSError, ValueError):
             self.send_errors += 1
             return
         if self._L.pcap_inject(self._h, frame, len(frame)) < 0:

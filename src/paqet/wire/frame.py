@@ -205,30 +205,39 @@ class FrameBuilder:
         return d
 
     def header(self, payload, dst_ip: str, dst_port: int, flags: int | None = None,
-               partial: bool = False) -> bytearray:
+               partial: bool = False, tcp: tuple[int, int, int, int] | None = None) -> bytearray:
         """Everything before the payload. partial=True: the TCP checksum field holds only the
-        pseudo-header sum, for the kernel (or NIC) to complete over header and payload."""
+        pseudo-header sum, for the kernel (or NIC) to complete over header and payload.
+        tcp=(seq, ack, tsval, tsecr): those values instead of upstream's synthetic ones
+        (`network.tcp.mode: handshake`, wire/tcpflow.py keeps them; `payload` may then be
+        empty). SYN frames carry the SYN options, the others NOP NOP timestamps."""
         if flags is None:
             cyc = self.peer_flags.get((dst_ip, dst_port)) if self.peer_flags else None
             flags = (cyc or self.flags).next()
         d = self._dests.get((dst_ip, dst_port)) or self._dest(dst_ip, dst_port)
-        self.counter = c = (self.counter + 1) & M32
-        tsval = (self.base + (c >> 3)) & M32
+        if tcp is None:
+            self.counter = c = (self.counter + 1) & M32
+            tsval = (self.base + (c >> 3)) & M32
+            if flags & SYN:
+                seq = 1 + (c & 7)
+                ackn = (seq + 1) if flags & ACK else 0
+                tsecr = 0
+            else:
+                seq = (self.base + (c << 7)) & M32
+                ackn = (seq - (c & 0x3FF) + 1400) & M32
+                tsecr = (tsval - (c % 200 + 50)) & M32
+        else:
+            seq, ackn, tsval, tsecr = tcp
         plen = len(payload)
         offb = (flags >> 8) & 1
         fl = flags & 0xFF
         # A 32-bit value adds to the ones'-complement sum as itself mod 0xFFFF (2**16 = 1).
         if flags & SYN:
-            seq = 1 + (c & 7)
-            ackn = (seq + 1) if flags & ACK else 0
             tcp_len = 40 + plen
             tpl, st = d.syn_tpl, _TCP_SYN
             if not partial:
-                s = d.syn_sum + tcp_len + seq + ackn + (offb << 8) + fl + tsval
+                s = d.syn_sum + tcp_len + seq + ackn + (offb << 8) + fl + tsval + tsecr
         else:
-            seq = (self.base + (c << 7)) & M32
-            ackn = (seq - (c & 0x3FF) + 1400) & M32
-            tsecr = (tsval - (c % 200 + 50)) & M32
             tcp_len = 32 + plen
             tpl, st = d.data_tpl, _TCP_DATA
             if not partial:
@@ -245,7 +254,7 @@ class FrameBuilder:
                          tsval, tsecr)
         else:
             st.pack_into(h, t + 4, seq, ackn, (10 << 4) | offb, fl, WINDOW, csum, 0, _MSS,
-                         _SACK_TS, tsval, 0, _NOP_WS)
+                         _SACK_TS, tsval, tsecr, _NOP_WS)
         if d.v6:
             _IP6_VAR.pack_into(h, d.ip_len_off, tcp_len)
         else:
@@ -255,8 +264,9 @@ class FrameBuilder:
                                (~s4) & 0xFFFF if s4 else 0)
         return h
 
-    def build(self, payload, dst_ip: str, dst_port: int, flags: int | None = None) -> bytes:
-        h = self.header(payload, dst_ip, dst_port, flags)
+    def build(self, payload, dst_ip: str, dst_port: int, flags: int | None = None,
+              tcp: tuple[int, int, int, int] | None = None) -> bytes:
+        h = self.header(payload, dst_ip, dst_port, flags, False, tcp)
         h += payload
         return bytes(h)
 
@@ -279,10 +289,11 @@ def _name(raw: bytes) -> str:
     return s
 
 
-def _locate(buf, link: str):
-    """(ip header offset, family 4|6, tcp offset, end) of a TCP segment with a payload, or
-    None. No VLAN tags, IPv4 fragments or IPv6 extension headers other than hop-by-hop, as
-    upstream's decoder."""
+def _locate(buf, link: str, want_port: int | None):
+    """(ip header offset, family 4|6, tcp offset, end, source port) of a TCP segment (to
+    `want_port` unless None), or None. No VLAN tags, IPv4 fragments or IPv6 extension
+    headers other than hop-by-hop, as upstream's decoder. The data offset is the caller's
+    to check (whether an empty payload is accepted)."""
     n = len(buf)
     if link == "ether":
         if n < 54:  # 14 + 20 + 20
@@ -305,8 +316,8 @@ def _locate(buf, link: str):
         end = off + total if total else n  # total length 0: TSO, use what was captured
         if end > n or (total and total < ihl):
             return None
-        return off, 4, off + ihl, end
-    if et == ETH_P_IPV6:
+        fam, t = 4, off + ihl
+    elif et == ETH_P_IPV6:
         if n < off + 60:
             return None
         v, plen, nh = _IP6H.unpack_from(buf, off)
@@ -323,23 +334,26 @@ def _locate(buf, link: str):
             t += (buf[t + 1] + 1) * 8
         if nh != PROTO_TCP:
             return None
-        return off, 6, t, end
-    return None
+        fam = 6
+    else:
+        return None
+    if end - t < 20:
+        return None
+    sport, dport = _PORTS.unpack_from(buf, t)
+    if want_port is not None and dport != want_port:
+        return None
+    return off, fam, t, end, sport
 
 
 def parse_frame(buf, link: str = "ether", want_port: int | None = None) -> ParsedFrame | None:
     """The TCP segment in a captured frame, or None for anything that is not an IPv4/IPv6
     TCP segment with a payload (and, if given, destination port `want_port`). Never raises
     for malformed input."""
-    loc = _locate(buf, link)
+    loc = _locate(buf, link, want_port)
     if loc is None:
         return None
-    off, fam, t, end = loc
-    if end - t < 20:
-        return None
-    sport, dport, seq, ackn, offb, fl, win = _TCPH.unpack_from(buf, t)
-    if want_port is not None and dport != want_port:
-        return None
+    off, fam, t, end, sport = loc
+    _, dport, seq, ackn, offb, fl, win = _TCPH.unpack_from(buf, t)
     doff = (offb >> 4) << 2
     if doff < 20 or t + doff >= end:
         return None
@@ -360,15 +374,10 @@ def parse_payload(buf: bytes, link: str = "ether", want_port: int | None = None)
     """The backends' fast path: (payload, (src_ip, src_port)) of one of our frames, or None.
     Same acceptance rules as parse_frame; `buf` must be bytes (or bytes-like with slicing
     that returns bytes)."""
-    loc = _locate(buf, link)
+    loc = _locate(buf, link, want_port)
     if loc is None:
         return None
-    off, fam, t, end = loc
-    if end - t < 20:
-        return None
-    sport, dport = _PORTS.unpack_from(buf, t)
-    if want_port is not None and dport != want_port:
-        return None
+    off, fam, t, end, sport = loc
     doff = (buf[t + 12] >> 4) << 2
     if doff < 20 or t + doff >= end:
         return None
@@ -377,3 +386,53 @@ def parse_payload(buf: bytes, link: str = "ether", want_port: int | None = None)
     else:
         src = _name(buf[off + 8:off + 24])
     return buf[t + doff:end], (src, sport)
+
+
+_SEQ_ACK_FL = struct.Struct("!IIBB")       # seq, ack, data offset, flags
+_TS_OPT = struct.Struct("!II")
+_NOP_NOP_TS = b"\x01\x01\x08\x0a"
+
+
+def tcp_timestamps(buf, t: int, doff: int) -> tuple[int, int] | None:
+    """(TSval, TSecr) of the TCP header at `t` with `doff` header bytes, or None. Our data
+    frames carry NOP NOP TS first (one comparison); anything else walks the options."""
+    if doff < 32:
+        return None
+    if buf[t + 20:t + 24] == _NOP_NOP_TS:
+        return _TS_OPT.unpack_from(buf, t + 24)
+    i, end = t + 20, t + doff
+    while i < end:
+        kind = buf[i]
+        if kind == 0:
+            return None
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= end:
+            return None
+        n = buf[i + 1]
+        if n < 2 or i + n > end:
+            return None
+        if kind == 8 and n == 10:
+            return _TS_OPT.unpack_from(buf, i + 2)
+        i += n
+    return None
+
+
+def parse_segment(buf, link: str = "ether", want_port: int | None = None):
+    """The handshake mode's receive path: (payload, (src_ip, src_port), flags, seq, ack,
+    tsval, tsecr) of a TCP segment, or None. The acceptance rules of parse_payload except
+    that an empty payload is accepted (SYN, ACK, FIN segments carry none); tsval and tsecr
+    are -1 without a timestamp option."""
+    loc = _locate(buf, link, want_port)
+    if loc is None:
+        return None
+    off, fam, t, end, sport = loc
+    seq, ackn, offb, fl = _SEQ_ACK_FL.unpack_from(buf, t + 4)
+    doff = (offb >> 4) << 2
+    if doff < 20 or t + doff > end:
+        return None
+    ts = tcp_timestamps(buf, t, doff)
+    tsval, tsecr = ts if ts is not None else (-1, -1)
+    src = _name(buf[off + 12:off + 16]) if fam == 4 else _name(buf[off + 8:off + 24])
+    return (buf[t + doff:end], (src, sport), fl | ((offb & 1) << 8), seq, ackn, tsval, tsecr)

@@ -41,6 +41,8 @@ class Stub(Probes):
         self.pinged = 0
         self.bind_errors = {}   # port -> OSError
         self.holders = {}       # port -> [(pid, cmdline)]
+        self.by_mode = {}       # tcp_mode given to ping -> outcome (else self.outcome)
+        self.modes = []
         self.__dict__.update(kw)
 
     def euid(self):
@@ -88,9 +90,10 @@ class Stub(Probes):
     def port_holders(self, proto, port):
         return self.holders.get(port, [])
 
-    def ping(self, cfg, server, net, count, interval, timeout):
+    def ping(self, cfg, server, net, count, interval, timeout, tcp_mode=None):
         self.pinged += 1
-        return self.outcome
+        self.modes.append(tcp_mode)
+        return self.by_mode.get(tcp_mode, self.outcome)
 
 
 def run(tmp_path, probes, text=CLIENT, fw="managed"):
@@ -104,7 +107,7 @@ def run(tmp_path, probes, text=CLIENT, fw="managed"):
 def test_all_good_client(tmp_path):
     c, r = run(tmp_path, Stub())
     assert [x.name for x in c.results] == ["config", "network", "privileges", "raw socket",
-                                           "firewall", "ports", "tunnel"]
+                                           "firewall", "ports", "tunnel", "tcp mode"]
     assert all(x.status == "ok" and not x.fix for x in c.results) and not c.failed
     assert "next hop 198.18.0.254 at 02:02:02:02:02:02" in r["network"].detail
     assert "3/3 PPONG" in r["tunnel"].detail and "1.000/2.000/3.000" in r["tunnel"].detail
@@ -188,6 +191,40 @@ def test_tunnel_without_answer(tmp_path, heard, words):
     c, r = run(tmp_path, probes)
     assert r["tunnel"].status == "fail" and c.failed
     assert all(w in r["tunnel"].fix for w in words), r["tunnel"].fix
+
+
+NONE = PingOutcome(sent=2, rtts=[], heard=False, dialect="alpha21")
+GOOD = PingOutcome(sent=2, rtts=[1.0, 1.0], heard=True, dialect="alpha21")
+
+
+@pytest.mark.parametrize("mode, configured, other, tunnel, tcp, words", [
+    # a strict stateful firewall on the path, the server in handshake mode
+    ("stateless", NONE, GOOD, "fail", None, ["set network.tcp.mode: handshake", "stateful"]),
+    ("handshake", GOOD, NONE, "ok", "ok", ["needs network.tcp.mode handshake"]),
+    # no stateful firewall, the server in handshake mode
+    ("stateless", GOOD, GOOD, "ok", "ok", ["needs no handshake"]),
+    ("handshake", GOOD, GOOD, "ok", "ok", ["not needed"]),
+    # no stateful firewall, the server stateless
+    ("stateless", GOOD, NONE, "ok", "ok", ["its network.tcp.mode is stateless"]),
+    ("handshake", NONE, GOOD, "fail", None, ["handshake on the server too"]),
+    # nothing answers at all
+    ("stateless", NONE, NONE, "fail", "skip", ["neither"]),
+])
+def test_tcp_mode_tells_whether_the_path_needs_handshake(tmp_path, mode, configured, other,
+                                                          tunnel, tcp, words):
+    """The tunnel check runs in the configured network.tcp.mode, then in the other one:
+    the pair says whether a stateful firewall needs handshake, or the server lacks it."""
+    other_mode = "handshake" if mode == "stateless" else "stateless"
+    probes = Stub(outcome=configured, by_mode={other_mode: other})
+    text = CLIENT.replace("firewall: FW", f"firewall: FW, tcp: {{mode: {mode}}}")
+    c, r = run(tmp_path, probes, text)
+    assert probes.modes == [None, other_mode]
+    if tcp is None:
+        assert "tcp mode" not in r
+    assert r["tunnel"].status == tunnel and (r["tcp mode"].status if tcp else None) == tcp
+    said = (r["tcp mode"].detail if tcp else "") + r["tunnel"].detail + r["tunnel"].fix
+    assert all(w in said for w in words), said
+    assert c.failed == (tunnel == "fail")
 
 
 def test_tunnel_session_cannot_start(tmp_path):
@@ -294,7 +331,7 @@ def test_cli_exit_status_and_output(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(check, "Probes", Stub)
     assert main(["check", "-c", str(p)]) == 0
     out = capsys.readouterr().out
-    assert out.count("[ OK ]") == 7 and out.strip().endswith("all checks passed")
+    assert out.count("[ OK ]") == 8 and out.strip().endswith("all checks passed")
     monkeypatch.setattr(check, "Probes", lambda: Stub(uid=1000))
     assert main(["check", "-c", str(p)]) == 1
     out = capsys.readouterr().out
@@ -373,7 +410,7 @@ def test_loader_warnings_are_check_lines_not_log_lines(tmp_path, caplog):
 class BackupStub(Stub):
     """The first server answers; backups answer as `answers` says (address -> bool)."""
 
-    def ping(self, cfg, server, net, count, interval, timeout):
+    def ping(self, cfg, server, net, count, interval, timeout, tcp_mode=None):
         self.pinged += 1
         if server[0] == "198.18.0.2" or self.answers.get(server[0]):
             return self.outcome
@@ -388,7 +425,7 @@ def test_backups_and_http_listeners(tmp_path):
     busy = OSError(errno.EADDRINUSE, "Address already in use")
     probes = BackupStub(answers={"198.18.4.2": True}, bind_errors={8080: busy})
     c, r = run(tmp_path, probes, text=text)
-    assert probes.pinged == 3  # the first server and each backup
+    assert probes.pinged == 4  # the first server (both TCP modes) and each backup
     assert r["tunnel"].status == "ok"
     backups = [x for x in c.results if x.name == "backup"]
     assert [b.status for b in backups] == ["ok", "warn"]

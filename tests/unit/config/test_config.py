@@ -156,6 +156,9 @@ BAD = [
     (CLIENT, "network.tcp.local_flag", "PA", "network.tcp.local_flag"),
     (CLIENT, "network.tcp.remote_flag", ["PA", "pa"], "network.tcp.remote_flag[1]"),
     (CLIENT, "network.driver", "dpdk", "network.driver"),
+    (CLIENT, "network.tcp.mode", "stateful", "network.tcp.mode"),
+    (with_(CLIENT, "network.driver", "udp"), "network.tcp.mode", "handshake", "network.tcp.mode"),
+    (SERVER, "network.tcp.keepalive", -1, "network.tcp.keepalive"),
 ]
 
 
@@ -226,6 +229,20 @@ def test_server_port_mismatch_warns():
     assert s.local_port == 9999
     assert any("listen.addr port (8888)" in w and "network.ipv4.addr port (9999)" in w
                for w in s.warnings)
+
+
+def test_tcp_mode_key():
+    """network.tcp.mode (beyond upstream): stateless by default; handshake on either side;
+    a handshake client's flag lists are not used, which it says."""
+    assert load(CLIENT).network.tcp.mode == "stateless"
+    assert load(CLIENT).network.tcp.keepalive == 15.0
+    s = load(with_(with_(SERVER, "network.tcp.mode", "handshake"), "network.tcp.keepalive", 0))
+    assert s.network.tcp.mode == "handshake" and s.network.tcp.keepalive == 0 and not s.warnings
+    c = load(with_(with_(CLIENT, "network.tcp.mode", "handshake"), "network.tcp.local_flag", ["S"]))
+    assert any("local_flag and remote_flag are not used" in w for w in c.warnings)
+    assert not load(with_(CLIENT, "network.tcp.mode", "handshake")).warnings
+    with pytest.raises(ConfigError, match="allowed: stateless, handshake"):
+        load(with_(CLIENT, "network.tcp.mode", "syn"))
 
 
 def test_parsed_conveniences():
@@ -463,3 +480,14 @@ def test_wait_dial_is_per_listener_and_off_by_default():
                      "http", [{"listen": "127.0.0.1:8080", "wait_dial": True}]))
     assert [s.wait_dial for s in cfg.socks5] == [False, True]
     assert cfg.http[0].wait_dial is True
+
+
+def test_handshake_syn_keys_are_the_users_keys():
+    """network.tcp.mode handshake with users: a SYN token made with any user's key opens a
+    flow (runtime.syn_keys feeds the backend; a reload feeds it again)."""
+    from paqet.runtime import syn_keys
+    d = with_(SERVER, "users", [{"name": "ann", "key": "k-ann"}, {"name": "bob", "key": "k-bob"}])
+    assert syn_keys(load(d)) == ["k", "k-ann", "k-bob"]
+    d = with_(d, "transport.kcp.key", "")
+    assert syn_keys(load(d)) == ["k-ann", "k-bob"]
+    assert syn_keys(load(CLIENT)) == ["k"]

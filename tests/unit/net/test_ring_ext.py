@@ -24,7 +24,8 @@ HDR = struct.Struct("=IIIHH")  # status, len, snaplen, mac, net
 class _Fake:
     """The attributes _recv_ring uses, over an anonymous mmap laid out as the kernel does."""
 
-    def __init__(self, link="ether", port=0, learn=False) -> None:
+    def __init__(self, link="ether", port=0, learn=False, segments=False) -> None:
+        self.segments = segments
         self._ring = mmap.mmap(-1, FSIZE * FNUM)
         self._fsize, self._fnum, self._ri = FSIZE, FNUM, 0
         self.link, self.local_port, self.learn_macs = link, port, learn
@@ -46,7 +47,7 @@ class _Fake:
     def read(self, n, use_c: bool, monkeypatch):
         monkeypatch.setattr(afpacket, "_ring", _ring if use_c else None)
         got = afpacket.AfPacketBackend._recv_ring(self, n)
-        return [(bytes(p), a) for p, a in got]
+        return [(bytes(item[0]),) + tuple(item[1:]) for item in got]
 
 
 def _twins(**kw):
@@ -121,19 +122,41 @@ def test_learned_macs_reported_only_when_they_change(monkeypatch):
     assert seen == []  # known already: no call back into Python
 
 
+def test_segments_mode_gives_tcp_fields_and_empty_segments(monkeypatch):
+    """network.tcp.mode handshake: empty segments (SYN, ACK) are accepted too, with flags,
+    seq, ack and the timestamps, wherever the option stands (-1 without one)."""
+    b = fr.FrameBuilder(src_ip4="198.18.0.1", src_ip6="2001:2::1", src_port=4000)
+    frames = [b.build(b"", "198.18.0.2", 5000, fr.SYN, tcp=(7, 0, 11, 0)),
+              b.build(b"", "2001:2::2", 5000, fr.SYN | fr.ACK, tcp=(8, 9, 12, 13)),
+              b.build(b"data", "198.18.0.2", 5000, fr.PSH | fr.ACK, tcp=(2**32 - 1, 5, 6, 2**32 - 2))]
+    no_ts = bytearray(b.build(b"zz", "198.18.0.2", 5000, fr.ACK))
+    no_ts[14 + 20 + 20:14 + 20 + 24] = b"\x01\x01\x01\x01"  # NOPs instead of the TS option
+    frames.append(bytes(no_ts))
+    frames = [bytes(f) for f in frames]
+    got, _ = _check_same(frames, monkeypatch, port=5000, segments=True)
+    assert got == [(b"", ("198.18.0.1", 4000), fr.SYN, 7, 0, 11, 0),
+                   (b"", ("2001:2::1", 4000), fr.SYN | fr.ACK, 8, 9, 12, 13),
+                   (b"data", ("198.18.0.1", 4000), fr.PSH | fr.ACK, 2**32 - 1, 5, 6, 2**32 - 2),
+                   (b"zz", ("198.18.0.1", 4000), fr.ACK, *got[3][3:5], -1, -1)]
+    for item, f in zip(got, frames):
+        assert item == fr.parse_segment(f, "ether", 5000)
+    got, c = _check_same(frames, monkeypatch, port=5000)  # the default mode: payloads only
+    assert [p for p, _ in got] == [b"data", b"zz"] and c.dropped == 2
+
+
 @settings(max_examples=300, deadline=None)
 @given(data=st.binary(min_size=0, max_size=200), cut=st.integers(0, 120),
-       flip=st.integers(0, 119), six=st.booleans(), raw=st.booleans())
-def test_damaged_frames_agree(data, cut, flip, six, raw):
+       flip=st.integers(0, 119), six=st.booleans(), raw=st.booleans(), segments=st.booleans())
+def test_damaged_frames_agree(data, cut, flip, six, raw, segments):
     mp = pytest.MonkeyPatch()
     try:
         link = "ip" if raw else "ether"
         b = fr.FrameBuilder(link=link, src_ip4="198.18.0.1", src_ip6="2001:2::1", src_port=4000)
-        good = b.build(data, "2001:2::2" if six else "198.18.0.2", 5000, 0x18)
+        good = b.build(data, "2001:2::2" if six else "198.18.0.2", 5000, 0x18 if cut % 2 else 2)
         bad = bytearray(good[:max(0, len(good) - cut)] if cut % 3 == 0 else good)
         if bad and flip % 2:
             bad[flip % len(bad)] ^= 0xFF
-        _check_same([bytes(bad), good], mp, link=link, port=5000)
+        _check_same([bytes(bad), good], mp, link=link, port=5000, segments=segments)
     finally:
         mp.undo()
 

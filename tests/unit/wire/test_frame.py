@@ -197,3 +197,82 @@ def test_parser_fuzz_mutated_frames(payload, dst, link, cut, junk):
     assert (p is None) == (q is None)
     if p is not None:
         assert q == (p.payload, (p.src_ip, p.src_port)) and p.payload
+
+
+# -- tcp=: the handshake mode's frames (caller-chosen seq/ack/timestamps) ------------------
+
+@pytest.mark.parametrize("v6", [False, True])
+@pytest.mark.parametrize("flags,plen", [(fr.SYN, 0), (fr.SYN | fr.ACK, 0), (fr.ACK, 0),
+                                        (fr.FIN | fr.ACK, 0), (fr.PSH | fr.ACK, 1350)])
+def test_segment_fields_scapy_agrees(v6, flags, plen):
+    """What header(tcp=...) writes is what an independent decoder reads: the given seq, ack,
+    timestamps (a SYN-ACK's TSecr too), Linux's SYN options, and correct checksums."""
+    scapy = pytest.importorskip("scapy.all")
+    b = fr.FrameBuilder(src_mac=b"\x02" * 6, dst_mac=b"\x04" * 6, src_ip4="198.18.0.1",
+                        src_ip6="2001:2::1", src_port=40000)
+    dst = "2001:2::2" if v6 else "198.18.0.2"
+    payload = os.urandom(plen)
+    raw = b.build(payload, dst, 9999, flags, tcp=(0xFFFFFFF0, 123456789, 4000000000, 77))
+    pkt = scapy.Ether(raw)
+    tcp = pkt[scapy.TCP]
+    assert (tcp.seq, tcp.ack, int(tcp.flags), tcp.window) == (0xFFFFFFF0, 123456789, flags, 65535)
+    opts = dict(tcp.options)
+    assert opts["Timestamp"] == (4000000000, 77)
+    if flags & fr.SYN:
+        assert [o[0] for o in tcp.options] == ["MSS", "SAckOK", "Timestamp", "NOP", "WScale"]
+        assert opts["MSS"] == 1460 and opts["WScale"] == 8
+    want = tcp.chksum
+    del tcp.chksum
+    assert scapy.Ether(bytes(pkt))[scapy.TCP].chksum == want
+    assert fr.parse_segment(raw, "ether", 9999) == (
+        payload, ("2001:2::1" if v6 else "198.18.0.1", 40000), flags, 0xFFFFFFF0, 123456789,
+        4000000000, 77)
+
+
+def test_given_tcp_values_are_upstreams_synthetic_ones_when_the_same():
+    """header(tcp=...) differs from the default only in where seq/ack/timestamps come from:
+    fed upstream's synthetic values it makes the default's bytes (the Go vectors pin those,
+    test_build_matches_upstream), and it leaves the flag cycle's counter alone."""
+    a = fr.FrameBuilder(src_ip4="198.18.0.1", src_port=1, start_ms=5000)
+    b = fr.FrameBuilder(src_ip4="198.18.0.1", src_port=1, start_ms=5000)
+    for flags in (fr.PSH | fr.ACK, fr.SYN, fr.SYN | fr.ACK):
+        h = a.header(b"abc", "198.18.0.2", 9, flags)
+        p = fr.parse_segment(bytes(h) + b"abc", "ether")
+        assert b.header(b"abc", "198.18.0.2", 9, flags, tcp=p[3:7]) == h
+    assert b.counter == 0 and a.counter == 3
+
+
+@pytest.mark.parametrize("dst", ["198.18.0.2", "2001:2::2"])
+@pytest.mark.parametrize("plen", [0, 1, 1351])
+def test_segment_partial_checksum_completes_to_full(dst, plen):
+    kw = dict(src_ip4="198.18.0.1", src_ip6="2001:2::1", src_port=40000)
+    payload = os.urandom(plen)
+    full = fr.FrameBuilder(**kw).build(payload, dst, 9, fr.ACK, tcp=(1, 2, 3, 4))
+    h = bytes(fr.FrameBuilder(vnet=True, **kw).header(payload, dst, 9, fr.ACK, True, (1, 2, 3, 4)))
+    start = fr.VNET_HDR.unpack_from(h)[4]
+    frame = bytearray(h[fr.VNET_HDR_LEN:] + payload)
+    frame[start + 16:start + 18] = fr.checksum(frame[start:]).to_bytes(2, "big")
+    assert bytes(frame) == full
+
+
+def test_timestamps_found_wherever_the_option_stands():
+    b = fr.FrameBuilder(src_ip4="198.18.0.1", src_port=1)
+    syn = b.build(b"", "198.18.0.2", 9, fr.SYN, tcp=(1, 0, 0xABCDEF01, 0))
+    assert fr.parse_segment(syn)[5:] == (0xABCDEF01, 0)   # after MSS and SACK-permitted
+    data = bytearray(b.build(b"x", "198.18.0.2", 9, fr.ACK, tcp=(1, 0, 5, 6)))
+    data[34 + 20:34 + 24] = b"\x01\x01\x01\x00"   # NOP NOP NOP EOL: no timestamps
+    assert fr.parse_segment(bytes(data))[5:] == (-1, -1)
+    data[34 + 20:34 + 24] = b"\x01\x01\x08\x09"   # a bad option length
+    assert fr.parse_segment(bytes(data))[5:] == (-1, -1)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.binary(max_size=200), st.sampled_from(["ether", "ip"]))
+def test_parse_segment_fuzz(data, link):
+    """parse_segment never raises and agrees with parse_frame on frames with a payload."""
+    s = fr.parse_segment(data, link)
+    p = fr.parse_frame(data, link)
+    if p is not None:
+        assert s is not None and s[:5] == (p.payload, (p.src_ip, p.src_port), p.flags, p.seq, p.ack)
+    elif s is not None:
+        assert s[0] == b""
