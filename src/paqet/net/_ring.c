@@ -302,5 +302,12 @@ static struct PyModuleDef ring_module = {
 PyMODINIT_FUNC
 PyInit__ring(void)
 {
-    return PyModule_Create(&ring_module);
+    PyObject *m = PyModule_Create(&ring_module);
+    /* the call's shape: afpacket.py ignores a build of another one (a checkout updated
+       without rebuilding: read() with the wrong arguments on every wakeup) */
+    if (m != NULL && PyModule_AddIntConstant(m, "API", 2) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

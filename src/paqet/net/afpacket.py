@@ -24,12 +24,13 @@ from paqet.wire import frame as _frame
 from paqet.wire.frame import (FrameBuilder, FrameError, parse_frame, parse_payload,  # noqa: F401
                               parse_segment)
 
+RING_API = 2  # read(fd?, ..., segments): the _ring.c this module calls
 try:  # the ring drained in one C call (setup.py builds it when a compiler is there)
     from paqet.net import _ring
 except ImportError:
     _ring = None
-if os.environ.get("PAQET_NO_RING_EXT"):
-    _ring = None
+if os.environ.get("PAQET_NO_RING_EXT") or getattr(_ring, "API", 0) != RING_API:
+    _ring = None  # off, or a stale build of another call shape (the Python loop instead)
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263

@@ -185,3 +185,11 @@ def test_names_cache_is_shared_and_bounded(monkeypatch):
     f.put(1, b3.build(b"n", "198.18.0.2", 5000, 0x18))
     assert f.read(FNUM, True, monkeypatch) == [(b"n", ("198.18.0.3", 4000))]
     assert len(names) == 1  # full: cleared before the new entry, as the Python cache does
+
+
+def test_the_extension_speaks_the_call_afpacket_makes():
+    """afpacket uses the extension only when its API matches (a stale build of another
+    call shape, left by a checkout updated without rebuilding, would raise on every
+    wakeup and leave the tunnel deaf): the one built here matches."""
+    assert _ring.API == afpacket.RING_API
+    assert afpacket._ring is _ring or os.environ.get("PAQET_NO_RING_EXT")
