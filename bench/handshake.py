@@ -26,11 +26,12 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 
 import netlab  # noqa: E402
-from compare import cpu_seconds, say  # noqa: E402
+from tunnels import cpu_seconds, say  # noqa: E402
 from paqetlab import (Paqet, client_config, curl, http_server, make_blob, server_config,  # noqa: E402
                       tempdir, wait_port)
 
