@@ -11,13 +11,16 @@ controller decides *when* and *how much* our KCP sender sends, never what goes o
 * new data leaves at `pacing_rate` = gain x bandwidth, in bursts of at most a couple of
   milliseconds' worth (tokens), and never more than `cwnd` = gain x BDP segments are in
   flight;
-* STARTUP doubles the rate each round trip until the bandwidth stops growing (or the RTT
-  shows a standing queue), DRAIN empties the queue that left, PROBE_BW cycles gains 1.25,
-  0.75, 1 x 6 (one min-RTT each) to find more bandwidth and give it back, PROBE_RTT lowers
+* STARTUP doubles the rate each round trip until the bandwidth stops growing, the RTT
+  shows a standing queue, or our receiver's window holds it back; DRAIN empties the queue
+  that left; PROBE_BW cycles gains up / down / 1 x 6 (one min-RTT each; a probe adds at
+  most PROBE_QUEUE_MS of queue) to find more bandwidth and give it back; PROBE_RTT lowers
   the in-flight cap to half a BDP for 200 ms when the minimum RTT has not been seen for
-  MIN_RTT_MS;
+  MIN_RTT_MS. A short path (min RTT < SHORT_RTT_MS) is not paced;
 * loss is not a signal (random loss on long paths is not congestion): KCP's own fast
-  retransmission and RTO repair it, and retransmissions are charged to the pacing budget.
+  retransmission and RTO repair it, retransmissions are charged to the pacing budget, and
+  the budget pays for their share while the path shows no queue. docs/decisions.md has
+  the measurements behind each choice.
 
 Units: segments, milliseconds, segments per millisecond. Sans-I/O: the engine calls
 `on_ack` once per input datagram that acknowledged something (with one rate sample, taken as
@@ -63,7 +66,7 @@ class RateController:
                  "_bw_ring", "_bw_rounds", "full_bw", "full_cnt", "filled", "cycle", "cycle_t",
                  "pacing_gain", "cwnd_gain", "pacing_rate", "cwnd", "init_cwnd", "max_cwnd",
                  "tokens", "tokens_t", "probe_rtt_end", "probe_rtt_round", "rounds_app_limited",
-                 "samples", "_cycle_n", "_high_rtts", "_queue_seen", "exit", "_high_t",
+                 "samples", "_cycle_n", "_high_rtts", "exit", "_high_t",
                  "rtx_share", "_sent_new", "_sent_rtx", "_no_queue", "_rtt_round_min")
 
     def __init__(self, *, init_cwnd: int = 32, max_cwnd: int = 1 << 16, now: int = 0) -> None:
@@ -96,7 +99,6 @@ class RateController:
         self.rounds_app_limited = 0
         self.samples = 0
         self._high_rtts = 0
-        self._queue_seen = False
         self.exit = ""              # why STARTUP ended (stats)
         self._high_t = 0
         self.rtx_share = 0.0        # retransmissions per new segment, last round
@@ -210,13 +212,10 @@ class RateController:
                     self.full_cnt = 0
                 else:
                     self.full_cnt += 1
-                # the bandwidth stopped growing: full after FULL_BW_COUNT rounds, or at once
-                # when a queue stands (another round of doubling would overrun a shallow
-                # bottleneck buffer)
-                if self.full_cnt >= FULL_BW_COUNT or (self.full_cnt and self._queue_seen):
+                # the bandwidth stopped growing for FULL_BW_COUNT rounds: the pipe is full
+                if self.full_cnt >= FULL_BW_COUNT:
                     self.filled = True
                     self.exit = "plateau"
-                self._queue_seen = False
             if mode == STARTUP and self.filled:
                 self.mode = mode = DRAIN
                 self.pacing_gain = DRAIN_GAIN
