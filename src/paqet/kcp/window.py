@@ -23,11 +23,12 @@ samples (`on_rtt`); `advertise(span)` gives the window to put in outgoing segmen
 
 from __future__ import annotations
 
+from paqet.kcp.rate import SHORT_RTT_MS  # below it: kcp-go's window, as the sender does not pace
+
 M32 = 0xFFFFFFFF
 ROUNDS = 8            # arrival-rate max filter, in rounds
 MIN_ROUND_MS = 10     # a round lasts one minimum RTT, at least this long
 MIN_WINDOW_MS = 5     # the short window (an eighth of a round) lasts at least this long
-SHORT_RTT_MS = 5      # below this minimum RTT, kcp-go's window (kcp/rate.py: no pacing)
 BASE_MS = 10_000      # the one-way delay base is the minimum over this long (two halves)
 QUEUE_MS = 4          # a standing queue: the round's smallest one-way delay this far above
                       # the base (and 1/16 of the RTT)
