@@ -310,3 +310,41 @@ class BulkKcp:
             out.append((cur - prev) / bin_ms)
             prev = cur
         return out
+
+
+class Mux:
+    """Several endpoints on one side of a shared path (sessions of different clients behind
+    the same bottleneck): each datagram carries its endpoint's index in one byte in front
+    (the model charges it to the line like any other byte)."""
+
+    def __init__(self, *eps) -> None:
+        self.eps = eps
+        self.defer_flush = any(getattr(e, "defer_flush", False) for e in eps)
+        self._got: set = set()
+        self._next = [0] * len(eps)
+
+    def input(self, data, now):
+        i = data[0]
+        self.eps[i].input(data[1:], now)
+        self._got.add(i)
+
+    def flush_pending(self, now):
+        for i in self._got:
+            e = self.eps[i]
+            if getattr(e, "defer_flush", False):
+                e.flush_pending(now)
+        self._got.clear()
+
+    def flush(self, now):
+        nxt = self._next
+        for i, e in enumerate(self.eps):
+            if now >= nxt[i]:
+                nxt[i] = now + max(1, e.flush(now))
+        return max(1, min(nxt) - now)
+
+    def datagrams_to_send(self):
+        out = []
+        for i, e in enumerate(self.eps):
+            tag = bytes((i,))
+            out.extend(tag + d for d in e.datagrams_to_send())
+        return out

@@ -54,6 +54,13 @@ RTX_SHARE_MAX = 0.15           # the pacing budget pays for at most this share o
 PROBE_QUEUE_MS = 20            # a bandwidth probe adds a queue of at most this many ms
 STANDING_QUEUE_MS = 10         # PROBE_BW: a round of RTTs this much (or 1/8) above the
 CRUISE_CUT = 0.95              # minimum at gain 1 lowers the estimate by 5 %
+QUEUE_ALPHA = 64               # ... and a round of RTTs above it by NO_QUEUE_MS (or 1/16)
+                               # caps the flight at last round's delivery x min RTT + this many
+                               # segments: every flow keeps the same few in the shared queue, so
+                               # a flow with more of the line gives way to one with less
+IDLE_MS = 200                  # nothing in flight for this long (or 1.5 minimum RTTs, TCP's
+                               # RTO): the next flight starts over in STARTUP (the minimum RTT
+                               # kept), as TCP's slow start after idle (RFC 2861)
 NO_QUEUE_MS = 5                # while the last RTT was within this (or 1/16) of the minimum
 
 
@@ -67,7 +74,9 @@ class RateController:
                  "pacing_gain", "cwnd_gain", "pacing_rate", "cwnd", "init_cwnd", "max_cwnd",
                  "tokens", "tokens_t", "probe_rtt_end", "probe_rtt_round", "rounds_app_limited",
                  "samples", "_cycle_n", "_high_rtts", "exit", "_high_t",
-                 "rtx_share", "_sent_new", "_sent_rtx", "_no_queue", "_rtt_round_min")
+                 "rtx_share", "_sent_new", "_sent_rtx", "_no_queue", "_rtt_round_min", "queued",
+                 "_idle_t",
+                 "_probe_bw0", "_probe_rtt_hi", "_startup_round", "startups")
 
     def __init__(self, *, init_cwnd: int = 32, max_cwnd: int = 1 << 16, now: int = 0) -> None:
         self.mode = STARTUP
@@ -105,6 +114,12 @@ class RateController:
         self._sent_new = self._sent_rtx = 0
         self._no_queue = True
         self._rtt_round_min = -1
+        self.queued = False
+        self._idle_t = -1           # when the flight became empty (-1: it is not)
+        self._probe_bw0 = 0.0       # the estimate when the last probe began (0: none open)
+        self._probe_rtt_hi = 0      # the largest RTT sample since then
+        self._startup_round = 0
+        self.startups = 0           # STARTUPs after the first (stats)
 
     # -- the model ---------------------------------------------------------------------------
     @property
@@ -121,7 +136,7 @@ class RateController:
         caps a paced sender at a little more than the path's BDP once it has seen the
         line (kcp/window.py): in STARTUP, past its first rounds (the peer's window before
         it measured anything), that is a full pipe."""
-        if self.mode == STARTUP and not self.filled and self.round > 3:
+        if self.mode == STARTUP and not self.filled and self.round > self._startup_round + 3:
             self.filled = True
             self.exit = "peer window"
 
@@ -185,6 +200,9 @@ class RateController:
             else:
                 self.min_rtt_t = now
 
+        self._idle_t = now if inflight == 0 else -1
+        if rtt > self._probe_rtt_hi:
+            self._probe_rtt_hi = rtt
         mode = self.mode
         if mode == STARTUP or mode == DRAIN:
             if not self.filled and rtt >= 0 and self.round > 1 and not app_limited:
@@ -233,6 +251,11 @@ class RateController:
                 mr = self.min_rtt
                 if prev_rtt_min > mr + max(STANDING_QUEUE_MS, mr >> 3):
                     self._bw_scale(CRUISE_CUT)
+            if round_start and prev_rtt_min >= 0:
+                # a round whose every RTT showed a queue: the flight is held to what the
+                # last round delivered plus QUEUE_ALPHA (see _set_rates)
+                mr = self.min_rtt
+                self.queued = prev_rtt_min > mr + max(NO_QUEUE_MS, mr >> 4)
             if now - self.cycle_t > phase_ms:
                 # the 1.25 phase runs until the flight reached 1.25 BDP (or a round passed
                 # twice over); the 0.75 one may end early once the queue is gone
@@ -256,6 +279,27 @@ class RateController:
                     self.pacing_gain = self.cwnd_gain = STARTUP_GAIN
         self._set_rates()
 
+    def _restart(self, now: int) -> None:
+        """A flight after an idle moment: the path may carry other flows now, and a model
+        of it from before would send at the whole line's rate at once (a session that was
+        busy before took most of the line from one that starts beside it). Start over in
+        STARTUP from the initial flight; the minimum RTT is kept."""
+        self._idle_t = -1
+        self.mode = STARTUP
+        self.filled = False
+        self.exit = ""
+        self.full_bw = 0.0
+        self.full_cnt = 0
+        self._high_rtts = 0
+        self._bw_ring = [0.0] * BW_ROUNDS
+        self._bw_rounds = [-1] * BW_ROUNDS
+        self.btlbw = 0.0
+        self.queued = False
+        self._probe_bw0 = 0.0
+        self._startup_round = self.round
+        self.pacing_gain = self.cwnd_gain = STARTUP_GAIN
+        self._set_rates()
+
     def _enter_probe_bw(self, now: int) -> None:
         self.mode = PROBE_BW
         self.cwnd_gain = CWND_GAIN
@@ -266,6 +310,8 @@ class RateController:
             self.cycle = 2
         self.cycle_t = now
         self.pacing_gain = self._gain(self.cycle)
+        self._probe_bw0 = self.btlbw if self.pacing_gain > 1.0 else 0.0
+        self._probe_rtt_hi = 0
 
     def _gain(self, phase: int) -> float:
         """The cycle's gain for a phase: a probe adds (and the next phase takes back) a
@@ -281,9 +327,37 @@ class RateController:
         return 1.0 + d if g > 1 else 1.0 - d
 
     def _next_phase(self, now: int) -> None:
+        g = self.pacing_gain
+        if g < 1.0 and self._probe_bw0 > 0:
+            # a probe and the phase after it are over: when the bandwidth grew by at least
+            # half the probe's gain and no RTT sample showed a queue, the line has room
+            # (a flow beside us ended, or we left STARTUP early behind another's queue):
+            # look for the line again as STARTUP does, not by a tenth per cycle
+            g_up = self._gain(self.cycle - 1)
+            room = self.btlbw >= self._probe_bw0 * (1.0 + 0.5 * (g_up - 1.0))
+            mr = self.min_rtt
+            calm = self._probe_rtt_hi <= mr + (mr >> 4 if mr >> 4 > NO_QUEUE_MS else NO_QUEUE_MS)
+            self._probe_bw0 = 0.0
+            if room and calm and mr >= SHORT_RTT_MS:
+                self._enter_startup(again=True)
+                return
         self.cycle = (self.cycle + 1) % len(CYCLE)
         self.cycle_t = now
         self.pacing_gain = self._gain(self.cycle)
+        if self.pacing_gain > 1.0:
+            self._probe_bw0 = self.btlbw
+            self._probe_rtt_hi = 0
+
+    def _enter_startup(self, again: bool = False) -> None:
+        self.mode = STARTUP
+        self.filled = False
+        self.full_bw = self.btlbw
+        self.full_cnt = 0
+        self._high_rtts = 0
+        self._startup_round = self.round
+        self.pacing_gain = self.cwnd_gain = STARTUP_GAIN
+        if again:
+            self.startups += 1
 
     def _enter_probe_rtt(self, now: int) -> None:
         self.mode = PROBE_RTT
@@ -305,7 +379,15 @@ class RateController:
                     rate = floor
             self.pacing_rate = rate
             bdp = self.bdp
-            cwnd = self.cwnd_gain * bdp + MIN_CWND
+            if self.queued and self.mode == PROBE_BW:
+                # a standing queue shared with other flows: each keeps QUEUE_ALPHA segments
+                # in it beyond what it delivered last round (not the max filter's 10 rounds),
+                # so the shares drift together (Vegas' rule), and the queue stays small
+                i = (self.round - 1) % BW_ROUNDS
+                last = self._bw_ring[i] if self._bw_rounds[i] == self.round - 1 else bw
+                cwnd = last * (self.min_rtt if self.min_rtt > 1 else 1) + QUEUE_ALPHA
+            else:
+                cwnd = self.cwnd_gain * bdp + MIN_CWND
             if self.mode == PROBE_RTT:
                 cwnd = self._probe_rtt_cwnd()
             elif cwnd < self.init_cwnd:
@@ -338,6 +420,10 @@ class RateController:
     def allowance(self, now: int, inflight: int) -> int:
         """Segments that may leave now: pacing tokens (refilled since the last call) within
         the in-flight cap. New data only; retransmissions are charged with `spend`."""
+        if inflight == 0 and self._idle_t >= 0 and self.filled:
+            idle = now - self._idle_t
+            if idle > IDLE_MS and idle > self.min_rtt + (self.min_rtt >> 1):
+                self._restart(now)
         room = self.cwnd - inflight
         if not self.paces:
             # a short path: no bottleneck buffer far away to spare a burst, and a pacer
@@ -383,4 +469,4 @@ class RateController:
         return {"mode": self.mode, "btlbw_seg_ms": round(self.btlbw, 3),
                 "min_rtt": self.min_rtt, "pacing_rate_seg_ms": round(self.pacing_rate, 3),
                 "cwnd": self.cwnd, "round": self.round, "startup_exit": self.exit,
-                "rtx_share": round(self.rtx_share, 3)}
+                "rtx_share": round(self.rtx_share, 3), "startups": self.startups}

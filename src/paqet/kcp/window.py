@@ -214,6 +214,13 @@ class ReceiveWindow:
         self._win_owd = None
         self._win_n = 0
         self._win_t = now
+        if self.peer_paces and not self.found and rtt > 0:
+            # a paced sender in STARTUP doubles its flight each round trip: what arrived of
+            # this round so far, PACED_GAIN times, at once (the round's end is up to a
+            # round trip late, and the sender would be held at last round's window)
+            t = int(PACED_GAIN * self._arrived)
+            if t > self.target:
+                self.target = t if t < self.maximum else self.maximum
         if self.found or owd is None or n < 16 or rtt <= 0 or self.rounds < 2:
             return
         b = self._base

@@ -92,3 +92,72 @@ def test_paced_peer_gets_a_window_out_of_its_way_until_the_line_is_found():
     # put more than that in flight
     from paqet.kcp.window import PACED_HEADROOM
     assert abs(w.target - PACED_HEADROOM * w.rate * w.rtt_min) <= 0.02 * w.target
+
+
+def two_sessions(rtt, *, start2, total1, total2, pause=None, loss=0.0):
+    """Two sessions (sender a_i to receiver b_i) through one bottleneck each way. Session 1
+    starts at 1.5 RTT; session 2 at `start2`. `pause`: (ms, more) - session 1 finishes
+    total1, and at ms (it has been idle since) gets `more` bytes to send."""
+    from sim import Mux
+
+    def pair(start, total, conv):
+        a = BulkKcp("fast3", snd=8192, rcv=1024, total=total, backlog=8192, conv=conv,
+                    cc=RateController(init_cwnd=512), start_after=start)
+        b = BulkKcp("fast3", snd=128, rcv=8192, conv=conv,
+                    rw=ReceiveWindow(initial=512, maximum=8192))
+        b.k.rw.peer_paces = True
+        b.request()
+        a.request()
+        return a, b
+
+    a1, b1 = pair(int(1.5 * rtt), total1, 0x1001)
+    a2, b2 = pair(start2, total2, 0x1002)
+    ab = Bottleneck(rate=LINE, buffer=BUFFER, delay_ms=rtt // 2, loss=loss, seed=1)
+    ba = Bottleneck(rate=LINE, buffer=BUFFER, delay_ms=rtt // 2, loss=loss, seed=2)
+    sim = Sim(Mux(a1, a2), Mux(b1, b2), ab, ba)
+    if pause:
+        at, more = pause
+        sim.run(lambda: sim.now >= at, max_ms=at + 1)
+        assert b1.received >= total1
+        a1.left = more
+    return sim, (a1, b1), (a2, b2), ab
+
+
+@pytest.mark.parametrize("rtt", [100, 200])
+def test_two_sessions_started_together_share_the_line(rtt):
+    each = 15_000_000
+    sim, (_, b1), (_, b2), _ = two_sessions(rtt, start2=int(1.5 * rtt) + 5, total1=each,
+                                            total2=each)
+    sim.run(lambda: b1.received >= each or b2.received >= each, max_ms=30_000)
+    share = b1.received / (b1.received + b2.received)
+    assert 0.35 <= share <= 0.65, share
+
+
+@pytest.mark.parametrize("rtt", [100, 200])
+def test_a_session_back_from_idle_shares_with_a_new_one(rtt):
+    """Session 1 ran alone at the line, paused, and sends again as session 2 starts: it
+    starts over in STARTUP (as TCP after idle), not at the whole line's rate it knew."""
+    each, at = 15_000_000, 6000
+    sim, (a1, b1), (_, b2), _ = two_sessions(rtt, start2=at, total1=20_000_000, total2=each,
+                                             pause=(at, each))
+    r0 = b1.received
+    sim.run(lambda: b1.received - r0 >= each or b2.received >= each, max_ms=30_000)
+    got1 = b1.received - r0
+    share = got1 / (got1 + b2.received)
+    assert 0.35 <= share <= 0.65, share
+
+
+def test_a_flow_left_alone_finds_the_line_again():
+    """Session 2 started beside a busy session 1 and settled at a small share; when
+    session 1 ends, a probe that finds room and no queue sends it back to STARTUP (a tenth
+    more per probe cycle, 1.6 s at this RTT, would take many seconds)."""
+    rtt = 200
+    sim, (_, b1), (a2, b2), _ = two_sessions(rtt, start2=1500, total1=40_000_000,
+                                             total2=1 << 31)
+    sim.run(lambda: b1.received >= 40_000_000, max_ms=30_000)
+    assert a2.k.cc.mode == PROBE_BW and a2.k.cc.btlbw < 0.3 * LINE / 1408  # a small share
+    r0 = b2.received
+    sim.run(lambda: False, max_ms=3000)
+    share = (b2.received - r0) / 3000 / (LINE * 1306 / (1330 + 78))
+    assert a2.k.cc.startups >= 1
+    assert share >= 0.6, share  # without going back to STARTUP: 0.33

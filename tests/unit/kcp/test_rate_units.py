@@ -188,3 +188,79 @@ def test_short_path_advertises_kcp_gos_window():
     assert w.advertise(100) == 3100          # no RTT yet: the path-following window
     w.on_rtt(0, 1)
     assert w.advertise(100, queued=12) == 500   # a LAN: rcvwnd - what the app has not read
+
+
+def test_a_flight_after_idle_starts_over_in_startup_keeping_the_min_rtt():
+    c = RateController(init_cwnd=32)
+    feed(c, 100, 1000, 10, 50, 100)
+    c.filled = True
+    c._enter_probe_bw(100)
+    feed(c, 200, 2000, 10, 50, 0)          # the flight emptied at 200
+    # not idle long enough yet (1.5 min RTT and IDLE_MS): the model holds
+    c.allowance(200 + R.IDLE_MS, 0)
+    assert c.mode == PROBE_BW and c.btlbw == 10
+    c.allowance(201 + R.IDLE_MS, 0)
+    assert c.mode == STARTUP and not c.filled and c.btlbw == 0
+    assert c.min_rtt == 50 and c.cwnd == 32
+    # a flight that never emptied is not idle
+    d = RateController(init_cwnd=32)
+    feed(d, 100, 1000, 10, 50, 100)
+    d.filled = True
+    d._enter_probe_bw(100)
+    feed(d, 200, 2000, 10, 50, 5)
+    d.allowance(5000, 0)
+    assert d.mode == PROBE_BW
+
+
+def test_a_probe_that_finds_room_without_a_queue_goes_back_to_startup():
+    def probed(rtt_during, bw_after):
+        c = RateController(init_cwnd=32)
+        feed(c, 100, 1000, 10, 100, 100)
+        c.filled = True
+        c._enter_probe_bw(100)
+        c.cycle = len(R.CYCLE) - 1
+        c._next_phase(100)                   # the up phase, from an estimate of 10
+        assert c.pacing_gain > 1
+        feed(c, 250, 3000, bw_after, rtt_during, 1500)
+        feed(c, 400, 5000, bw_after, rtt_during, 1500)  # the up phase ends
+        feed(c, 550, 7000, bw_after, rtt_during, 1000)  # ... and the down phase
+        return c
+    assert probed(100, 12).mode == STARTUP         # +20 %, no queue: room
+    assert probed(100, 12).startups == 1
+    assert probed(130, 12).mode == PROBE_BW        # the same growth behind a queue
+    assert probed(100, 10.2).mode == PROBE_BW      # no growth
+
+
+def test_a_standing_queue_holds_the_flight_to_last_rounds_delivery_plus_alpha():
+    c = RateController(init_cwnd=32)
+    feed(c, 100, 1000, 10, 100, 100)
+    c.filled = True
+    c._enter_probe_bw(100)
+    c.pacing_gain = 1.0
+    now, dlv = 100, 1000
+    for _ in range(3):                     # rounds at 6 segments/ms, every RTT queued
+        now += 130
+        dlv += 780
+        feed(c, now, dlv, 6, 130, 1200)
+    assert c.queued
+    # last round's 6 segments/ms (less the cruise cuts, 5 % a round) x 100 ms + alpha
+    assert 0.9 * 600 + R.QUEUE_ALPHA <= c.cwnd <= 600 + R.QUEUE_ALPHA
+    assert c.btlbw > 8                      # the max filter still remembers 10 (x cuts)
+    assert c.cwnd < R.CWND_GAIN * c.bdp / 2
+
+
+def test_receive_window_lets_a_paced_startup_double_within_the_round():
+    """Against a paced peer in STARTUP, the window follows the arrivals of the round so
+    far (PACED_GAIN times), not the end of a round that began before the flight did."""
+    w = ReceiveWindow(initial=512, maximum=8192)
+    w.peer_paces = True
+    w.on_rtt(0, 200)
+    w.update(0)
+    now, ts = 0, 9000
+    for _ in range(50):                    # 750 segments over 50 ms
+        for _ in range(15):
+            w.on_data(now, ts + now, 1)
+        now += 1
+        if now % 5 == 0:
+            w.update(now)
+    assert w.target >= 4 * 700 and not w.found
