@@ -17,6 +17,11 @@ controller decides *when* and *how much* our KCP sender sends, never what goes o
   most PROBE_QUEUE_MS of queue) to find more bandwidth and give it back; PROBE_RTT lowers
   the in-flight cap to half a BDP for 200 ms when the minimum RTT has not been seen for
   MIN_RTT_MS. A short path (min RTT < SHORT_RTT_MS) is not paced;
+* sharing with other sessions: a round whose every RTT shows a queue holds the flight to
+  what the last round delivered plus QUEUE_ALPHA segments (each flow keeps the same few in
+  the shared queue, so the shares drift together); a flight after an idle moment starts over
+  in STARTUP (TCP's slow start after idle); a probe that found room and no queue goes back
+  to STARTUP (the flow beside it ended);
 * loss is not a signal (random loss on long paths is not congestion): KCP's own fast
   retransmission and RTO repair it, retransmissions are charged to the pacing budget, and
   the budget pays for their share while the path shows no queue. docs/decisions.md has
@@ -254,8 +259,9 @@ class RateController:
             if round_start and prev_rtt_min >= 0:
                 # a round whose every RTT showed a queue: the flight is held to what the
                 # last round delivered plus QUEUE_ALPHA (see _set_rates)
+                # (not on a short path: what queues there is our own processes' work)
                 mr = self.min_rtt
-                self.queued = prev_rtt_min > mr + max(NO_QUEUE_MS, mr >> 4)
+                self.queued = mr >= SHORT_RTT_MS and prev_rtt_min > mr + max(NO_QUEUE_MS, mr >> 4)
             if now - self.cycle_t > phase_ms:
                 # the 1.25 phase runs until the flight reached 1.25 BDP (or a round passed
                 # twice over); the 0.75 one may end early once the queue is gone
@@ -420,7 +426,7 @@ class RateController:
     def allowance(self, now: int, inflight: int) -> int:
         """Segments that may leave now: pacing tokens (refilled since the last call) within
         the in-flight cap. New data only; retransmissions are charged with `spend`."""
-        if inflight == 0 and self._idle_t >= 0 and self.filled:
+        if inflight == 0 and self._idle_t >= 0 and self.filled and self.min_rtt >= SHORT_RTT_MS:
             idle = now - self._idle_t
             if idle > IDLE_MS and idle > self.min_rtt + (self.min_rtt >> 1):
                 self._restart(now)

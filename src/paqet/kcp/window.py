@@ -13,6 +13,9 @@ shallow bottleneck buffer. This window follows the path instead:
   one minimum RTT each) with headroom: doubling each round while no queue is seen at first
   (the sender is finding the line), then 1.25 x rate x RTT while the path shows no standing
   queue, and rate x (RTT + QUEUE_MS) when it does;
+* a peer that paces itself (one of ours) gets PACED_GAIN times the arrivals of the round so
+  far while it is in STARTUP, at once (its flight doubles each round trip), then
+  PACED_HEADROOM times the line's round trip;
 * the queue is seen in the one-way delay of arriving segments: their send time stamp (the
   peer's clock) against ours, less the smallest such difference of the last BASE_MS (clock
   offsets cancel out).
