@@ -264,3 +264,22 @@ def test_receive_window_lets_a_paced_startup_double_within_the_round():
         if now % 5 == 0:
             w.update(now)
     assert w.target >= 4 * 700 and not w.found
+
+
+def test_short_paths_keep_their_flight_after_idle_and_with_a_queue():
+    """Below SHORT_RTT_MS (a LAN) a 'queue' is our own processes' work and an idle moment
+    says nothing of other flows: neither the queue rule nor the restart applies."""
+    c = RateController(init_cwnd=32)
+    feed(c, 100, 1000, 50, 2, 100)
+    c.filled = True
+    c._enter_probe_bw(100)
+    c.pacing_gain = 1.0
+    now, dlv = 100, 1000
+    for _ in range(3):
+        now += 20
+        dlv += 400
+        feed(c, now, dlv, 20, 12, 300)       # RTTs far above the 2 ms minimum
+    assert not c.queued
+    feed(c, now + 1, dlv + 10, 20, 2, 0)
+    c.allowance(now + 5000, 0)
+    assert c.mode == PROBE_BW and c.btlbw == 50
