@@ -54,7 +54,8 @@ BURST_MS = 2                   # pacing tokens kept at most: this many ms at the
 LATE_MS = 8                    # ... or the ms since the last send, up to this many
 MIN_BURST = 4                  # ... and never fewer segments than this
 MIN_CWND = 4
-SHORT_RTT_MS = 5               # below this minimum RTT: no pacing, no PROBE_RTT (a LAN)
+SHORT_RTT_MS = 5               # below this minimum RTT (a LAN): no pacing, no PROBE_RTT, no
+                               # queue rule, no restart after idle
 RTX_SHARE_MAX = 0.15           # the pacing budget pays for at most this share of resends,
 PROBE_QUEUE_MS = 20            # a bandwidth probe adds a queue of at most this many ms
 STANDING_QUEUE_MS = 10         # PROBE_BW: a round of RTTs this much (or 1/8) above the
