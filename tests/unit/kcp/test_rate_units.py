@@ -12,6 +12,17 @@ def feed(c, now, delivered, rate_segs_per_ms, rtt, inflight, interval=100, alim=
     c.on_ack(now, prior, delivered, interval, alim, rtt, inflight)
 
 
+def cruising(bw, rtt, gain=None):
+    """A controller past STARTUP that measured `bw` segments/ms at `rtt` ms (at t=100)."""
+    c = RateController(init_cwnd=32)
+    feed(c, 100, 1000, bw, rtt, 100)
+    c.filled = True
+    c._enter_probe_bw(100)
+    if gain is not None:
+        c.pacing_gain = gain
+    return c
+
+
 def test_startup_until_the_bandwidth_stops_growing_then_drain_and_probe():
     c = RateController(init_cwnd=32)
     assert c.mode == STARTUP
@@ -191,10 +202,7 @@ def test_short_path_advertises_kcp_gos_window():
 
 
 def test_a_flight_after_idle_starts_over_in_startup_keeping_the_min_rtt():
-    c = RateController(init_cwnd=32)
-    feed(c, 100, 1000, 10, 50, 100)
-    c.filled = True
-    c._enter_probe_bw(100)
+    c = cruising(10, 50)
     feed(c, 200, 2000, 10, 50, 0)          # the flight emptied at 200
     # not idle long enough yet (1.5 min RTT and IDLE_MS): the model holds
     c.allowance(200 + R.IDLE_MS, 0)
@@ -203,10 +211,7 @@ def test_a_flight_after_idle_starts_over_in_startup_keeping_the_min_rtt():
     assert c.mode == STARTUP and not c.filled and c.btlbw == 0
     assert c.min_rtt == 50 and c.cwnd == 32
     # a flight that never emptied is not idle
-    d = RateController(init_cwnd=32)
-    feed(d, 100, 1000, 10, 50, 100)
-    d.filled = True
-    d._enter_probe_bw(100)
+    d = cruising(10, 50)
     feed(d, 200, 2000, 10, 50, 5)
     d.allowance(5000, 0)
     assert d.mode == PROBE_BW
@@ -214,10 +219,7 @@ def test_a_flight_after_idle_starts_over_in_startup_keeping_the_min_rtt():
 
 def test_a_probe_that_finds_room_without_a_queue_goes_back_to_startup():
     def probed(rtt_during, bw_after):
-        c = RateController(init_cwnd=32)
-        feed(c, 100, 1000, 10, 100, 100)
-        c.filled = True
-        c._enter_probe_bw(100)
+        c = cruising(10, 100)
         c.cycle = len(R.CYCLE) - 1
         c._next_phase(100)                   # the up phase, from an estimate of 10
         assert c.pacing_gain > 1
@@ -232,11 +234,7 @@ def test_a_probe_that_finds_room_without_a_queue_goes_back_to_startup():
 
 
 def test_a_standing_queue_holds_the_flight_to_last_rounds_delivery_plus_alpha():
-    c = RateController(init_cwnd=32)
-    feed(c, 100, 1000, 10, 100, 100)
-    c.filled = True
-    c._enter_probe_bw(100)
-    c.pacing_gain = 1.0
+    c = cruising(10, 100, gain=1.0)
     now, dlv = 100, 1000
     for _ in range(3):                     # rounds at 6 segments/ms, every RTT queued
         now += 130
@@ -269,11 +267,7 @@ def test_receive_window_lets_a_paced_startup_double_within_the_round():
 def test_short_paths_keep_their_flight_after_idle_and_with_a_queue():
     """Below SHORT_RTT_MS (a LAN) a 'queue' is our own processes' work and an idle moment
     says nothing of other flows: neither the queue rule nor the restart applies."""
-    c = RateController(init_cwnd=32)
-    feed(c, 100, 1000, 50, 2, 100)
-    c.filled = True
-    c._enter_probe_bw(100)
-    c.pacing_gain = 1.0
+    c = cruising(50, 2, gain=1.0)
     now, dlv = 100, 1000
     for _ in range(3):
         now += 20
