@@ -125,7 +125,7 @@ class RateController:
         self._probe_bw0 = 0.0       # the estimate when the last probe began (0: none open)
         self._probe_rtt_hi = 0      # the largest RTT sample since then
         self._startup_round = 0
-        self.startups = 0           # STARTUPs after the first (stats)
+        self.startups = 0           # STARTUPs after the first (after idle, or a probe) (stats)
 
     # -- the model ---------------------------------------------------------------------------
     @property
@@ -292,19 +292,11 @@ class RateController:
         busy before took most of the line from one that starts beside it). Start over in
         STARTUP from the initial flight; the minimum RTT is kept."""
         self._idle_t = -1
-        self.mode = STARTUP
-        self.filled = False
-        self.exit = ""
-        self.full_bw = 0.0
-        self.full_cnt = 0
-        self._high_rtts = 0
         self._bw_ring = [0.0] * BW_ROUNDS
         self._bw_rounds = [-1] * BW_ROUNDS
         self.btlbw = 0.0
-        self.queued = False
-        self._probe_bw0 = 0.0
-        self._startup_round = self.round
-        self.pacing_gain = self.cwnd_gain = STARTUP_GAIN
+        self.exit = ""
+        self._enter_startup()
         self._set_rates()
 
     def _enter_probe_bw(self, now: int) -> None:
@@ -346,7 +338,7 @@ class RateController:
             calm = self._probe_rtt_hi <= mr + (mr >> 4 if mr >> 4 > NO_QUEUE_MS else NO_QUEUE_MS)
             self._probe_bw0 = 0.0
             if room and calm and mr >= SHORT_RTT_MS:
-                self._enter_startup(again=True)
+                self._enter_startup()
                 return
         self.cycle = (self.cycle + 1) % len(CYCLE)
         self.cycle_t = now
@@ -355,16 +347,18 @@ class RateController:
             self._probe_bw0 = self.btlbw
             self._probe_rtt_hi = 0
 
-    def _enter_startup(self, again: bool = False) -> None:
+    def _enter_startup(self) -> None:
+        """STARTUP again, from the estimate there is (none after idle)."""
         self.mode = STARTUP
         self.filled = False
+        self.queued = False
+        self._probe_bw0 = 0.0
         self.full_bw = self.btlbw
         self.full_cnt = 0
         self._high_rtts = 0
         self._startup_round = self.round
         self.pacing_gain = self.cwnd_gain = STARTUP_GAIN
-        if again:
-            self.startups += 1
+        self.startups += 1
 
     def _enter_probe_rtt(self, now: int) -> None:
         self.mode = PROBE_RTT
