@@ -249,19 +249,17 @@ class RateController:
         elif mode == PROBE_BW:
             phase_ms = self.min_rtt if self.min_rtt > 1 else 1
             gain = self.pacing_gain
-            if round_start and gain == 1.0 and prev_rtt_min >= 0:
-                # cruising at the estimate, yet every RTT of a whole round shows a queue:
-                # the estimate is high (ACKs that came in a bunch gave a rate sample above
-                # the line), and pacing at it only grows the queue until the buffer
-                # overflows. Take CRUISE_CUT off it.
-                mr = self.min_rtt
-                if prev_rtt_min > mr + max(STANDING_QUEUE_MS, mr >> 3):
-                    self._bw_scale(CRUISE_CUT)
             if round_start and prev_rtt_min >= 0:
-                # a round whose every RTT showed a queue: the flight is held to what the
-                # last round delivered plus QUEUE_ALPHA (see _set_rates)
-                # (not on a short path: what queues there is our own processes' work)
                 mr = self.min_rtt
+                if gain == 1.0 and prev_rtt_min > mr + max(STANDING_QUEUE_MS, mr >> 3):
+                    # cruising at the estimate, yet every RTT of a whole round shows a
+                    # queue: the estimate is high (ACKs that came in a bunch gave a rate
+                    # sample above the line), and pacing at it only grows the queue until
+                    # the buffer overflows. Take CRUISE_CUT off it.
+                    self._bw_scale(CRUISE_CUT)
+                # a round whose every RTT showed a queue: the flight is held to what the
+                # last round delivered plus QUEUE_ALPHA (see _set_rates); not on a short
+                # path, where what queues is our own processes' work
                 self.queued = mr >= SHORT_RTT_MS and prev_rtt_min > mr + max(NO_QUEUE_MS, mr >> 4)
             if now - self.cycle_t > phase_ms:
                 # the 1.25 phase runs until the flight reached 1.25 BDP (or a round passed
