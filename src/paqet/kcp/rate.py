@@ -68,6 +68,13 @@ IDLE_MS = 200                  # nothing in flight for this long (or 1.5 minimum
                                # RTO): the next flight starts over in STARTUP (the minimum RTT
                                # kept), as TCP's slow start after idle (RFC 2861)
 NO_QUEUE_MS = 5                # while the last RTT was within this (or 1/16) of the minimum
+FIRST_FLIGHT_MS = 25           # the first flight from an empty pipe leaves within this many
+                               # ms (or half the minimum RTT, when one is known) ...
+DISP_MIN_SEGS = 64             # ... and when it was at least this many segments, its ACKs,
+DISP_MIN_MS = 8                # spread over at least this many ms, and SPREAD times slower
+DISP_SPREAD = 1.25             # than it left, give the bottleneck's rate at once (dispersion)
+JUMP_SAMPLES = 8               # ... unless this many RTT samples in a row in the next
+JUMP_ROUNDS = 3                # rounds show a queue (NO_QUEUE_MS or 1/16): the line is busy
 
 
 class RateController:
@@ -82,7 +89,10 @@ class RateController:
                  "samples", "_cycle_n", "_high_rtts", "exit", "_high_t",
                  "rtx_share", "_sent_new", "_sent_rtx", "_no_queue", "_rtt_round_min", "queued",
                  "_idle_t",
-                 "_probe_bw0", "_probe_rtt_hi", "_startup_round", "startups")
+                 "_probe_bw0", "_probe_rtt_hi", "_startup_round", "startups",
+                 "_now", "_delivered", "_ff", "_ff_n", "_ff_t0", "_ff_t1", "_ff_d0",
+                 "_ack_t0", "_ack_d0", "_ack_t1", "_ack_d1", "_ack_k",
+                 "_jump_d", "_jump_bw", "_jump_n", "_jump_end")
 
     def __init__(self, *, init_cwnd: int = 32, max_cwnd: int = 1 << 16, now: int = 0) -> None:
         self.mode = STARTUP
@@ -126,6 +136,18 @@ class RateController:
         self._probe_rtt_hi = 0      # the largest RTT sample since then
         self._startup_round = 0
         self.startups = 0           # STARTUPs after the first (after idle, or a probe) (stats)
+        # the first flight from an empty pipe (see _dispersion): 1 = armed, 2 = being sent
+        # (_ff_n segments from _ff_t0 to _ff_t1, none acknowledged before: _ff_d0), 0 = done
+        self._now = now
+        self._delivered = 0
+        self._ff = 1
+        self._ff_n = self._ff_t0 = self._ff_t1 = self._ff_d0 = 0
+        self._ack_t0 = self._ack_d0 = self._ack_t1 = self._ack_d1 = self._ack_k = 0
+        # after the jump to the dispersion's rate: the delivered count then (-1: no check
+        # open), the estimate before it, and the RTT samples since
+        self._jump_d = -1
+        self._jump_bw = 0.0
+        self._jump_n = self._jump_end = 0
 
     # -- the model ---------------------------------------------------------------------------
     @property
@@ -178,6 +200,14 @@ class RateController:
         # an interval shorter than the path's RTT comes from ACK compression: no sample
         rate = ((delivered - prior_delivered) / interval
                 if interval > 0 and interval >= self.min_rtt else 0.0)
+        self._delivered = delivered
+        if self._ff == 2:
+            self._dispersion(now, prior_delivered, delivered)
+        elif self._jump_d >= 0 and rtt >= 0 and prior_delivered >= self._jump_d and \
+                inflight > self.init_cwnd:
+            # (a flight at the initial window's floor may keep a queue of its own on a path
+            # whose BDP is smaller: no sign of another flow)
+            self._jump_check(rtt)
         round_start = False
         if prior_delivered >= self._next_round:
             self._next_round = delivered
@@ -284,6 +314,77 @@ class RateController:
                     self.pacing_gain = self.cwnd_gain = STARTUP_GAIN
         self._set_rates()
 
+    def _dispersion(self, now: int, prior_delivered: int, delivered: int) -> None:
+        """ACKs of the first flight from an empty pipe. It left within FIRST_FLIGHT_MS (faster
+        than most lines), so its segments passed the bottleneck back to back and their ACKs
+        come back spaced at the line's rate: when they are spread out over a longer time
+        than the flight took to leave, that spacing is the bottleneck's bandwidth. STARTUP
+        needs several round trips to find it (its rate samples lag a round behind, so its
+        flight grows by about 1.4 a round, not 2), and ends with an overshoot into the
+        buffer; a long path's transfer has only a few dozen round trips. With the estimate
+        the flow goes on at the line's rate from the second round trip on."""
+        if prior_delivered == self._ff_d0:
+            # a segment of the first flight (nothing was acknowledged when it left)
+            if self._ack_k == 0:
+                self._ack_t0, self._ack_d0 = now, delivered
+            self._ack_t1, self._ack_d1 = now, delivered
+            self._ack_k += 1
+            if delivered - self._ff_d0 >= self._ff_n >= DISP_MIN_SEGS:
+                self._dispersion_end(now)     # every segment of it is in
+        elif prior_delivered > self._ff_d0 and self._ff_n >= DISP_MIN_SEGS:
+            # a segment sent after the first ACK came back: the first flight is all in
+            # (but for losses)
+            self._dispersion_end(now)
+
+    def _dispersion_end(self, now: int) -> None:
+        self._ff = 0
+        n = self._ack_d1 - self._ack_d0
+        span = self._ack_t1 - self._ack_t0
+        if self._ff_n < DISP_MIN_SEGS or self._ack_k < 3 or span < DISP_MIN_MS or \
+                n < DISP_MIN_SEGS // 2 or not self.rtt_seen or self.min_rtt < SHORT_RTT_MS:
+            return
+        rate = n / span
+        sent = self._ff_t1 - self._ff_t0
+        if rate * DISP_SPREAD * (sent if sent > 1 else 1) > self._ff_n or \
+                rate <= self.btlbw or self.mode != STARTUP:
+            return      # the ACKs came as fast as the flight left: the line is faster
+        # (checked from the segments sent after the flight's first ACK came back on: the
+        # earliest that show whether the queue the flight left behind drains)
+        self._jump_d, self._jump_bw, self._jump_n = self._ff_d0 + 1, self.btlbw, 0
+        self._jump_end = self.round + JUMP_ROUNDS
+        self._bw_update(rate)
+        self.filled = True
+        self.exit = "dispersion"
+        self._enter_probe_bw(now)
+
+    def _jump_check(self, rtt: int) -> None:
+        """RTT samples of segments sent after the first flight's ACKs began to come back,
+        for JUMP_ROUNDS rounds after the jump to the dispersion's rate. On an idle line the
+        flight's own queue is gone by then. When another flow keeps the line busy (or
+        starts beside us), its segments took turns with the flight's, so the spacing was
+        our share of the arrivals, not a free line, and a queue stays and grows: after
+        JUMP_SAMPLES samples in a row above the no-queue band, back to STARTUP from the
+        estimate before the jump."""
+        if self.round > self._jump_end:
+            self._jump_d = -1
+            return
+        mr = self.min_rtt
+        if rtt <= mr + (mr >> 4 if mr >> 4 > NO_QUEUE_MS else NO_QUEUE_MS):
+            self._jump_n = 0
+            return
+        self._jump_n += 1
+        if self._jump_n < JUMP_SAMPLES or self.mode != PROBE_BW:
+            return
+        self._jump_d = -1
+        self._bw_ring = [0.0] * BW_ROUNDS
+        self._bw_rounds = [-1] * BW_ROUNDS
+        self.btlbw = 0.0
+        if self._jump_bw > 0:
+            self._bw_update(self._jump_bw)
+        self.exit = "dispersion, busy line"
+        self._enter_startup()
+        self.startups -= 1      # the same STARTUP, not another one
+
     def _restart(self, now: int) -> None:
         """A flight after an idle moment: the path may carry other flows now, and a model
         of it from before would send at the whole line's rate at once (a session that was
@@ -294,6 +395,7 @@ class RateController:
         self._bw_rounds = [-1] * BW_ROUNDS
         self.btlbw = 0.0
         self.exit = ""
+        self._ff = 1
         self._enter_startup()
         self._set_rates()
 
@@ -373,7 +475,12 @@ class RateController:
             if not self.filled:
                 # the first samples come from a flight that had just started and understate
                 # the path: STARTUP paces at least the initial window per round trip
-                floor = self.pacing_gain * self.init_cwnd / (self.min_rtt if self.min_rtt > 1 else 1)
+                # (the first flight from an empty pipe leaves faster: _first_flight_rate)
+                if self._ff == 1 or (self._ff == 2 and not self._ack_k):
+                    floor = self._first_flight_rate()
+                else:
+                    floor = self.pacing_gain * self.init_cwnd / (
+                        self.min_rtt if self.min_rtt > 1 else 1)
                 if rate < floor:
                     rate = floor
             self.pacing_rate = rate
@@ -395,8 +502,7 @@ class RateController:
                 # processes keep in flight
                 cwnd = self.init_cwnd
         elif self.rtt_seen:
-            rtt = self.min_rtt if self.min_rtt > 1 else 1
-            self.pacing_rate = STARTUP_GAIN * self.init_cwnd / rtt
+            self.pacing_rate = self._first_flight_rate()
             cwnd = self.init_cwnd
         else:
             return
@@ -408,6 +514,14 @@ class RateController:
         elif cwnd > self.max_cwnd:
             cwnd = self.max_cwnd
         self.cwnd = int(cwnd)
+
+    def _first_flight_rate(self) -> float:
+        """No estimate yet: the first flight leaves within FIRST_FLIGHT_MS (or half a round
+        trip), faster than most lines, so that its ACKs show the line's rate (_dispersion);
+        at most a 512-segment flight every 25 ms, as a 50 ms path's STARTUP paced it."""
+        half = self.min_rtt >> 1
+        ms = FIRST_FLIGHT_MS if half > FIRST_FLIGHT_MS else (half if half > 1 else 1)
+        return self.init_cwnd / ms
 
     # -- pacing ------------------------------------------------------------------------------
     @property
@@ -423,6 +537,17 @@ class RateController:
             idle = now - self._idle_t
             if idle > IDLE_MS and idle > self.min_rtt + (self.min_rtt >> 1):
                 self._restart(now)
+        self._now = now
+        if inflight == 0 and self._ff:
+            if self._ff == 2 and self._ff_n >= DISP_MIN_SEGS:
+                self._dispersion_end(now)
+            elif self._ff == 1 or self._ff_n or self._ack_k:
+                # the next flight is the first one (one too small to measure, the
+                # session's hello, was all acknowledged)
+                self._ff = 2
+                self._ff_n = self._ack_k = 0
+                self._ff_d0 = self._delivered
+                self._set_rates()
         room = self.cwnd - inflight
         if not self.paces:
             # a short path: no bottleneck buffer far away to spare a burst, and a pacer
@@ -452,6 +577,11 @@ class RateController:
         the budget: new data then waits until it is paid back."""
         self._sent_new += n - retransmitted
         self._sent_rtx += retransmitted
+        if self._ff == 2 and not self._ack_k:
+            if not self._ff_n:
+                self._ff_t0 = self._now
+            self._ff_n += n - retransmitted
+            self._ff_t1 = self._now
         tok = self.tokens - n
         floor = -self.pacing_rate * BURST_MS
         self.tokens = tok if tok > floor else floor

@@ -277,3 +277,58 @@ def test_short_paths_keep_their_flight_after_idle_and_with_a_queue():
     feed(c, now + 1, dlv + 10, 20, 2, 0)
     c.allowance(now + 5000, 0)
     assert c.mode == PROBE_BW and c.btlbw == 50
+
+
+def first_flight(send_ms, ack_gap_ms, *, rtt=200, n=512, batches=8):
+    """A controller whose first flight of n segments left over `send_ms` and whose ACKs came
+    back in `batches` equal batches `ack_gap_ms` apart (after a hello measured the RTT)."""
+    c = RateController(init_cwnd=n)
+    c.on_ack(rtt, 0, 1, 0, True, rtt, 0)             # the hello: RTT known, pipe empty
+    per = n // batches
+    for i in range(batches):
+        t = rtt + 100 + i * send_ms // batches
+        c.allowance(t, i * per)
+        c.spend(per)
+    t0 = 2 * rtt + 100
+    for i in range(batches):
+        c.on_ack(t0 + i * ack_gap_ms, 1, 1 + per * (i + 1), 0, False, rtt + i * ack_gap_ms,
+                 n - per * (i + 1))
+    return c
+
+
+def test_the_first_flights_ack_spacing_gives_the_line_at_once():
+    """A first flight that left faster than its ACKs came back was spread by the
+    bottleneck: the spacing of its ACKs is the line's rate. STARTUP ends there (its own rate
+    samples would take several round trips to find it)."""
+    c = first_flight(send_ms=20, ack_gap_ms=7)          # 448 segments in 49 ms
+    assert c.mode == PROBE_BW and c.filled and c.exit == "dispersion"
+    assert abs(c.btlbw - 448 / 49) < 1e-9
+    # a flight whose ACKs came as fast as it left says only that the line is faster
+    d = first_flight(send_ms=60, ack_gap_ms=7)
+    assert d.mode == STARTUP and not d.filled and d.btlbw < 448 / 49
+
+
+def test_a_first_flight_too_small_or_on_a_short_path_is_not_measured():
+    assert first_flight(20, 7, n=32).mode == STARTUP             # < DISP_MIN_SEGS
+    assert first_flight(2, 7, rtt=2).exit != "dispersion"        # a LAN: not paced
+
+
+def test_a_busy_line_takes_the_jump_back():
+    """Another flow kept the line busy: the flight's spacing was only our turn among its
+    segments, and the queue grows once we send at that rate. JUMP_SAMPLES RTTs in a row
+    above the no-queue band take it back: STARTUP from the estimate before the jump."""
+    c = first_flight(20, 7)
+    before = c._jump_bw
+    dlv = 513
+    for i in range(R.JUMP_SAMPLES):
+        dlv += 20
+        c.on_ack(560 + i, 100, dlv, 0, False, 240, 600)     # sent after the first ACK
+    assert c.mode == STARTUP and not c.filled and c.exit == "dispersion, busy line"
+    assert c.btlbw == before and c.startups == 0
+    # on an idle line the RTTs stay near the minimum: the jump holds
+    d = first_flight(20, 7)
+    dlv = 513
+    for i in range(3 * R.JUMP_SAMPLES):
+        dlv += 20
+        d.on_ack(560 + i, 100, dlv, 0, False, 202 if i % 4 else 230, 600)
+    assert d.mode == PROBE_BW and d.exit == "dispersion"
