@@ -72,7 +72,7 @@ FIRST_FLIGHT_MS = 25           # the first flight from an empty pipe leaves with
                                # ms (or half the minimum RTT, when one is known) ...
 DISP_MIN_SEGS = 64             # ... and when it was at least this many segments, its ACKs,
 DISP_MIN_MS = 8                # spread over at least this many ms, and SPREAD times slower
-DISP_SPREAD = 1.25             # than it left, give the bottleneck's rate at once (dispersion)
+DISP_SPREAD = 2.0              # than it left, give the bottleneck's rate at once (dispersion)
 JUMP_SAMPLES = 8               # ... unless this many RTT samples in a row in the next
 JUMP_ROUNDS = 3                # rounds show a queue (NO_QUEUE_MS or 1/16): the line is busy
 
@@ -290,7 +290,10 @@ class RateController:
                 # a round whose every RTT showed a queue: the flight is held to what the
                 # last round delivered plus QUEUE_ALPHA (see _set_rates); not on a short
                 # path, where what queues is our own processes' work
-                self.queued = mr >= SHORT_RTT_MS and prev_rtt_min > mr + max(NO_QUEUE_MS, mr >> 4)
+                band = NO_QUEUE_MS if NO_QUEUE_MS > mr >> 4 else mr >> 4
+                # (once on, it holds while the queue stays above half the band)
+                self.queued = mr >= SHORT_RTT_MS and prev_rtt_min > mr + (
+                    band >> 1 if self.queued else band)
             if now - self.cycle_t > phase_ms:
                 # the 1.25 phase runs until the flight reached 1.25 BDP (or a round passed
                 # twice over); the 0.75 one may end early once the queue is gone
@@ -345,8 +348,8 @@ class RateController:
             return
         rate = n / span
         sent = self._ff_t1 - self._ff_t0
-        if rate * DISP_SPREAD * (sent if sent > 1 else 1) > self._ff_n or \
-                rate <= self.btlbw or self.mode != STARTUP:
+        if span < DISP_SPREAD * (sent if sent > 1 else 1) or rate <= self.btlbw or \
+                self.mode != STARTUP:
             return      # the ACKs came as fast as the flight left: the line is faster
         # (checked from the segments sent after the flight's first ACK came back on: the
         # earliest that show whether the queue the flight left behind drains)
@@ -356,6 +359,10 @@ class RateController:
         self.filled = True
         self.exit = "dispersion"
         self._enter_probe_bw(now)
+        if self.pacing_gain != 1.0:
+            # at the estimate, not in a probe: the check that follows reads a queue as
+            # another flow's
+            self.cycle, self.pacing_gain, self._probe_bw0 = 2, 1.0, 0.0
 
     def _jump_check(self, rtt: int) -> None:
         """RTT samples of segments sent after the first flight's ACKs began to come back,
@@ -491,15 +498,24 @@ class RateController:
                 # so the shares drift together (Vegas' rule), and the queue stays small
                 i = (self.round - 1) % BW_ROUNDS
                 last = self._bw_ring[i] if self._bw_rounds[i] == self.round - 1 else bw
-                cwnd = last * (self.min_rtt if self.min_rtt > 1 else 1) + QUEUE_ALPHA
+                mr = self.min_rtt if self.min_rtt > 1 else 1
+                cwnd = last * mr + QUEUE_ALPHA
+                # ... and the window, not the pacing rate, is what holds each flow: a flow
+                # with the smaller share paces at its window per minimum RTT (QUEUE_ALPHA
+                # more a round than it delivered), so it grows towards the others' share
+                # while theirs, with the same QUEUE_ALPHA in a queue they share, shrinks
+                if cwnd / mr > self.pacing_rate:
+                    self.pacing_rate = cwnd / mr
             else:
                 cwnd = self.cwnd_gain * bdp + MIN_CWND
             if self.mode == PROBE_RTT:
                 cwnd = self._probe_rtt_cwnd()
-            elif cwnd < self.init_cwnd:
+            elif cwnd < self.init_cwnd and (not self.filled or self.min_rtt < SHORT_RTT_MS):
                 # never less than kcp-go would send at once: on a short path (a LAN, where
                 # the RTT is below the clock's ms) the BDP says little of what our own
-                # processes keep in flight
+                # processes keep in flight, and STARTUP's first estimates lag behind (once
+                # a long path is measured, its BDP holds: a flow with a small share of a
+                # path whose BDP is near the initial window would keep a queue of its own)
                 cwnd = self.init_cwnd
         elif self.rtt_seen:
             self.pacing_rate = self._first_flight_rate()
@@ -547,6 +563,10 @@ class RateController:
                 self._ff = 2
                 self._ff_n = self._ack_k = 0
                 self._ff_d0 = self._delivered
+                if self.mode == STARTUP:
+                    # STARTUP's rounds count from the first flight of data (a session's
+                    # rounds of hellos and ACKs say nothing of the peer's window)
+                    self._startup_round = self.round
                 self._set_rates()
         room = self.cwnd - inflight
         if not self.paces:

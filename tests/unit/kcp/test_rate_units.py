@@ -279,19 +279,22 @@ def test_short_paths_keep_their_flight_after_idle_and_with_a_queue():
     assert c.mode == PROBE_BW and c.btlbw == 50
 
 
-def first_flight(send_ms, ack_gap_ms, *, rtt=200, n=512, batches=8):
+def first_flight(send_ms, ack_gap_ms, *, rtt=200, n=512, batches=8, c=None, t=None):
     """A controller whose first flight of n segments left over `send_ms` and whose ACKs came
-    back in `batches` equal batches `ack_gap_ms` apart (after a hello measured the RTT)."""
-    c = RateController(init_cwnd=n)
-    c.on_ack(rtt, 0, 1, 0, True, rtt, 0)             # the hello: RTT known, pipe empty
+    back in `batches` equal batches `ack_gap_ms` apart (after a hello measured the RTT).
+    `c`, `t`: that flight on this controller, from an empty pipe at t (ms)."""
+    if c is None:
+        c = RateController(init_cwnd=n)
+        c.on_ack(rtt, 0, 1, 0, True, rtt, 0)             # the hello: RTT known, pipe empty
+        t = rtt + 100
+    d0 = c._delivered
     per = n // batches
     for i in range(batches):
-        t = rtt + 100 + i * send_ms // batches
-        c.allowance(t, i * per)
+        c.allowance(t + i * send_ms // batches, i * per)
         c.spend(per)
-    t0 = 2 * rtt + 100
+    t0 = t + rtt
     for i in range(batches):
-        c.on_ack(t0 + i * ack_gap_ms, 1, 1 + per * (i + 1), 0, False, rtt + i * ack_gap_ms,
+        c.on_ack(t0 + i * ack_gap_ms, d0, d0 + per * (i + 1), 0, False, rtt + i * ack_gap_ms,
                  n - per * (i + 1))
     return c
 
@@ -303,9 +306,41 @@ def test_the_first_flights_ack_spacing_gives_the_line_at_once():
     c = first_flight(send_ms=20, ack_gap_ms=7)          # 448 segments in 49 ms
     assert c.mode == PROBE_BW and c.filled and c.exit == "dispersion"
     assert abs(c.btlbw - 448 / 49) < 1e-9
-    # a flight whose ACKs came as fast as it left says only that the line is faster
-    d = first_flight(send_ms=60, ack_gap_ms=7)
+    # a flight whose ACKs came about as fast as it left (here half as fast: an application
+    # that fed it slowly) says only that the line is faster
+    d = first_flight(send_ms=30, ack_gap_ms=7)
     assert d.mode == STARTUP and not d.filled and d.btlbw < 448 / 49
+
+
+def test_after_idle_the_next_first_flight_is_measured_and_cruises():
+    """A flight after an idle moment starts over in STARTUP and is a first flight again;
+    after its dispersion the flow cruises at the estimate (a probe's queue right then would
+    read as another flow's and take the jump back)."""
+    c = first_flight(20, 7)
+    c.on_ack(1000, 1, 513, 0, False, 200, 0)               # all delivered: idle from 1000
+    c.allowance(1000 + 301, 0)                               # > IDLE_MS and 1.5 RTT
+    assert c.mode == STARTUP and c.btlbw == 0
+    first_flight(20, 5, c=c, t=1301)                        # 448 segments in 35 ms
+    assert c.mode == PROBE_BW and c.exit == "dispersion" and c.pacing_gain == 1.0
+    assert abs(c.btlbw - 448 / 35) < 1e-9
+
+
+def test_startup_rounds_count_from_the_first_flight_of_data():
+    """A session's rounds of small messages (a hello, ACKs of an upload) are no STARTUP
+    rounds: the peer's window holding back the first flight of data is not a full pipe."""
+    c = RateController(init_cwnd=512)
+    now = dlv = 0
+    for _ in range(20):                                     # 20 rounds, a segment each
+        now += 200
+        c.allowance(now - 100, 0)
+        c.spend(1)
+        dlv += 1
+        c.on_ack(now, dlv - 1, dlv, 0, True, 200, 0)
+    assert c.round >= 20
+    c.allowance(now + 10, 0)                                # the first flight of data
+    c.spend(512)
+    c.window_limited()
+    assert not c.filled and c.mode == STARTUP
 
 
 def test_a_first_flight_too_small_or_on_a_short_path_is_not_measured():
@@ -332,3 +367,36 @@ def test_a_busy_line_takes_the_jump_back():
         dlv += 20
         d.on_ack(560 + i, 100, dlv, 0, False, 202 if i % 4 else 230, 600)
     assert d.mode == PROBE_BW and d.exit == "dispersion"
+
+
+def test_a_queued_flow_is_held_by_its_window_not_its_pacing_rate():
+    """Under the queue rule the window (last round's delivery x min RTT + QUEUE_ALPHA) is
+    what holds a flow: one with the smaller share paces at that window per minimum RTT, so
+    it grows by QUEUE_ALPHA a round while the larger flow's window shrinks (FAST TCP's
+    equilibrium: every flow keeps the same QUEUE_ALPHA in the shared queue)."""
+    c = cruising(3, 100, gain=1.0)           # a small share of a line of ~9 segments/ms
+    now, dlv = 100, 1000
+    for _ in range(2):                       # rounds at 3 segments/ms, every RTT queued
+        now += 110
+        dlv += 330
+        feed(c, now, dlv, 3, 110, 400)
+    assert c.queued
+    assert c.cwnd == int(3 * 100 + R.QUEUE_ALPHA)
+    assert abs(c.pacing_rate - c.cwnd / 100) < 0.02     # above the estimate's 3 per ms
+    # a round whose queue fell below the band, but not below half of it, keeps the rule
+    mr = c.min_rtt
+    band = max(R.NO_QUEUE_MS, mr >> 4)
+    now += 110
+    dlv += 330
+    feed(c, now, dlv, 3, mr + band * 3 // 4, 400)
+    now += 110
+    dlv += 330
+    feed(c, now, dlv, 3, mr + band * 3 // 4, 400)
+    assert c.queued
+    now += 101
+    dlv += 303
+    feed(c, now, dlv, 3, mr + 1, 400)
+    now += 101
+    dlv += 303
+    feed(c, now, dlv, 3, mr + 1, 400)
+    assert not c.queued
