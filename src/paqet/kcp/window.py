@@ -54,6 +54,7 @@ class ReceiveWindow:
                  "_base", "_base_prev", "_base_t", "_round_t", "_arrived", "_round_owd",
                  "_rates", "_ri", "rate", "queue_ms", "found", "rounds", "peer_paces",
                  "_full_rate", "_full_cnt", "_probe", "_win_owd", "_win_n", "_win_t",
+                 "_win_a0", "_win_a1", "_win_n0",
                  "_line", "_line_prev", "_line_t")
 
     def __init__(self, *, initial: int = 512, maximum: int = 8192, minimum: int = 32,
@@ -88,6 +89,8 @@ class ReceiveWindow:
         self._win_owd = None
         self._win_n = 0
         self._win_t = now
+        self._win_a0 = self._win_a1 = now   # the window's first and last arrival
+        self._win_n0 = 0                     # segments in its first arrival
         self._line = self._line_prev = 0.0
         self._line_t = now
 
@@ -118,6 +121,10 @@ class ReceiveWindow:
         w = self._win_owd
         if w is None or owd < w:
             self._win_owd = owd
+        if not self._win_n:
+            self._win_a0 = now
+            self._win_n0 = n
+        self._win_a1 = now
         self._win_n += n
 
     def update(self, now: int) -> None:
@@ -214,6 +221,9 @@ class ReceiveWindow:
         at the line's rate: the line is found now (half a round trip after the queue began
         to grow), not at the end of a round of it."""
         owd, n, el = self._win_owd, self._win_n, now - self._win_t
+        # the rate the segments came at: from the window's first arrival to its last (a
+        # window that a burst filled only in part would understate it)
+        span, n0 = self._win_a1 - self._win_a0, self._win_n0
         self._win_owd = None
         self._win_n = 0
         self._win_t = now
@@ -234,9 +244,9 @@ class ReceiveWindow:
             if b is None:
                 return
         limit = QUEUE_MS if QUEUE_MS > rtt >> 4 else rtt >> 4
-        if owd - b > limit:
+        if owd - b > limit and 4 * span >= el and n - n0 >= 16:
             self.found = True
-            rate = n / el
+            rate = (n - n0) / span
             self.rate = self._line = self._line_prev = rate
             self._rates = [rate] * ROUNDS
             if self.peer_paces:

@@ -103,7 +103,7 @@ def test_paced_peer_gets_a_window_out_of_its_way_until_the_line_is_found():
     # then a round trip of the line and PACED_HEADROOM: a STARTUP that goes on cannot
     # put more than that in flight
     from paqet.kcp.window import PACED_HEADROOM
-    assert abs(w.target - PACED_HEADROOM * w.rate * w.rtt_min) <= 0.02 * w.target
+    assert abs(w.target - PACED_HEADROOM * w.rate * w.rtt_min) <= 0.05 * w.target
 
 
 def two_sessions(rtt, *, start2, total1, total2, pause=None, loss=0.0):
