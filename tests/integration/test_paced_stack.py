@@ -45,7 +45,7 @@ def test_hello_says_both_sides_pace():
             for _ in range(100):
                 sconn = next(iter(t.server.listener.sessions.values()), None)
                 if conn.kcp.rw.peer_paces and sconn is not None and sconn.kcp.rw.peer_paces:
-                    return True
+                    return conn.announce_windows      # the server is ours
                 await asyncio.sleep(0.05)
             return False
     assert run(main())
@@ -63,3 +63,4 @@ def test_a_kcp_peer_is_not_taken_for_a_paced_one():
     conn, sconn = run(main())
     assert sconn.kcp.cc is None and sconn.kcp.rw is None
     assert conn.kcp.rw is not None and not conn.kcp.rw.peer_paces
+    assert conn.announce_windows        # still one of ours: a stream's window goes with its SYN

@@ -436,6 +436,8 @@ class ClientPool:
                             slot.caps = msg.caps & (appmsg.CAP_STATUS | appmsg.CAP_REPORT)
                             if msg.caps & appmsg.CAP_PACED:
                                 conn.peer_paces()
+                            # (any capability: the server is ours)
+                            conn.announce_windows = True
                             log.debug("connection %d: server extensions %#x", slot.index + 1,
                                       slot.caps)
                         return

@@ -184,8 +184,11 @@ class SmuxSession:
         return self._events.popleft() if self._events else None
 
     # -- streams -----------------------------------------------------------------------------
-    def open_stream(self) -> int:
-        """Queue SYN for a new stream (client ids 3, 5, 7, ...; server 2, 4, ...)."""
+    def open_stream(self, announce: bool = False) -> int:
+        """Queue SYN for a new stream (client ids 3, 5, 7, ...; server 2, 4, ...).
+        `announce` (v2, between our peers): a UPD with our stream window right behind the
+        SYN, when it is larger than the INITIAL_PEER_WINDOW the peer assumes: the first
+        round trip of a download is not held to 256 KiB."""
         if self.broken is not None:
             raise SmuxError(f"session broken: {self.broken}")
         nxt = self._next_id + 2
@@ -194,6 +197,8 @@ class SmuxSession:
         self._next_id = nxt
         self.streams[nxt] = _Stream(nxt)
         self._ctrl.append(HEADER.pack(self.version, SYN, 0, nxt))
+        if announce and self.version == 2 and self.max_stream_buffer > INITIAL_PEER_WINDOW:
+            self._ctrl.append(encode_upd(2, nxt, 0, self.max_stream_buffer))
         return nxt
 
     def send_window(self, sid: int) -> int:

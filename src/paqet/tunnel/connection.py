@@ -255,7 +255,7 @@ class TunnelConnection:
         if len(self.streams) >= self.params.max_streams:
             raise StreamLimit(f"session to {self.peer[0]}:{self.peer[1]} has "
                               f"{len(self.streams)} streams open (limits.max_streams)")
-        sid = self.smux.open_stream()
+        sid = self.smux.open_stream(self.announce_windows)
         st = TunnelStream(self, sid)
         self.streams[sid] = st
         self.streams_opened += 1
@@ -460,6 +460,10 @@ class TunnelConnection:
     def paced(self) -> bool:
         """Our KCP sender paces itself (congestion "bbr"): say so in the session's hello."""
         return self._paced
+
+    #: the peer is one of ours (its hello said so): a new stream's smux window goes with
+    #: its SYN (smux/session.py open_stream)
+    announce_windows = False
 
     def peer_paces(self) -> None:
         """The peer said its sender paces itself: our receive window need not pace it."""

@@ -565,3 +565,23 @@ def test_set_buffers_announces_a_larger_window_at_once():
     assert not s.set_buffers(4 << 20, 1 << 20)   # smaller: with the next UPD, no frame now
     with pytest.raises(ValueError):
         s.set_buffers(1 << 20, 2 << 20)
+
+
+def test_open_stream_can_announce_a_larger_window_with_the_syn():
+    """Between our peers a stream's window goes right behind its SYN: the peer may send
+    more than the 256 KiB it would otherwise assume before our first read's UPD."""
+    c, s = pair(max_stream_buffer=2 << 20, max_receive_buffer=4 << 20)
+    sid = c.open_stream(announce=True)
+    frames = [(f[1], f[2]) for f in parse_frames(c.data_to_send())]
+    assert frames == [(SYN, sid), (UPD, sid)]
+    c2, s2 = pair(max_stream_buffer=2 << 20, max_receive_buffer=4 << 20)
+    sid = c2.open_stream(announce=True)
+    pump(c2, s2)
+    drain_events(s2)
+    assert s2.send_window(sid) == 2 << 20
+    # not by default (what a Go peer sees is Go's), nor when the window is not larger
+    # than the one assumed, nor in v1
+    for sess, kw in ((pair()[0], {}), (pair(max_stream_buffer=65536)[0], {"announce": True}),
+                     (pair(version=1)[0], {"announce": True})):
+        sid = sess.open_stream(**kw)
+        assert [f[1] for f in parse_frames(sess.data_to_send())] == [SYN]
