@@ -70,9 +70,11 @@ IDLE_MS = 200                  # nothing in flight for this long (or 1.5 minimum
 NO_QUEUE_MS = 5                # while the last RTT was within this (or 1/16) of the minimum
 FIRST_FLIGHT_MS = 25           # the first flight from an empty pipe leaves within this many
                                # ms (or half the minimum RTT, when one is known) ...
-DISP_MIN_SEGS = 64             # ... and when it was at least this many segments, its ACKs,
+DISP_MIN_SEGS = 64             # ... and when it was at least this many segments (those sent
+                               # before a pause of FF_GAP_MS not counted), its ACKs,
 DISP_MIN_MS = 8                # spread over at least this many ms, and SPREAD times slower
 DISP_SPREAD = 2.0              # than it left, give the bottleneck's rate at once (dispersion)
+FF_GAP_MS = 5                  # (a pause of the application within the first flight)
 JUMP_SAMPLES = 8               # ... unless this many RTT samples in a row in the next
 JUMP_ROUNDS = 3                # rounds show a queue (NO_QUEUE_MS or 1/16): the line is busy
 
@@ -90,7 +92,7 @@ class RateController:
                  "rtx_share", "_sent_new", "_sent_rtx", "_no_queue", "_rtt_round_min", "queued",
                  "_idle_t",
                  "_probe_bw0", "_probe_rtt_hi", "_startup_round", "startups",
-                 "_now", "_delivered", "_ff", "_ff_n", "_ff_t0", "_ff_t1", "_ff_d0",
+                 "_now", "_delivered", "_ff", "_ff_n", "_ff_t0", "_ff_t1", "_ff_d0", "_ff_skip",
                  "_ack_t0", "_ack_d0", "_ack_t1", "_ack_d1", "_ack_k",
                  "_jump_d", "_jump_bw", "_jump_n", "_jump_end")
 
@@ -141,7 +143,7 @@ class RateController:
         self._now = now
         self._delivered = 0
         self._ff = 1
-        self._ff_n = self._ff_t0 = self._ff_t1 = self._ff_d0 = 0
+        self._ff_n = self._ff_t0 = self._ff_t1 = self._ff_d0 = self._ff_skip = 0
         self._ack_t0 = self._ack_d0 = self._ack_t1 = self._ack_d1 = self._ack_k = 0
         # after the jump to the dispersion's rate: the delivered count then (-1: no check
         # open), the estimate before it, and the RTT samples since
@@ -328,13 +330,15 @@ class RateController:
         the flow goes on at the line's rate from the second round trip on."""
         if prior_delivered == self._ff_d0:
             # a segment of the first flight (nothing was acknowledged when it left)
+            if delivered - self._ff_d0 <= self._ff_skip:
+                return      # sent before the application's pause (a request, a SYN)
             if self._ack_k == 0:
                 self._ack_t0, self._ack_d0 = now, delivered
             self._ack_t1, self._ack_d1 = now, delivered
             self._ack_k += 1
-            if delivered - self._ff_d0 >= self._ff_n >= DISP_MIN_SEGS:
+            if delivered - self._ff_d0 >= self._ff_n >= DISP_MIN_SEGS + self._ff_skip:
                 self._dispersion_end(now)     # every segment of it is in
-        elif prior_delivered > self._ff_d0 and self._ff_n >= DISP_MIN_SEGS:
+        elif prior_delivered > self._ff_d0 and self._ff_n - self._ff_skip >= DISP_MIN_SEGS:
             # a segment sent after the first ACK came back: the first flight is all in
             # (but for losses)
             self._dispersion_end(now)
@@ -343,7 +347,7 @@ class RateController:
         self._ff = 0
         n = self._ack_d1 - self._ack_d0
         span = self._ack_t1 - self._ack_t0
-        if self._ff_n < DISP_MIN_SEGS or self._ack_k < 3 or span < DISP_MIN_MS or \
+        if self._ff_n - self._ff_skip < DISP_MIN_SEGS or self._ack_k < 3 or span < DISP_MIN_MS or \
                 n < DISP_MIN_SEGS // 2 or not self.rtt_seen or self.min_rtt < SHORT_RTT_MS:
             return
         rate = n / span
@@ -555,13 +559,13 @@ class RateController:
                 self._restart(now)
         self._now = now
         if inflight == 0 and self._ff:
-            if self._ff == 2 and self._ff_n >= DISP_MIN_SEGS:
+            if self._ff == 2 and self._ff_n - self._ff_skip >= DISP_MIN_SEGS:
                 self._dispersion_end(now)
             elif self._ff == 1 or self._ff_n or self._ack_k:
                 # the next flight is the first one (one too small to measure, the
                 # session's hello, was all acknowledged)
                 self._ff = 2
-                self._ff_n = self._ack_k = 0
+                self._ff_n = self._ack_k = self._ff_skip = 0
                 self._ff_d0 = self._delivered
                 if self.mode == STARTUP:
                     # STARTUP's rounds count from the first flight of data (a session's
@@ -598,6 +602,12 @@ class RateController:
         self._sent_new += n - retransmitted
         self._sent_rtx += retransmitted
         if self._ff == 2 and not self._ack_k:
+            if self._ff_n and self._ff_n < DISP_MIN_SEGS + self._ff_skip and \
+                    self._now - self._ff_t1 > FF_GAP_MS:
+                # the application paused after a few segments (a request, a stream's SYN):
+                # the flight to measure starts now
+                self._ff_skip = self._ff_n
+                self._ff_t0 = self._now
             if not self._ff_n:
                 self._ff_t0 = self._now
             self._ff_n += n - retransmitted

@@ -400,3 +400,15 @@ def test_a_queued_flow_is_held_by_its_window_not_its_pacing_rate():
     dlv += 303
     feed(c, now, dlv, 3, mr + 1, 400)
     assert not c.queued
+
+
+def test_segments_before_an_application_pause_are_not_measured():
+    """A stream's SYN and request leave first, the bulk tens of ms later: the flight to
+    measure is the bulk (its send span, its ACKs), not the pause in front of it."""
+    c = RateController(init_cwnd=512)
+    c.on_ack(200, 0, 1, 0, True, 200, 0)
+    c.allowance(300, 0)
+    c.spend(3)                                   # the SYN and a request
+    first_flight(20, 7, c=c, t=300 + 75)         # the bulk, 75 ms later
+    assert c.exit == "dispersion"
+    assert abs(c.btlbw - 448 / 49) < 1e-9
