@@ -16,6 +16,10 @@ shallow bottleneck buffer. This window follows the path instead:
 * a peer that paces itself (one of ours) gets PACED_GAIN times the arrivals of the round so
   far while it is in STARTUP, at once (its flight doubles each round trip), then
   PACED_HEADROOM times the line's round trip;
+* a peer that does not pace gets, once the line is found, at most a quarter more than what
+  arrived in the last round trip beyond the highest segment received: kcp-go's sender,
+  stopped on its own sndwnd behind a hole, would send the whole window at once when the
+  repair is acknowledged;
 * the queue is seen in the one-way delay of arriving segments: their send time stamp (the
   peer's clock) against ours, less the smallest such difference of the last BASE_MS (clock
   offsets cancel out).
@@ -54,7 +58,7 @@ class ReceiveWindow:
                  "_base", "_base_prev", "_base_t", "_round_t", "_arrived", "_round_owd",
                  "_rates", "_ri", "rate", "queue_ms", "found", "rounds", "peer_paces",
                  "_full_rate", "_full_cnt", "_probe", "_win_owd", "_win_n", "_win_t",
-                 "_win_a0", "_win_a1", "_win_n0",
+                 "_win_a0", "_win_a1", "_win_n0", "_last_arrived",
                  "_line", "_line_prev", "_line_t")
 
     def __init__(self, *, initial: int = 512, maximum: int = 8192, minimum: int = 32,
@@ -91,6 +95,7 @@ class ReceiveWindow:
         self._win_t = now
         self._win_a0 = self._win_a1 = now   # the window's first and last arrival
         self._win_n0 = 0                     # segments in its first arrival
+        self._last_arrived = 0                 # arrivals of the last whole round
         self._line = self._line_prev = 0.0
         self._line_t = now
 
@@ -142,6 +147,7 @@ class ReceiveWindow:
         arrived = self._arrived
         owd = self._round_owd
         self._arrived = 0
+        self._last_arrived = arrived
         self._round_owd = None
         if owd is not None:
             # the base: the minimum of this half of BASE_MS and the previous half
@@ -261,7 +267,18 @@ class ReceiveWindow:
         window past the holes only made it resend more per MB at 5 % loss."""
         if 0 < self.rtt_min < SHORT_RTT_MS:
             return self.initial - queued
-        w = span + self.target
+        t = self.target
+        if not self.peer_paces and self.found:
+            # a sender without pacing that stopped on its own window (a hole it repairs,
+            # kcp-go's sndwnd counted from it) sends all that the window allows the
+            # moment the repair is acknowledged: a window's worth in one burst into the
+            # bottleneck. Beyond what came in the last round trip it may send a quarter
+            # more (what a flow that is not held back sends anyway).
+            recent = self._arrived if self._arrived > self._last_arrived else self._last_arrived
+            recent += recent >> 2
+            if recent < t:
+                t = recent if recent > self.minimum else self.minimum
+        w = span + t
         return w if w < self.maximum else self.maximum
 
     def stats(self) -> dict:
