@@ -11,15 +11,21 @@ controller decides *when* and *how much* our KCP sender sends, never what goes o
 * new data leaves at `pacing_rate` = gain x bandwidth, in bursts of at most a couple of
   milliseconds' worth (tokens), and never more than `cwnd` = gain x BDP segments are in
   flight;
-* STARTUP doubles the rate each round trip until the bandwidth stops growing, the RTT
-  shows a standing queue, or our receiver's window holds it back; DRAIN empties the queue
-  that left; PROBE_BW cycles gains up / down / 1 x 6 (one min-RTT each; a probe adds at
+* the first flight from an empty pipe leaves within FIRST_FLIGHT_MS; when its ACKs come
+  back spread out by the bottleneck (twice as slowly as it left), their spacing is the
+  line's rate and the flow goes on at it from the second round trip (PROBE_BW); RTT samples
+  in a row above the no-queue band in the next rounds mean another flow shared the line
+  (its turns spread the flight), and STARTUP takes over again;
+* otherwise STARTUP doubles the rate each round trip until the bandwidth stops growing, the
+  RTT shows a standing queue, or our receiver's window holds it back; DRAIN empties the
+  queue that left; PROBE_BW cycles gains up / down / 1 x 6 (one min-RTT each; a probe adds at
   most PROBE_QUEUE_MS of queue) to find more bandwidth and give it back; PROBE_RTT lowers
   the in-flight cap to half a BDP for 200 ms when the minimum RTT has not been seen for
   MIN_RTT_MS. A short path (min RTT < SHORT_RTT_MS) is not paced;
 * sharing with other sessions: a round whose every RTT shows a queue holds the flight to
-  what the last round delivered plus QUEUE_ALPHA segments (each flow keeps the same few in
-  the shared queue, so the shares drift together); a flight after an idle moment starts over
+  what the last round delivered plus QUEUE_ALPHA segments, and paces at that window per
+  minimum RTT (each flow keeps the same few in the shared queue, so the shares drift
+  together, FAST TCP's equilibrium); a flight after an idle moment starts over
   in STARTUP (TCP's slow start after idle); a probe that found room and no queue goes back
   to STARTUP (the flow beside it ended);
 * loss is not a signal (random loss on long paths is not congestion): KCP's own fast
