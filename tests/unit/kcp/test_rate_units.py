@@ -412,3 +412,19 @@ def test_segments_before_an_application_pause_are_not_measured():
     first_flight(20, 7, c=c, t=300 + 75)         # the bulk, 75 ms later
     assert c.exit == "dispersion"
     assert abs(c.btlbw - 448 / 49) < 1e-9
+
+
+def test_a_resends_ack_a_round_trip_later_is_not_part_of_the_train():
+    """One segment of the first flight was lost and sent again: its ACK (with the
+    flight's delivery state) comes a round trip after the train. The train's spacing is
+    the line's rate; counting the late ACK gave a ninth of it (0.99 segments/ms on 8.9)."""
+    c = RateController(init_cwnd=512)
+    c.on_ack(200, 0, 1, 0, True, 200, 0)
+    for i in range(8):
+        c.allowance(300 + 2 * i, 64 * i)
+        c.spend(64)
+    for i in range(8):                                   # 511 of 512 in the train
+        c.on_ack(500 + 7 * i, 1, 1 + 64 * (i + 1) - (1 if i == 7 else 0), 0, False, 200, 1)
+    c.on_ack(500 + 7 * 7 + 200, 1, 513, 0, False, 200, 0)   # the resend's ACK
+    assert c.exit == "dispersion"
+    assert abs(c.btlbw - (511 - 64) / 49) < 1e-9
