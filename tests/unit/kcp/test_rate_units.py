@@ -12,6 +12,16 @@ def feed(c, now, delivered, rate_segs_per_ms, rtt, inflight, interval=100, alim=
     c.on_ack(now, prior, delivered, interval, alim, rtt, inflight)
 
 
+def rounds(c, now, dlv, n, bw, ms, rtt, inflight):
+    """n rounds of `ms` each delivering bw segments/ms, one ACK with RTT `rtt` at each
+    round's end; returns (now, delivered)."""
+    for _ in range(n):
+        now += ms
+        dlv += int(bw * ms)
+        feed(c, now, dlv, bw, rtt, inflight)
+    return now, dlv
+
+
 def cruising(bw, rtt, gain=None):
     """A controller past STARTUP that measured `bw` segments/ms at `rtt` ms (at t=100)."""
     c = RateController(init_cwnd=32)
@@ -235,11 +245,7 @@ def test_a_probe_that_finds_room_without_a_queue_goes_back_to_startup():
 
 def test_a_standing_queue_holds_the_flight_to_last_rounds_delivery_plus_alpha():
     c = cruising(10, 100, gain=1.0)
-    now, dlv = 100, 1000
-    for _ in range(3):                     # rounds at 6 segments/ms, every RTT queued
-        now += 130
-        dlv += 780
-        feed(c, now, dlv, 6, 130, 1200)
+    rounds(c, 100, 1000, 3, 6, 130, 130, 1200)   # 6 segments/ms, every RTT queued
     assert c.queued
     # last round's 6 segments/ms (less the cruise cuts, 5 % a round) x 100 ms + alpha
     assert 0.9 * 600 + R.QUEUE_ALPHA <= c.cwnd <= 600 + R.QUEUE_ALPHA
@@ -268,11 +274,7 @@ def test_short_paths_keep_their_flight_after_idle_and_with_a_queue():
     """Below SHORT_RTT_MS (a LAN) a 'queue' is our own processes' work and an idle moment
     says nothing of other flows: neither the queue rule nor the restart applies."""
     c = cruising(50, 2, gain=1.0)
-    now, dlv = 100, 1000
-    for _ in range(3):
-        now += 20
-        dlv += 400
-        feed(c, now, dlv, 20, 12, 300)       # RTTs far above the 2 ms minimum
+    now, dlv = rounds(c, 100, 1000, 3, 20, 20, 12, 300)   # RTTs far above the 2 ms minimum
     assert not c.queued
     feed(c, now + 1, dlv + 10, 20, 2, 0)
     c.allowance(now + 5000, 0)
@@ -375,30 +377,16 @@ def test_a_queued_flow_is_held_by_its_window_not_its_pacing_rate():
     it grows by QUEUE_ALPHA a round while the larger flow's window shrinks (FAST TCP's
     equilibrium: every flow keeps the same QUEUE_ALPHA in the shared queue)."""
     c = cruising(3, 100, gain=1.0)           # a small share of a line of ~9 segments/ms
-    now, dlv = 100, 1000
-    for _ in range(2):                       # rounds at 3 segments/ms, every RTT queued
-        now += 110
-        dlv += 330
-        feed(c, now, dlv, 3, 110, 400)
+    now, dlv = rounds(c, 100, 1000, 2, 3, 110, 110, 400)   # 3 segments/ms, every RTT queued
     assert c.queued
     assert c.cwnd == int(3 * 100 + R.QUEUE_ALPHA)
     assert abs(c.pacing_rate - c.cwnd / 100) < 0.02     # above the estimate's 3 per ms
     # a round whose queue fell below the band, but not below half of it, keeps the rule
     mr = c.min_rtt
     band = max(R.NO_QUEUE_MS, mr >> 4)
-    now += 110
-    dlv += 330
-    feed(c, now, dlv, 3, mr + band * 3 // 4, 400)
-    now += 110
-    dlv += 330
-    feed(c, now, dlv, 3, mr + band * 3 // 4, 400)
+    now, dlv = rounds(c, now, dlv, 2, 3, 110, mr + band * 3 // 4, 400)
     assert c.queued
-    now += 101
-    dlv += 303
-    feed(c, now, dlv, 3, mr + 1, 400)
-    now += 101
-    dlv += 303
-    feed(c, now, dlv, 3, mr + 1, 400)
+    rounds(c, now, dlv, 2, 3, 101, mr + 1, 400)
     assert not c.queued
 
 
