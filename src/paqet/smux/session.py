@@ -195,10 +195,10 @@ class SmuxSession:
         if nxt > M32:
             raise SmuxError(ERR_GO_AWAY)
         self._next_id = nxt
-        self.streams[nxt] = _Stream(nxt)
+        st = self.streams[nxt] = _Stream(nxt)
         self._ctrl.append(HEADER.pack(self.version, SYN, 0, nxt))
         if announce and self.version == 2 and self.max_stream_buffer > INITIAL_PEER_WINDOW:
-            self._ctrl.append(encode_upd(2, nxt, 0, self.max_stream_buffer))
+            self._queue_upd(st)
         return nxt
 
     def send_window(self, sid: int) -> int:
