@@ -14,8 +14,10 @@ shallow bottleneck buffer. This window follows the path instead:
   (the sender is finding the line), then 1.25 x rate x RTT while the path shows no standing
   queue, and rate x (RTT + QUEUE_MS) when it does;
 * a peer that paces itself (one of ours) gets PACED_GAIN times the arrivals of the round so
-  far while it is in STARTUP, at once (its flight doubles each round trip), then
-  PACED_HEADROOM times the line's round trip;
+  far while it is in STARTUP, at once (its flight doubles each round trip), or PACED_GAIN
+  round trips at the rate of its fastest train of segments if more (its first flight's
+  train gives the line's rate, at which it goes on), then PACED_HEADROOM times the line's
+  round trip;
 * a peer that does not pace gets, once the line is found, at most a quarter more than what
   arrived in the last round trip beyond the highest segment received: kcp-go's sender,
   stopped on its own sndwnd behind a hole, would send the whole window at once when the
@@ -48,6 +50,9 @@ PROBE_GAIN = 1.1
 PACED_GAIN = 4.0       # a sender that paces itself gets four times the measured BDP: it
                        # caps its own flight at two, and may double it each round trip
 PACED_HEADROOM = 1.5   # ... until the line is found: then 1.5 BDP
+TRAIN_GAP_MS = 5       # a paced peer's segments less than this apart are one train ...
+TRAIN_MIN_SEGS = 64    # ... whose rate (the line's, or the sender's pace if slower) counts
+TRAIN_MIN_MS = 8       # once it is this long: its first flight is one (kcp/rate.py)
 
 
 class ReceiveWindow:
@@ -59,7 +64,8 @@ class ReceiveWindow:
                  "_rates", "_ri", "rate", "queue_ms", "found", "rounds", "peer_paces",
                  "_full_rate", "_full_cnt", "_probe", "_win_owd", "_win_n", "_win_t",
                  "_win_a0", "_win_a1", "_win_n0", "_last_arrived",
-                 "_line", "_line_prev", "_line_t")
+                 "_line", "_line_prev", "_line_t", "_tr_a0", "_tr_a1", "_tr_n",
+                 "train_rate")
 
     def __init__(self, *, initial: int = 512, maximum: int = 8192, minimum: int = 32,
                  now: int = 0) -> None:
@@ -98,6 +104,11 @@ class ReceiveWindow:
         self._last_arrived = 0                 # arrivals of the last whole round
         self._line = self._line_prev = 0.0
         self._line_t = now
+        # the current train of a paced peer's segments (first and last arrival, segments
+        # after the first arrival) and the fastest one's rate, while the line is not found
+        self._tr_a0 = self._tr_a1 = now
+        self._tr_n = 0
+        self.train_rate = 0.0
 
     def on_rtt(self, now: int, rtt: int) -> None:
         """An RTT sample of our own sends (a minimum kept over BASE_MS, never forgotten
@@ -131,11 +142,29 @@ class ReceiveWindow:
             self._win_n0 = n
         self._win_a1 = now
         self._win_n += n
+        if self.peer_paces and not self.found:
+            if now - self._tr_a1 > TRAIN_GAP_MS:
+                self._tr_a0 = now
+                self._tr_n = 0
+            else:
+                self._tr_n += n
+            self._tr_a1 = now
 
     def update(self, now: int) -> None:
         """Close the short window and the round when they have passed (the engine calls
         this when it flushes)."""
         rtt = self.rtt_min
+        if self._tr_n >= TRAIN_MIN_SEGS and self.peer_paces and not self.found and rtt > 0:
+            # a train of a paced peer: its rate at once, PACED_GAIN round trips of it (the
+            # sender's first flight gives it the line's rate, and it sends at that rate
+            # from its second round trip on: held to a round's arrivals x PACED_GAIN, a
+            # short first flight, e.g. one stream's 256 KiB smux window, would stall it)
+            span = self._tr_a1 - self._tr_a0
+            if span >= TRAIN_MIN_MS and self._tr_n > self.train_rate * span:
+                self.train_rate = r = self._tr_n / span
+                t = int(PACED_GAIN * r * rtt)
+                if t > self.target:
+                    self.target = t if t < self.maximum else self.maximum
         length = rtt if rtt > MIN_ROUND_MS else MIN_ROUND_MS
         wl = length >> 3
         if now - self._win_t >= (wl if wl > MIN_WINDOW_MS else MIN_WINDOW_MS):
@@ -185,7 +214,7 @@ class ReceiveWindow:
             if self.found:
                 t = PACED_HEADROOM * line * rtt
             else:
-                t = PACED_GAIN * best * rtt
+                t = PACED_GAIN * (best if best > self.train_rate else self.train_rate) * rtt
             self.target = int(t) if t > self.minimum else self.minimum
             if not self.found and self.target < self.initial:
                 self.target = self.initial

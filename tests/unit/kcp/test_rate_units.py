@@ -1,5 +1,7 @@
 """RateController and ReceiveWindow as pure state machines, and the engine's use of them."""
 
+import pytest
+
 from paqet.kcp import rate as R
 from paqet.kcp.engine import KCP
 from paqet.kcp.presets import configure
@@ -416,3 +418,35 @@ def test_a_resends_ack_a_round_trip_later_is_not_part_of_the_train():
     c.on_ack(500 + 7 * 7 + 200, 1, 513, 0, False, 200, 0)   # the resend's ACK
     assert c.exit == "dispersion"
     assert abs(c.btlbw - (511 - 64) / 49) < 1e-9
+
+
+def test_receive_window_opens_to_a_paced_first_flights_train_at_once():
+    """A paced peer's short first flight (200 segments, e.g. one stream's 256 KiB smux
+    window) arrives as a train at the line's rate (8 segments/ms): the window opens to
+    PACED_GAIN round trips of that rate while the train arrives, not to PACED_GAIN x 200
+    at the round's end (which would hold the sender's second round trip to ~1000)."""
+    from paqet.kcp.window import PACED_GAIN
+    w = ReceiveWindow(initial=1024, maximum=8192)
+    w.peer_paces = True
+    w.on_rtt(0, 200)
+    w.update(0)
+    now, ts = 300, 9000
+    for i in range(25):                      # 200 segments over 25 ms
+        for _ in range(8):
+            w.on_data(now, ts + now, 1)
+        now += 1
+        if i == 12:
+            w.update(now)                    # mid-train: the ACKs already carry it
+            assert w.target >= 0.9 * PACED_GAIN * 8 * 200
+    w.update(now)
+    assert w.train_rate == pytest.approx(8, rel=0.1)   # (8 a ms, in whole ms)
+    w.update(now + 400)                      # the round ends: 200 arrivals do not shrink it
+    assert w.target >= 0.9 * PACED_GAIN * 8 * 200 and not w.found
+    # a peer that does not pace: no trains, the window grows by rounds
+    u = ReceiveWindow(initial=1024, maximum=8192)
+    u.on_rtt(0, 200)
+    for i in range(25):
+        for _ in range(8):
+            u.on_data(300 + i, ts + 300 + i, 1)
+    u.update(330)
+    assert u.train_rate == 0 and u.target == 1024
