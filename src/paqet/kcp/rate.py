@@ -23,9 +23,11 @@ controller decides *when* and *how much* our KCP sender sends, never what goes o
   the in-flight cap to half a BDP for 200 ms when the minimum RTT has not been seen for
   MIN_RTT_MS. A short path (min RTT < SHORT_RTT_MS) is not paced;
 * sharing with other sessions: a round whose every RTT shows a queue holds the flight to
-  what the last round delivered plus QUEUE_ALPHA segments, and paces at that window per
-  minimum RTT (each flow keeps the same few in the shared queue, so the shares drift
-  together, FAST TCP's equilibrium); a flight after an idle moment starts over
+  what the last round delivered plus QUEUE_ALPHA segments (ALPHA_PER_MS per ms of minimum
+  RTT on long paths), and paces at that window per minimum RTT (each flow keeps the same
+  few in the shared queue, so the shares drift together, FAST TCP's equilibrium), until
+  QUEUE_HOLD rounds show no queue; such a round also caps the bandwidth estimate at what
+  the last round delivered; a flight after an idle moment starts over
   in STARTUP (TCP's slow start after idle); a probe that found room and no queue goes back
   to STARTUP (the flow beside it ended);
 * loss is not a signal (random loss on long paths is not congestion): KCP's own fast
@@ -67,9 +69,11 @@ PROBE_QUEUE_MS = 20            # a bandwidth probe adds a queue of at most this 
 STANDING_QUEUE_MS = 10         # PROBE_BW: a round of RTTs this much (or 1/8) above the
 CRUISE_CUT = 0.95              # minimum at gain 1 lowers the estimate by 5 %
 QUEUE_ALPHA = 64               # ... and a round of RTTs above it by NO_QUEUE_MS (or 1/16)
-                               # caps the flight at last round's delivery x min RTT + this many
-                               # segments: every flow keeps the same few in the shared queue, so
-                               # a flow with more of the line gives way to one with less
+ALPHA_PER_MS = 0.5             # caps the flight at last round's delivery x min RTT + this many
+                               # segments (or this many per ms of minimum RTT, if more): every
+                               # flow keeps the same few in the shared queue, so a flow with
+                               # more of the line gives way to one with less
+QUEUE_HOLD = 3                 # the rule holds until this many rounds in a row showed no queue
 IDLE_MS = 200                  # nothing in flight for this long (or 1.5 minimum RTTs, TCP's
                                # RTO): the next flight starts over in STARTUP (the minimum RTT
                                # kept), as TCP's slow start after idle (RFC 2861)
@@ -82,7 +86,8 @@ DISP_MIN_MS = 8                # spread over at least this many ms, and SPREAD t
 DISP_SPREAD = 2.0              # than it left, give the bottleneck's rate at once (dispersion)
 FF_GAP_MS = 5                  # (a pause of the application within the first flight)
 JUMP_SAMPLES = 8               # ... unless this many RTT samples in a row in the next
-JUMP_ROUNDS = 1                # round show a queue (NO_QUEUE_MS or 1/16): the line is busy
+JUMP_ROUNDS = 1                # round show a queue (NO_QUEUE_MS or 1/16): the line is busy,
+BUSY_SHARE = 0.5               # and STARTUP goes on from this share of the dispersion's rate
 
 
 class RateController:
@@ -96,6 +101,7 @@ class RateController:
                  "tokens", "tokens_t", "probe_rtt_end", "probe_rtt_round", "rounds_app_limited",
                  "samples", "_cycle_n", "_high_rtts", "exit", "_high_t",
                  "rtx_share", "_sent_new", "_sent_rtx", "_no_queue", "_rtt_round_min", "queued",
+                 "_calm",
                  "_idle_t",
                  "_probe_bw0", "_probe_rtt_hi", "_startup_round", "startups",
                  "_now", "_delivered", "_ff", "_ff_n", "_ff_t0", "_ff_t1", "_ff_d0", "_ff_skip",
@@ -139,6 +145,7 @@ class RateController:
         self._no_queue = True
         self._rtt_round_min = -1
         self.queued = False
+        self._calm = 0
         self._idle_t = -1           # when the flight became empty (-1: it is not)
         self._probe_bw0 = 0.0       # the estimate when the last probe began (0: none open)
         self._probe_rtt_hi = 0      # the largest RTT sample since then
@@ -175,6 +182,19 @@ class RateController:
         if self.mode == STARTUP and not self.filled and self.round > self._startup_round + 3:
             self.filled = True
             self.exit = "peer window"
+
+    def _bw_cap_last(self) -> None:
+        """A round with a standing queue: the max filter holds no more than what the last
+        round delivered (the flow's share now, not the whole line it had before another
+        flow came), so that when the queue is gone it does not go on at the old rate."""
+        i = (self.round - 1) % BW_ROUNDS
+        if self._bw_rounds[i] != self.round - 1:
+            return
+        last = self._bw_ring[i]
+        if last <= 0 or last >= self.btlbw:
+            return
+        self._bw_ring = [v if v < last else last for v in self._bw_ring]
+        self.btlbw = last
 
     def _bw_update(self, rate: float) -> None:
         i = self.round % BW_ROUNDS
@@ -299,9 +319,20 @@ class RateController:
                 # last round delivered plus QUEUE_ALPHA (see _set_rates); not on a short
                 # path, where what queues is our own processes' work
                 band = NO_QUEUE_MS if NO_QUEUE_MS > mr >> 4 else mr >> 4
-                # (once on, it holds while the queue stays above half the band)
-                self.queued = mr >= SHORT_RTT_MS and prev_rtt_min > mr + (
-                    band >> 1 if self.queued else band)
+                # (once on, it holds while the queue stays above half the band, and for
+                # QUEUE_HOLD rounds below it: the shares' queue comes and goes with the
+                # flows' phases, and each time the rule let go the larger flow took the
+                # line back at its old estimate)
+                if mr < SHORT_RTT_MS:
+                    self.queued = False
+                elif prev_rtt_min > mr + (band >> 1 if self.queued else band):
+                    self.queued = True
+                    self._calm = 0
+                    self._bw_cap_last()
+                elif self.queued:
+                    self._calm += 1
+                    if self._calm >= QUEUE_HOLD:
+                        self.queued = False
             if now - self.cycle_t > phase_ms:
                 # the 1.25 phase runs until the flight reached 1.25 BDP (or a round passed
                 # twice over); the 0.75 one may end early once the queue is gone
@@ -371,7 +402,12 @@ class RateController:
             return      # the ACKs came as fast as the flight left: the line is faster
         # (checked from the segments sent after the flight's first ACK came back on: the
         # earliest that show whether the queue the flight left behind drains)
-        self._jump_d, self._jump_bw, self._jump_n = self._ff_d0 + 1, self.btlbw, 0
+        # (a busy line: the flight's ACKs came at the share it took from the other flows
+        # while it went out faster than they did; STARTUP goes on from half of it, not
+        # from nothing, where the others' queue ends it at once)
+        self._jump_d, self._jump_n = self._ff_d0 + 1, 0
+        b = BUSY_SHARE * rate
+        self._jump_bw = b if b > self.btlbw else self.btlbw
         self._jump_end = self.round + JUMP_ROUNDS
         self._bw_update(rate)
         self.filled = True
@@ -480,6 +516,7 @@ class RateController:
         self.mode = STARTUP
         self.filled = False
         self.queued = False
+        self._calm = 0
         self._probe_bw0 = 0.0
         self.full_bw = self.btlbw
         self.full_cnt = 0
@@ -520,7 +557,8 @@ class RateController:
                 i = (self.round - 1) % BW_ROUNDS
                 last = self._bw_ring[i] if self._bw_rounds[i] == self.round - 1 else bw
                 mr = self.min_rtt if self.min_rtt > 1 else 1
-                cwnd = last * mr + QUEUE_ALPHA
+                alpha = ALPHA_PER_MS * mr
+                cwnd = last * mr + (alpha if alpha > QUEUE_ALPHA else QUEUE_ALPHA)
                 # ... and the window, not the pacing rate, is what holds each flow: a flow
                 # with the smaller share paces at its window per minimum RTT (QUEUE_ALPHA
                 # more a round than it delivered), so it grows towards the others' share

@@ -251,8 +251,34 @@ def test_a_standing_queue_holds_the_flight_to_last_rounds_delivery_plus_alpha():
     assert c.queued
     # last round's 6 segments/ms (less the cruise cuts, 5 % a round) x 100 ms + alpha
     assert 0.9 * 600 + R.QUEUE_ALPHA <= c.cwnd <= 600 + R.QUEUE_ALPHA
-    assert c.btlbw > 8                      # the max filter still remembers 10 (x cuts)
-    assert c.cwnd < R.CWND_GAIN * c.bdp / 2
+    # the max filter no longer remembers the 10 of before: a queued round caps it at what
+    # the last round delivered (so the flow does not go back to 10 when the rule lets go)
+    assert c.btlbw <= 6
+    # the rule holds for QUEUE_HOLD rounds without a queue, then lets go (a round is
+    # judged when the next one starts)
+    now, dlv = rounds(c, 400, 4000, R.QUEUE_HOLD, 6, 100, 100, 600)
+    assert c.queued
+    rounds(c, now, dlv, 1, 6, 100, 100, 600)
+    assert not c.queued and c.cwnd >= R.CWND_GAIN * 600
+
+
+def test_the_queue_rules_alpha_grows_with_the_minimum_rtt():
+    c = RateController(init_cwnd=32)
+    feed(c, 100, 1000, 10, 300, 100, interval=300)
+    c.filled = True
+    c._enter_probe_bw(100)
+    c.pacing_gain = 1.0
+    now, dlv = 100, 1000
+    for _ in range(4):                       # 6 segments/ms, every RTT queued
+        now += 300
+        dlv += 1800
+        feed(c, now, dlv, 6, 360, 2000, interval=300)
+    assert c.queued
+    # last round's delivery (6 segments/ms, less the cruise cuts) x 300 ms + 150 segments
+    # of alpha at this RTT (ALPHA_PER_MS), not QUEUE_ALPHA's 64
+    last = c._bw_ring[(c.round - 1) % R.BW_ROUNDS]
+    assert 0.8 * 6 <= last <= 6
+    assert c.cwnd == int(last * 300 + R.ALPHA_PER_MS * 300) and R.ALPHA_PER_MS * 300 > 64
 
 
 def test_receive_window_lets_a_paced_startup_double_within_the_round():
@@ -388,7 +414,11 @@ def test_a_queued_flow_is_held_by_its_window_not_its_pacing_rate():
     band = max(R.NO_QUEUE_MS, mr >> 4)
     now, dlv = rounds(c, now, dlv, 2, 3, 110, mr + band * 3 // 4, 400)
     assert c.queued
-    rounds(c, now, dlv, 2, 3, 101, mr + 1, 400)
+    # ... and so do QUEUE_HOLD rounds below half of it (a round is judged when the next
+    # one starts); one more lets go
+    now, dlv = rounds(c, now, dlv, R.QUEUE_HOLD, 3, 101, mr + 1, 400)
+    assert c.queued
+    rounds(c, now, dlv, 1, 3, 101, mr + 1, 400)
     assert not c.queued
 
 
