@@ -85,6 +85,7 @@ DISP_MIN_SEGS = 64             # ... and when it was at least this many segments
 DISP_MIN_MS = 8                # spread over at least this many ms, and SPREAD times slower
 DISP_SPREAD = 2.0              # than it left, give the bottleneck's rate at once (dispersion)
 FF_GAP_MS = 5                  # (a pause of the application within the first flight)
+FF_PRE_MAX = 16                # (it may begin with this many segments still in flight)
 JUMP_SAMPLES = 8               # ... unless this many RTT samples in a row in the next
 JUMP_ROUNDS = 1                # round show a queue (NO_QUEUE_MS or 1/16): the line is busy,
 BUSY_SHARE = 0.5               # and STARTUP goes on from this share of the dispersion's rate
@@ -105,6 +106,7 @@ class RateController:
                  "_idle_t",
                  "_probe_bw0", "_probe_rtt_hi", "_startup_round", "startups",
                  "_now", "_delivered", "_ff", "_ff_n", "_ff_t0", "_ff_t1", "_ff_d0", "_ff_skip",
+                 "_ff_pre",
                  "_ack_t0", "_ack_d0", "_ack_t1", "_ack_d1", "_ack_k",
                  "_jump_d", "_jump_bw", "_jump_n", "_jump_end")
 
@@ -157,6 +159,7 @@ class RateController:
         self._delivered = 0
         self._ff = 1
         self._ff_n = self._ff_t0 = self._ff_t1 = self._ff_d0 = self._ff_skip = 0
+        self._ff_pre = 0            # segments in flight when it began (a hello's, a SYN's)
         self._ack_t0 = self._ack_d0 = self._ack_t1 = self._ack_d1 = self._ack_k = 0
         # after the jump to the dispersion's rate: the delivered count then (-1: no check
         # open), the estimate before it, and the RTT samples since
@@ -365,7 +368,10 @@ class RateController:
         flight grows by about 1.4 a round, not 2), and ends with an overshoot into the
         buffer; a long path's transfer has only a few dozen round trips. With the estimate
         the flow goes on at the line's rate from the second round trip on."""
-        if prior_delivered == self._ff_d0:
+        if not self._ff_n or now - self._ff_t0 < self.min_rtt >> 1:
+            return      # too early for the flight's: a segment's sent before it (a hello's)
+        d0 = self._ff_d0
+        if d0 <= prior_delivered <= d0 + self._ff_pre:
             # a segment of the first flight (nothing was acknowledged when it left)
             if delivered - self._ff_d0 <= self._ff_skip:
                 return      # sent before the application's pause (a request, a SYN)
@@ -383,7 +389,7 @@ class RateController:
             self._ack_k += 1
             if delivered - self._ff_d0 >= self._ff_n >= DISP_MIN_SEGS + self._ff_skip:
                 self._dispersion_end(now)     # every segment of it is in
-        elif prior_delivered > self._ff_d0 and self._ff_n - self._ff_skip >= DISP_MIN_SEGS:
+        elif prior_delivered > d0 + self._ff_pre and self._ff_n - self._ff_skip >= DISP_MIN_SEGS:
             # a segment sent after the first ACK came back: the first flight is all in
             # (but for losses)
             self._dispersion_end(now)
@@ -613,15 +619,18 @@ class RateController:
             if idle > IDLE_MS and idle > self.min_rtt + (self.min_rtt >> 1):
                 self._restart(now)
         self._now = now
-        if inflight == 0 and self._ff:
-            if self._ff == 2 and self._ff_n - self._ff_skip >= DISP_MIN_SEGS:
+        if self._ff and inflight <= FF_PRE_MAX:
+            if inflight == 0 and self._ff == 2 and self._ff_n - self._ff_skip >= DISP_MIN_SEGS:
                 self._dispersion_end(now)
-            elif self._ff == 1 or self._ff_n or self._ack_k:
+            elif self._ff == 1 or (self._ff_n - self._ff_skip < DISP_MIN_SEGS and (
+                    self._ack_k or (not inflight and self._ff_n))):
                 # the next flight is the first one (one too small to measure, the
-                # session's hello, was all acknowledged)
+                # session's hello, was acknowledged; a few segments of it may still be in
+                # flight: a bulk that starts right behind a hello is a first flight too)
                 self._ff = 2
                 self._ff_n = self._ack_k = self._ff_skip = 0
                 self._ff_d0 = self._delivered
+                self._ff_pre = inflight
                 if self.mode == STARTUP:
                     # STARTUP's rounds count from the first flight of data (a session's
                     # rounds of hellos and ACKs say nothing of the peer's window)

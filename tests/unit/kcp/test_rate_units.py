@@ -355,6 +355,30 @@ def test_after_idle_the_next_first_flight_is_measured_and_cruises():
     assert abs(c.btlbw - 448 / 35) < 1e-9
 
 
+def test_a_bulk_right_behind_a_hello_is_a_first_flight_too():
+    """An upload that starts while two of a hello's segments are still unacknowledged
+    leaves at the first flight's rate, not STARTUP's floor (a 200-segment flight over 39
+    ms, whose ACKs came back in 23, said nothing of the line); the hello's ACK that comes
+    back during the flight is not part of its train."""
+    c = RateController(init_cwnd=512)
+    c.on_ack(200, 0, 1, 0, True, 200, 0)          # the session's first RTT sample
+    c.allowance(300, 0)
+    c.spend(3)                                    # a hello: three segments
+    c.on_ack(500, 1, 2, 0, True, 200, 2)          # one acknowledged, two still in flight
+    c.allowance(505, 2)                           # the bulk starts
+    assert c.pacing_rate == c._first_flight_rate()
+    n, per = 512, 64
+    for i in range(8):                            # 512 segments over 20 ms
+        c.allowance(505 + i * 20 // 8, 2 + i * per)
+        c.spend(per)
+    c.on_ack(507, 1, 4, 0, True, 207, n)          # the hello's last two: not the train's
+    d0 = 2
+    for i in range(8):                            # the train: 7 ms apart (448 after the first)
+        c.on_ack(705 + i * 7, d0, 4 + per * (i + 1), 0, False, 200 + i * 7, n - per * (i + 1))
+    assert c.mode == PROBE_BW and c.exit == "dispersion"
+    assert abs(c.btlbw - 448 / 49) < 1e-9
+
+
 def test_startup_rounds_count_from_the_first_flight_of_data():
     """A session's rounds of small messages (a hello, ACKs of an upload) are no STARTUP
     rounds: the peer's window holding back the first flight of data is not a full pipe."""
