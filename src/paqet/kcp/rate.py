@@ -107,7 +107,7 @@ class RateController:
                  "_probe_bw0", "_probe_rtt_hi", "_startup_round", "startups",
                  "_now", "_delivered", "_ff", "_ff_n", "_ff_t0", "_ff_t1", "_ff_d0", "_ff_skip",
                  "_ff_pre",
-                 "_ack_t0", "_ack_d0", "_ack_t1", "_ack_d1", "_ack_k",
+                 "_ack_t0", "_ack_d0", "_ack_t1", "_ack_d1", "_ack_k", "_ack_tp", "_ack_dp",
                  "_jump_d", "_jump_bw", "_jump_n", "_jump_end")
 
     def __init__(self, *, init_cwnd: int = 32, max_cwnd: int = 1 << 16, now: int = 0) -> None:
@@ -161,6 +161,7 @@ class RateController:
         self._ff_n = self._ff_t0 = self._ff_t1 = self._ff_d0 = self._ff_skip = 0
         self._ff_pre = 0            # segments in flight when it began (a hello's, a SYN's)
         self._ack_t0 = self._ack_d0 = self._ack_t1 = self._ack_d1 = self._ack_k = 0
+        self._ack_tp = self._ack_dp = 0     # the train's last ACK of an earlier ms
         # after the jump to the dispersion's rate: the delivered count then (-1: no check
         # open), the estimate before it, and the RTT samples since
         self._jump_d = -1
@@ -385,6 +386,8 @@ class RateController:
                 return
             if k == 0:
                 self._ack_t0, self._ack_d0 = now, delivered
+            elif now != self._ack_t1:
+                self._ack_tp, self._ack_dp = self._ack_t1, self._ack_d1
             self._ack_t1, self._ack_d1 = now, delivered
             self._ack_k += 1
             if delivered - self._ff_d0 >= self._ff_n >= DISP_MIN_SEGS + self._ff_skip:
@@ -402,6 +405,15 @@ class RateController:
                 n < DISP_MIN_SEGS // 2 or not self.rtt_seen or self.min_rtt < SHORT_RTT_MS:
             return
         rate = n / span
+        tp = self._ack_tp - self._ack_t0
+        if self._ack_k >= 4 and tp >= DISP_MIN_MS and self._ack_dp - self._ack_d0 >= DISP_MIN_SEGS // 2:
+            # the receiver holds its last ACKs a moment for data to ride with (ACK_HOLD;
+            # a host's scheduling delays them too, never hastens them): up to the train's
+            # ACK before the last, when that gives more (a 24 ms train read 0.93x the line
+            # with its last ACK, 0.99x without)
+            r = (self._ack_dp - self._ack_d0) / tp
+            if r > rate:
+                rate = r
         sent = self._ff_t1 - self._ff_t0
         if span < DISP_SPREAD * (sent if sent > 1 else 1) or rate <= self.btlbw or \
                 self.mode != STARTUP:
