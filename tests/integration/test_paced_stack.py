@@ -64,3 +64,27 @@ def test_a_kcp_peer_is_not_taken_for_a_paced_one():
     assert sconn.kcp.cc is None and sconn.kcp.rw is None
     assert conn.kcp.rw is not None and not conn.kcp.rw.peer_paces
     assert conn.announce_windows        # still one of ours: a stream's window goes with its SYN
+
+
+def test_sessions_between_the_same_hosts_share_one_path():
+    """A client's connections to one server, and the server's sessions from one client
+    address, share a SharedPath (kcp/rate.py); a session leaves it when it closes."""
+    async def main():
+        async with Tunnel(BBR, conns=2) as t:
+            for _ in range(100):
+                if len(t.server.listener.sessions) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            conns = [s.conn for s in t.pool.slots]
+            sconns = list(t.server.listener.sessions.values())
+            cpath = {id(c.kcp.cc.path) for c in conns}
+            spath = {id(c.kcp.cc.path) for c in sconns}
+            path = sconns[0].kcp.cc.path
+            n = len(path.members)
+            sconns[0].close("test")
+            return (cpath, spath, n, len(path.members), sconns[0].kcp.cc.path,
+                    len(conns[0].kcp.cc.path.members))
+    cpath, spath, n, after, left, cn = run(main())
+    assert len(cpath) == 1 and len(spath) == 1 and cpath != spath
+    assert n == 2 and after == 1 and left is None
+    assert cn == 2

@@ -22,6 +22,7 @@ import logging
 import time
 from typing import Callable
 
+from paqet.kcp.rate import SharedPath
 from paqet.proto import appmsg
 from paqet.tunnel.connection import ConnectionClosed, TunnelConnection
 from paqet.tunnel.clock import now_ms
@@ -84,6 +85,8 @@ class ClientPool:
         self.open_timeout = open_timeout
         self._rr = 0
         self._encoded: dict[tuple, bytes] = {}  # (message, dialect) -> wire (_encode)
+        #: server -> the rate controllers of the sessions to it (kcp/rate.py SharedPath)
+        self._paths: dict[tuple, SharedPath] = {}
         self._tasks = TaskSet()
         self._spawn = self._tasks.spawn
         self._closing = False
@@ -116,8 +119,12 @@ class ClientPool:
     def _connect(self, slot: _Slot) -> None:
         backend = self.backend_factory()
         server = self.server_of(slot)
+        path = self._paths.get(server)
+        if path is None:
+            path = self._paths[server] = SharedPath()
         tunnel = ClientTunnel(backend, server, self.params,
-                              on_closed=lambda conn, reason, s=slot: self._on_closed(s, conn, reason))
+                              on_closed=lambda conn, reason, s=slot: self._on_closed(s, conn, reason),
+                              path=path)
         slot.tunnel = tunnel
         slot.ready.set()
         port = getattr(backend, "local_port", "?")

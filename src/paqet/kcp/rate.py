@@ -27,9 +27,12 @@ controller decides *when* and *how much* our KCP sender sends, never what goes o
   RTT on long paths), and paces at that window per minimum RTT (each flow keeps the same
   few in the shared queue, so the shares drift together, FAST TCP's equilibrium), until
   QUEUE_HOLD rounds show no queue; such a round also caps the bandwidth estimate at what
-  the last round delivered; a flight after an idle moment starts over
-  in STARTUP (TCP's slow start after idle); a probe that found room and no queue goes back
-  to STARTUP (the flow beside it ended);
+  the last round delivered; sessions between the same two hosts share a SharedPath: a
+  bulk that starts beside busy ones takes an equal share of the line at once and they
+  give it up, and one that goes on after any pause while another sends starts over (its
+  model holds the whole line); a flight after an idle moment starts over in STARTUP
+  (TCP's slow start after idle); a probe that found room and no queue goes back to
+  STARTUP (the flow beside it ended);
 * loss is not a signal (random loss on long paths is not congestion): KCP's own fast
   retransmission and RTO repair it, retransmissions are charged to the pacing budget, and
   the budget pays for their share while the path shows no queue. docs/decisions.md has
@@ -86,6 +89,7 @@ DISP_MIN_MS = 8                # spread over at least this many ms, and SPREAD t
 DISP_SPREAD = 2.0              # than it left, give the bottleneck's rate at once (dispersion)
 FF_GAP_MS = 5                  # (a pause of the application within the first flight)
 FF_PRE_MAX = 16                # (it may begin with this many segments still in flight)
+ACTIVE_MIN = 16                # a session with this many in flight is sending (SharedPath)
 JUMP_SAMPLES = 8               # ... unless this many RTT samples in a row in the next
 JUMP_ROUNDS = 1                # round show a queue (NO_QUEUE_MS or 1/16): the line is busy,
 BUSY_SHARE = 0.5               # and STARTUP goes on from this share of the dispersion's rate
@@ -108,7 +112,7 @@ class RateController:
                  "_now", "_delivered", "_ff", "_ff_n", "_ff_t0", "_ff_t1", "_ff_d0", "_ff_skip",
                  "_ff_pre",
                  "_ack_t0", "_ack_d0", "_ack_t1", "_ack_d1", "_ack_k", "_ack_tp", "_ack_dp",
-                 "_jump_d", "_jump_bw", "_jump_n", "_jump_end")
+                 "_jump_d", "_jump_bw", "_jump_n", "_jump_end", "path", "_shared_d", "_inflight")
 
     def __init__(self, *, init_cwnd: int = 32, max_cwnd: int = 1 << 16, now: int = 0) -> None:
         self.mode = STARTUP
@@ -167,6 +171,10 @@ class RateController:
         self._jump_d = -1
         self._jump_bw = 0.0
         self._jump_n = self._jump_end = 0
+        #: the SharedPath of the sessions between the same two hosts (None: on its own)
+        self.path: SharedPath | None = None
+        self._shared_d = -(1 << 62)  # rate samples of segments sent before a share: stale
+        self._inflight = 0          # at the last ACK
 
     # -- the model ---------------------------------------------------------------------------
     @property
@@ -251,7 +259,8 @@ class RateController:
             prev_rtt_min, self._rtt_round_min = self._rtt_round_min, -1
         if rtt >= 0 and (self._rtt_round_min < 0 or rtt < self._rtt_round_min):
             self._rtt_round_min = rtt
-        if rate > 0 and (not app_limited or rate > self.btlbw):
+        if rate > 0 and (not app_limited or rate > self.btlbw) and \
+                prior_delivered >= self._shared_d:
             self.samples += 1
             self._bw_update(rate)
         if rtt >= 0:
@@ -269,6 +278,7 @@ class RateController:
                 self.min_rtt_t = now
 
         self._idle_t = now if inflight == 0 else -1
+        self._inflight = inflight
         if rtt > self._probe_rtt_hi:
             self._probe_rtt_hi = rtt
         mode = self.mode
@@ -406,7 +416,8 @@ class RateController:
             return
         rate = n / span
         tp = self._ack_tp - self._ack_t0
-        if self._ack_k >= 4 and tp >= DISP_MIN_MS and self._ack_dp - self._ack_d0 >= DISP_MIN_SEGS // 2:
+        if self._ack_k >= 4 and tp >= DISP_MIN_MS and \
+                self._ack_dp - self._ack_d0 >= DISP_MIN_SEGS // 2:
             # the receiver holds its last ACKs a moment for data to ride with (ACK_HOLD;
             # a host's scheduling delays them too, never hastens them): up to the train's
             # ACK before the last, when that gives more (a 24 ms train read 0.93x the line
@@ -628,7 +639,11 @@ class RateController:
         the in-flight cap. New data only; retransmissions are charged with `spend`."""
         if inflight == 0 and self._idle_t >= 0 and self.filled and self.min_rtt >= SHORT_RTT_MS:
             idle = now - self._idle_t
-            if idle > IDLE_MS and idle > self.min_rtt + (self.min_rtt >> 1):
+            if (idle > IDLE_MS and idle > self.min_rtt + (self.min_rtt >> 1)) or (
+                    self.path is not None and self.path.active(self, now)):
+                # (after any pause, when another session to the same host has data in
+                # flight: its model of the path holds the whole line, and the first flight
+                # that follows shares it out, SharedPath)
                 self._restart(now)
         self._now = now
         if self._ff and inflight <= FF_PRE_MAX:
@@ -677,6 +692,8 @@ class RateController:
         the budget: new data then waits until it is paid back."""
         self._sent_new += n - retransmitted
         self._sent_rtx += retransmitted
+        self._idle_t = -1           # (in flight now: the next ACK says how much)
+        self._inflight += n
         if self._ff == 2 and not self._ack_k:
             if self._ff_n and self._ff_n < DISP_MIN_SEGS + self._ff_skip and \
                     self._now - self._ff_t1 > FF_GAP_MS:
@@ -688,6 +705,11 @@ class RateController:
                 self._ff_t0 = self._now
             self._ff_n += n - retransmitted
             self._ff_t1 = self._now
+            if self.path is not None and self._ff_n - self._ff_skip >= DISP_MIN_SEGS and \
+                    self.rtt_seen and self.min_rtt >= SHORT_RTT_MS:
+                # a bulk's first flight: beside busy sessions to the same host, a share
+                # of the line at once instead of the rest of the flight into their queue
+                self.path.share_with(self, self._now)
         tok = self.tokens - n
         floor = -self.pacing_rate * BURST_MS
         self.tokens = tok if tok > floor else floor
@@ -705,3 +727,67 @@ class RateController:
                 "min_rtt": self.min_rtt, "pacing_rate_seg_ms": round(self.pacing_rate, 3),
                 "cwnd": self.cwnd, "round": self.round, "startup_exit": self.exit,
                 "rtx_share": round(self.rtx_share, 3), "startups": self.startups}
+
+
+class SharedPath:
+    """The rate controllers of the sessions between the same two hosts (a client's
+    connections to one server, a server's sessions from one client address): they cross
+    the same bottleneck, so they share what they know of it, as RFC 3124's congestion
+    manager does. A session whose first flight would start beside busy ones takes an equal
+    share of the line at once, and the busy ones give it up: a first flight sent within
+    FIRST_FLIGHT_MS into their queue overran a shallow buffer, and the shares then took
+    seconds to even out on a long path (a delay-based rule moves them by a few percent a
+    round trip). Sans-I/O: the shell makes one per host and passes it to its sessions."""
+
+    __slots__ = ("members",)
+
+    def __init__(self) -> None:
+        self.members: list[RateController] = []
+
+    def join(self, c: RateController) -> None:
+        if c.path is not self:
+            self.members.append(c)
+            c.path = self
+
+    def leave(self, c: RateController) -> None:
+        if c.path is self:
+            self.members.remove(c)
+            c.path = None
+
+    def active(self, c: RateController, now: int) -> bool:
+        """Whether another member has data in flight (ACTIVE_MIN segments at least: not a
+        keepalive) and was active within a minimum RTT."""
+        for m in self.members:
+            if m is not c and m._idle_t < 0 and m._inflight >= ACTIVE_MIN and \
+                    now - m._now <= (m.min_rtt if m.min_rtt > 1 else 1):
+                return True
+        return False
+
+    def share_with(self, c: RateController, now: int) -> bool:
+        """`c` has sent the first DISP_MIN_SEGS of a first flight (a bulk): when other
+        members are busy (cruising in PROBE_BW with data in flight, active within a
+        minimum RTT), every one of them and `c` get an equal share of what they measured
+        together, and `c` goes on at it (PROBE_BW at gain 1, as after a dispersion) instead
+        of sending the rest of the flight. False when no member is busy."""
+        busy = [m for m in self.members if m is not c and m.mode == PROBE_BW and m.btlbw > 0
+                and m._idle_t < 0 and m._inflight >= ACTIVE_MIN
+                and now - m._now <= (m.min_rtt if m.min_rtt > 1 else 1)]
+        if not busy:
+            return False
+        share = sum(m.btlbw for m in busy) / (len(busy) + 1)
+        for m in busy:
+            if m.btlbw > share:
+                m._bw_scale(share / m.btlbw)
+                # (what was in flight still comes back at the old rate for a round: rate
+                # samples count again from segments sent after it was all delivered)
+                m._shared_d = m._delivered + m._inflight
+                m._set_rates()
+        c._ff = 0
+        c._bw_update(share)
+        c.filled = True
+        c.exit = "shared path"
+        c._enter_probe_bw(now)
+        if c.pacing_gain != 1.0:
+            c.cycle, c.pacing_gain, c._probe_bw0 = 2, 1.0, 0.0
+        c._set_rates()
+        return True

@@ -18,7 +18,7 @@ import logging
 from typing import Callable
 
 from paqet.kcp.engine import KCP
-from paqet.kcp.rate import RateController
+from paqet.kcp.rate import RateController, SharedPath
 from paqet.kcp.window import ReceiveWindow
 from paqet.smux import events as sev
 from paqet.smux.session import SmuxSession
@@ -73,7 +73,8 @@ class TunnelConnection:
     def __init__(self, *, conv: int, peer: tuple, send: SendFn, params: TunnelParams,
                  client: bool, codec: DatagramCodec | None = None,
                  on_closed: Callable[["TunnelConnection", str], None] | None = None,
-                 drops: dict | None = None, replayed: list | None = None) -> None:
+                 drops: dict | None = None, replayed: list | None = None,
+                 path: SharedPath | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.conv = conv
         self._conv_le = conv.to_bytes(4, "little")
@@ -117,6 +118,9 @@ class TunnelConnection:
             if params.auto_sndwnd:
                 k.snd_wnd = max(params.sndwnd, params.send_buffer // mss)
             k.cc = RateController(init_cwnd=min(INIT_FLIGHT, k.snd_wnd), max_cwnd=k.snd_wnd)
+            if path is not None:
+                # the other sessions between the same two hosts (kcp/rate.py SharedPath)
+                path.join(k.cc)
             if params.auto_rcvwnd:
                 k.rcv_wnd = cap = max(params.rcvwnd, params.recv_buffer // mss)
                 k.rw = ReceiveWindow(initial=params.rcvwnd, maximum=cap)
@@ -643,6 +647,9 @@ class TunnelConnection:
             return
         self.closed = True
         self.close_reason = reason
+        cc = self.kcp.cc
+        if cc is not None and cc.path is not None:
+            cc.path.leave(cc)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

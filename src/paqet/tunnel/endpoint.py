@@ -10,6 +10,7 @@ import struct
 import time
 from typing import Callable
 
+from paqet.kcp.rate import SharedPath
 from paqet.tunnel.clock import now_ms
 from paqet.tunnel.connection import TunnelConnection
 from paqet.tunnel.guard import DropLog, ListenerLimits, TokenBuckets
@@ -103,7 +104,7 @@ class ClientTunnel:
 
     def __init__(self, backend, server: tuple, params: TunnelParams,
                  on_closed: Callable[[TunnelConnection, str], None] | None = None,
-                 conv: int | None = None) -> None:
+                 conv: int | None = None, path: SharedPath | None = None) -> None:
         self.backend = backend
         self.server = _addr_key(server)
         self.params = params
@@ -112,7 +113,7 @@ class ClientTunnel:
         self.drops: dict[str, int] = {"foreign_source": 0}
         self.conn = TunnelConnection(conv=self.conv, peer=server, send=backend.send,
                                      params=params, client=True, on_closed=on_closed,
-                                     drops=self.drops)
+                                     drops=self.drops, path=path)
         self._drop_log = DropLog(self.drops, DROP_LOG_INTERVAL)
         self._next_log = 0.0
         self._reader = _Reader(backend, self._on_datagram, self._on_batch_end)
@@ -186,6 +187,8 @@ class TunnelListener:
         self.backend = backend
         self.params = params
         self.sessions: dict[tuple, TunnelConnection] = {}
+        #: client address -> the rate controllers of its sessions (kcp/rate.py SharedPath)
+        self._paths: dict[str, SharedPath] = {}
         self._accept_q: asyncio.Queue[TunnelConnection] = asyncio.Queue()
         self.backlog = lim.backlog
         self.max_sessions = lim.max_sessions
@@ -294,9 +297,12 @@ class TunnelListener:
             return
         # a named user's datagrams pass their rate limit, when they have one (or get one)
         send = self._sender(user) if user.name else self.backend.send
+        path = self._paths.get(key[0])
+        if path is None:
+            path = self._paths[key[0]] = SharedPath()
         conn = TunnelConnection(conv=conv, peer=addr, send=send, params=user.params,
                                 client=False, on_closed=self._closed_cb, drops=drops,
-                                replayed=self._replayed if self._set_guard else None)
+                                replayed=self._replayed if self._set_guard else None, path=path)
         if self._set_guard is not None:
             conn.on_replays = self._replays_waiting
         self.sessions[key] = conn
@@ -506,6 +512,9 @@ class TunnelListener:
         key = _addr_key(conn.peer)
         if self.sessions.get(key) is conn:
             del self.sessions[key]
+        path = self._paths.get(key[0])
+        if path is not None and not path.members:
+            del self._paths[key[0]]
         user = self.user_of.pop(conn, None)
         if user is not None:
             user.session_closed(conn)

@@ -4,7 +4,7 @@ random loss), on a virtual clock: no timing in these tests, only what crossed th
 
 import pytest
 
-from paqet.kcp.rate import PROBE_BW, RateController
+from paqet.kcp.rate import PROBE_BW, RateController, SharedPath
 from paqet.kcp.window import ReceiveWindow
 from sim import Bottleneck, BulkKcp, Sim
 
@@ -153,6 +153,33 @@ def test_two_sessions_started_together_share_the_line(rtt):
     sim.run(lambda: b1.received >= each or b2.received >= each, max_ms=30_000)
     share = b1.received / (b1.received + b2.received)
     assert 0.35 <= share <= 0.65, share
+
+
+@pytest.mark.parametrize("rtt", [100, 200])
+def test_sessions_to_the_same_host_share_the_line_at_once(rtt):
+    """Session 2 starts while session 1 is busy. On their own (each its own model), the
+    share of session 1 over the next 5 s is 0.56 (RTT 100 ms) / 0.73 (200 ms): the
+    delay-based rule moves shares a few percent a round trip. Between the same two hosts
+    (one SharedPath) they split the line at once, and the first flight does not overrun
+    the buffer the busy one keeps full."""
+    def shares(shared):
+        start2 = 3000
+        sim, (a1, b1), (a2, b2), ab = two_sessions(rtt, start2=start2, total1=1 << 31,
+                                                   total2=1 << 31)
+        if shared:
+            path = SharedPath()
+            path.join(a1.k.cc)
+            path.join(a2.k.cc)
+        sim.run(lambda: sim.now >= start2, max_ms=start2 + 1)
+        r1, r2, o0, s0 = b1.received, b2.received, ab.overflow, ab.sent
+        sim.run(lambda: False, max_ms=5000)
+        g1, g2 = b1.received - r1, b2.received - r2
+        return g1 / (g1 + g2), (ab.overflow - o0) / (ab.sent - s0), (g1 + g2) / 5000 / LINE
+    alone, drops_alone, _ = shares(False)
+    share, drops, used = shares(True)
+    assert 0.45 <= share <= 0.6, share
+    assert share < alone - 0.04 and drops <= 0.005 and drops < drops_alone
+    assert used >= 0.85, used
 
 
 @pytest.mark.parametrize("rtt", [100, 200])

@@ -524,3 +524,76 @@ def test_receive_window_opens_to_a_paced_first_flights_train_at_once():
             u.on_data(300 + i, ts + 300 + i, 1)
     u.update(330)
     assert u.train_rate == 0 and u.target == 1024
+
+
+def busy_member(bw=10, rtt=200, inflight=2000):
+    """A controller cruising at `bw` segments/ms with `inflight` in flight, active at 400."""
+    c = RateController(init_cwnd=512)
+    feed(c, 100, 1000, bw, rtt, inflight, interval=rtt)
+    c.filled = True
+    c._enter_probe_bw(100)
+    c.pacing_gain = 1.0
+    feed(c, 400, 1000 + bw * 300, bw, rtt, inflight, interval=rtt)
+    c.allowance(400, inflight)
+    return c
+
+
+def test_a_bulk_beside_a_busy_session_to_the_same_host_takes_an_equal_share_at_once():
+    """SharedPath: the new session's first flight stops after DISP_MIN_SEGS; it and the
+    busy one each get half of what the busy one measured, and the busy one's samples of
+    what it had in flight (still coming back at the whole line's rate) do not count."""
+    path = R.SharedPath()
+    a = busy_member(10)
+    path.join(a)
+    b = RateController(init_cwnd=512)
+    path.join(b)
+    b.on_ack(200, 0, 1, 0, True, 200, 0)
+    b.allowance(401, 0)
+    assert b._ff == 2 and b.pacing_rate == b._first_flight_rate()
+    b.spend(R.DISP_MIN_SEGS)
+    assert b.mode == PROBE_BW and b.exit == "shared path" and b.pacing_gain == 1.0
+    assert b.btlbw == 5 and a.btlbw == 5 and a.cwnd < 2 * 10 * 200
+    d = a._delivered
+    feed(a, 450, d + 500, 10, 200, 1500, interval=200)    # sent before: not a sample
+    assert a.btlbw == 5
+    feed(a, 700, a._shared_d + 1000, 5, 200, 1000, interval=200)
+    assert a.btlbw == 5
+    # alone (the other idle, or only a keepalive in flight): the flight goes on
+    c = RateController(init_cwnd=512)
+    q = R.SharedPath()
+    q.join(c)
+    idle = busy_member(10, inflight=1)
+    q.join(idle)
+    c.on_ack(200, 0, 1, 0, True, 200, 0)
+    c.allowance(401, 0)
+    c.spend(R.DISP_MIN_SEGS)
+    assert c._ff == 2 and c.mode == STARTUP and idle.btlbw == 10
+    q.leave(c)
+    assert c.path is None and q.members == [idle]
+
+
+def test_a_session_going_on_after_a_pause_beside_a_sending_one_starts_over():
+    """Its model holds the whole line: after any pause, while another session to the same
+    host has data in flight, it starts over (and its first flight shares the line out);
+    a keepalive in flight does not count."""
+    path = R.SharedPath()
+    a = busy_member(10)
+    path.join(a)
+    a.on_ack(500, 3000, 4000, 200, False, 200, 0)          # a's flight emptied at 500
+    b = busy_member(10)
+    path.join(b)
+    b.allowance(510, 0)                                     # b sends: a bulk in flight
+    b.spend(100)
+    a.allowance(520, 0)                                     # a goes on 20 ms later
+    assert a.mode == STARTUP and a.btlbw == 0 and a._ff == 2
+    # a keepalive in flight
+    p2 = R.SharedPath()
+    c = busy_member(10)
+    p2.join(c)
+    c.on_ack(500, 3000, 4000, 200, False, 200, 0)
+    k = busy_member(10, inflight=0)
+    p2.join(k)
+    k.allowance(510, 0)
+    k.spend(1)
+    c.allowance(520, 0)
+    assert c.mode == PROBE_BW and c.btlbw == 10
