@@ -438,13 +438,18 @@ class RateController:
         b = BUSY_SHARE * rate
         self._jump_bw = b if b > self.btlbw else self.btlbw
         self._jump_end = self.round + JUMP_ROUNDS
+        # (at the estimate, not in a probe: the check that follows reads a queue as
+        # another flow's)
+        self._cruise_at(rate, "dispersion", now)
+
+    def _cruise_at(self, rate: float, why: str, now: int) -> None:
+        """STARTUP is over with an estimate from elsewhere (a dispersion, a SharedPath's
+        share): PROBE_BW, cruising at gain 1 at `rate`, not in a probe."""
         self._bw_update(rate)
         self.filled = True
-        self.exit = "dispersion"
+        self.exit = why
         self._enter_probe_bw(now)
         if self.pacing_gain != 1.0:
-            # at the estimate, not in a probe: the check that follows reads a queue as
-            # another flow's
             self.cycle, self.pacing_gain, self._probe_bw0 = 2, 1.0, 0.0
 
     def _jump_check(self, rtt: int) -> None:
@@ -783,11 +788,6 @@ class SharedPath:
                 m._shared_d = m._delivered + m._inflight
                 m._set_rates()
         c._ff = 0
-        c._bw_update(share)
-        c.filled = True
-        c.exit = "shared path"
-        c._enter_probe_bw(now)
-        if c.pacing_gain != 1.0:
-            c.cycle, c.pacing_gain, c._probe_bw0 = 2, 1.0, 0.0
+        c._cruise_at(share, "shared path", now)
         c._set_rates()
         return True

@@ -281,13 +281,19 @@ def test_the_queue_rules_alpha_grows_with_the_minimum_rtt():
     assert c.cwnd == int(last * 300 + R.ALPHA_PER_MS * 300) and R.ALPHA_PER_MS * 300 > 64
 
 
-def test_receive_window_lets_a_paced_startup_double_within_the_round():
-    """Against a paced peer in STARTUP, the window follows the arrivals of the round so
-    far (PACED_GAIN times), not the end of a round that began before the flight did."""
-    w = ReceiveWindow(initial=512, maximum=8192)
+def paced_window(initial):
+    """A receive window for a paced peer whose minimum RTT is 200 ms, at t=0."""
+    w = ReceiveWindow(initial=initial, maximum=8192)
     w.peer_paces = True
     w.on_rtt(0, 200)
     w.update(0)
+    return w
+
+
+def test_receive_window_lets_a_paced_startup_double_within_the_round():
+    """Against a paced peer in STARTUP, the window follows the arrivals of the round so
+    far (PACED_GAIN times), not the end of a round that began before the flight did."""
+    w = paced_window(512)
     now, ts = 0, 9000
     for _ in range(50):                    # 750 segments over 50 ms
         for _ in range(15):
@@ -500,10 +506,7 @@ def test_receive_window_opens_to_a_paced_first_flights_train_at_once():
     PACED_GAIN round trips of that rate while the train arrives, not to PACED_GAIN x 200
     at the round's end (which would hold the sender's second round trip to ~1000)."""
     from paqet.kcp.window import PACED_GAIN
-    w = ReceiveWindow(initial=1024, maximum=8192)
-    w.peer_paces = True
-    w.on_rtt(0, 200)
-    w.update(0)
+    w = paced_window(1024)
     now, ts = 300, 9000
     for i in range(25):                      # 200 segments over 25 ms
         for _ in range(8):
